@@ -1,0 +1,121 @@
+"""Keras layers of the registry's ops, from standard Keras layers only.
+
+The supernet and derived models both build their ops here, so shapes,
+parameter counts and latency keys agree by construction.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from densenas_tf.ops import BN_EPSILON, check_op_shape, has_residual, parse_op
+
+# Sub-layers of an op that hold weights, in the order they run.
+WEIGHTED_ROLES = (
+    "expand_conv",
+    "expand_bn",
+    "dw_conv",
+    "dw_bn",
+    "project_conv",
+    "project_bn",
+)
+
+
+def _bn(name: str, momentum: float, synchronized: bool) -> keras.layers.Layer:
+    kwargs = {"synchronized": True} if synchronized else {}
+    return keras.layers.BatchNormalization(
+        epsilon=BN_EPSILON, momentum=momentum, name=name, **kwargs
+    )
+
+
+def make_op_layers(
+    op_name: str,
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    name: str,
+    bn_momentum: float = 0.9,
+    synchronized_bn: bool = False,
+) -> dict[str, keras.layers.Layer]:
+    """Creates the standard Keras layers of one op, keyed by role.
+
+    MBConv: 1x1 conv to E*C_in (omitted when E == 1), BN, ReLU6; depthwise KxK
+    with the stride, BN, ReLU6; 1x1 conv to C_out, BN; residual add when the
+    stride is 1 and widths agree. Skip has no layers.
+    """
+    op = parse_op(op_name)
+    check_op_shape(op, in_channels, out_channels, stride)
+    if op.is_skip:
+        return {}
+    hidden = in_channels * op.expansion
+    layers: dict[str, keras.layers.Layer] = {}
+    if op.expansion != 1:
+        layers["expand_conv"] = keras.layers.Conv2D(
+            hidden, 1, use_bias=False, name=f"{name}_expand_conv"
+        )
+        layers["expand_bn"] = _bn(f"{name}_expand_bn", bn_momentum, synchronized_bn)
+        layers["expand_act"] = keras.layers.Activation("relu6", name=f"{name}_expand_relu6")
+    layers["dw_conv"] = keras.layers.DepthwiseConv2D(
+        op.kernel_size,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        name=f"{name}_dw_conv",
+    )
+    layers["dw_bn"] = _bn(f"{name}_dw_bn", bn_momentum, synchronized_bn)
+    layers["dw_act"] = keras.layers.Activation("relu6", name=f"{name}_dw_relu6")
+    layers["project_conv"] = keras.layers.Conv2D(
+        out_channels, 1, use_bias=False, name=f"{name}_project_conv"
+    )
+    layers["project_bn"] = _bn(f"{name}_project_bn", bn_momentum, synchronized_bn)
+    if has_residual(in_channels, out_channels, stride):
+        layers["add"] = keras.layers.Add(name=f"{name}_add")
+    return layers
+
+
+def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None):
+    """Runs the layers made by make_op_layers on x (symbolic or eager)."""
+    if not layers:
+        return x
+    y = x
+    if "expand_conv" in layers:
+        y = layers["expand_conv"](y)
+        y = layers["expand_bn"](y, training=training)
+        y = layers["expand_act"](y)
+    y = layers["dw_conv"](y)
+    y = layers["dw_bn"](y, training=training)
+    y = layers["dw_act"](y)
+    y = layers["project_conv"](y)
+    y = layers["project_bn"](y, training=training)
+    if "add" in layers:
+        y = layers["add"]([x, y])
+    return y
+
+
+def make_conv_bn_act_layers(
+    filters: int,
+    kernel_size: int,
+    stride: int,
+    name: str,
+    bn_momentum: float = 0.9,
+    synchronized_bn: bool = False,
+) -> dict[str, keras.layers.Layer]:
+    """A plain conv, BN, ReLU6 (the stem conv and the final 1x1 conv)."""
+    return {
+        "conv": keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            name=f"{name}_conv",
+        ),
+        "bn": _bn(f"{name}_bn", bn_momentum, synchronized_bn),
+        "act": keras.layers.Activation("relu6", name=f"{name}_relu6"),
+    }
+
+
+def apply_conv_bn_act(layers: dict[str, keras.layers.Layer], x, training=None):
+    y = layers["conv"](x)
+    y = layers["bn"](y, training=training)
+    return layers["act"](y)

@@ -1,0 +1,553 @@
+"""The DenseNAS super network: mixed ops, dense blocks, and the supernet model.
+
+Architecture parameters are three Keras variables kept apart from the weights:
+
+- ``alpha_head`` (head layers x head ops): one row per head mixed layer, i.e.
+  per edge into a searchable block, in ``SearchSpace.head_edges`` order;
+- ``alpha_stack`` (stacking layers x stacking ops): one row per stacking mixed
+  layer, in ``SearchSpace.stacking_layers`` order;
+- ``beta`` (edges,): one entry per edge; block i's path probabilities are the
+  softmax of its outgoing entries (``path_probabilities``).
+
+Forward modes: ``all`` mixes every op by softmax(alpha); ``one`` runs one drawn
+op per mixed layer; ``two`` runs two drawn ops mixed by the softmax over their
+two alphas. In the sampled modes only the drawn ops are computed
+(``tf.switch_case`` selects the branch inside one traced graph). Draws are
+stateless: ``sample_ops(seed, policy)`` gives the same ops for the same seed
+on every replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from densenas_tf import op_layers
+from densenas_tf.search_space import SearchSpace
+
+MODES = ("all", "one", "two")
+SAMPLING_POLICIES = ("uniform", "softmax", "two")
+
+
+class OpSample(NamedTuple):
+    """Drawn op indices: (rows,) for one op per layer, (rows, 2) for two."""
+
+    head: tf.Tensor
+    stack: tf.Tensor
+
+
+class CandidateOp(keras.layers.Layer):
+    """One candidate op (an MBConv or skip) built from the registry's layers."""
+
+    def __init__(
+        self,
+        op_name: str,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        bn_momentum: float = 0.9,
+        synchronized_bn: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.op_name = op_name
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.op_layers = op_layers.make_op_layers(
+            op_name,
+            in_channels,
+            out_channels,
+            stride,
+            name=self.name,
+            bn_momentum=bn_momentum,
+            synchronized_bn=synchronized_bn,
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for key in op_layers.WEIGHTED_ROLES:
+            if key in self.op_layers:
+                self.op_layers[key].build(shape)
+                shape = self.op_layers[key].compute_output_shape(shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return op_layers.apply_op_layers(self.op_layers, x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        out = None if h is None else -(-h // self.stride)
+        return (n, out, out if w is not None else None, self.out_channels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "op_name": self.op_name,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "stride": self.stride,
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+        }
+
+
+class MixedOp(keras.layers.Layer):
+    """A searchable layer: candidate ops on one input, mixed or sampled.
+
+    ``call(x, alpha, sample, mode)``: alpha is this layer's row of
+    architecture parameters; sample is a scalar op index (mode ``one``) or a
+    pair of distinct indices (mode ``two``).
+    """
+
+    def __init__(
+        self,
+        op_names: list[str],
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        bn_momentum: float = 0.9,
+        synchronized_bn: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.op_names = list(op_names)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.candidates = [
+            CandidateOp(
+                op,
+                in_channels,
+                out_channels,
+                stride,
+                bn_momentum=bn_momentum,
+                synchronized_bn=synchronized_bn,
+                name=f"{self.name}_{op}",
+            )
+            for op in self.op_names
+        ]
+
+    def build(self, input_shape):
+        for candidate in self.candidates:
+            candidate.build(input_shape)
+        self.built = True
+
+    def _run(self, index, x, training):
+        if tf.executing_eagerly():
+            # Eager: dispatch in Python, so nothing but the drawn op is built or run.
+            return self.candidates[int(index)](x, training=training)
+        branches = [lambda c=c: c(x, training=training) for c in self.candidates]
+        return tf.switch_case(index, branches)
+
+    def call(self, x, alpha, sample=None, mode="all", training=None):
+        if mode == "all":
+            weights = tf.nn.softmax(alpha)
+            outputs = [c(x, training=training) for c in self.candidates]
+            return tf.add_n([weights[k] * y for k, y in enumerate(outputs)])
+        if mode == "one":
+            return self._run(sample, x, training)
+        if mode == "two":
+            weights = tf.nn.softmax(tf.gather(alpha, sample))
+            first = self._run(sample[0], x, training)
+            second = self._run(sample[1], x, training)
+            return weights[0] * first + weights[1] * second
+        raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
+
+    def compute_output_shape(self, input_shape):
+        return self.candidates[0].compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "op_names": list(self.op_names),
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "stride": self.stride,
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+        }
+
+
+class DenseBlock(keras.layers.Layer):
+    """A block: one head mixed op per incoming edge, summed with the edges'
+    path probabilities (eq. 4), then the stacking mixed layers."""
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        strides: list[int],
+        out_channels: int,
+        num_stacking_layers: int,
+        head_ops: list[str],
+        stacking_ops: list[str],
+        bn_momentum: float = 0.9,
+        synchronized_bn: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(in_channels) != len(strides) or not in_channels:
+            raise ValueError(
+                f"in_channels {in_channels} and strides {strides} must be non-empty and of equal length"
+            )
+        self.in_channels = list(in_channels)
+        self.strides = list(strides)
+        self.out_channels = out_channels
+        self.num_stacking_layers = num_stacking_layers
+        self.head_ops = list(head_ops)
+        self.stacking_ops = list(stacking_ops)
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        common = {"bn_momentum": bn_momentum, "synchronized_bn": synchronized_bn}
+        self.heads = [
+            MixedOp(
+                self.head_ops,
+                cin,
+                out_channels,
+                s,
+                name=f"{self.name}_head{k}",
+                **common,
+            )
+            for k, (cin, s) in enumerate(zip(self.in_channels, self.strides, strict=False))
+        ]
+        self.stacking = [
+            MixedOp(
+                self.stacking_ops,
+                out_channels,
+                out_channels,
+                1,
+                name=f"{self.name}_l{k}",
+                **common,
+            )
+            for k in range(num_stacking_layers)
+        ]
+
+    def build(self, input_shape):
+        for head, shape in zip(self.heads, input_shape, strict=False):
+            head.build(shape)
+        shape = self.heads[0].compute_output_shape(input_shape[0])
+        for layer in self.stacking:
+            layer.build(shape)
+        self.built = True
+
+    def call(
+        self,
+        inputs,
+        path_probs,
+        alpha_head,
+        alpha_stack,
+        head_sample=None,
+        stack_sample=None,
+        mode="all",
+        training=None,
+    ):
+        x = None
+        for k, head in enumerate(self.heads):
+            sample = None if head_sample is None else head_sample[k]
+            y = path_probs[k] * head(inputs[k], alpha_head[k], sample, mode=mode, training=training)
+            x = y if x is None else x + y
+        for k, layer in enumerate(self.stacking):
+            sample = None if stack_sample is None else stack_sample[k]
+            x = layer(x, alpha_stack[k], sample, mode=mode, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return self.heads[0].compute_output_shape(input_shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "in_channels": list(self.in_channels),
+            "strides": list(self.strides),
+            "out_channels": self.out_channels,
+            "num_stacking_layers": self.num_stacking_layers,
+            "head_ops": list(self.head_ops),
+            "stacking_ops": list(self.stacking_ops),
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+        }
+
+
+class ConvBNAct(keras.layers.Layer):
+    """Conv, BN, ReLU6: the stem conv and each input of the final 1x1-conv node."""
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        stride: int = 1,
+        bn_momentum: float = 0.9,
+        synchronized_bn: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.op_layers = op_layers.make_conv_bn_act_layers(
+            filters, kernel_size, stride, self.name, bn_momentum, synchronized_bn
+        )
+
+    def build(self, input_shape):
+        self.op_layers["conv"].build(tuple(input_shape))
+        shape = self.op_layers["conv"].compute_output_shape(tuple(input_shape))
+        self.op_layers["bn"].build(shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return op_layers.apply_conv_bn_act(self.op_layers, x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.op_layers["conv"].compute_output_shape(tuple(input_shape))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+        }
+
+
+class SuperNet(keras.Model):
+    """The whole super network of a search space, with its architecture parameters."""
+
+    def __init__(
+        self,
+        space_config: dict[str, Any],
+        bn_momentum: float = 0.9,
+        synchronized_bn: bool = True,
+        arch_init_std: float = 1e-3,
+        arch_init_seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.space_config = dict(space_config)
+        self.space = SearchSpace.from_config(space_config, source="SuperNet.space_config")
+        self.bn_momentum = bn_momentum
+        self.synchronized_bn = synchronized_bn
+        self.arch_init_std = arch_init_std
+        self.arch_init_seed = arch_init_seed
+        space = self.space
+        common = {"bn_momentum": bn_momentum, "synchronized_bn": synchronized_bn}
+
+        self.stem_conv = ConvBNAct(
+            space.stem.conv_width, 3, space.stem.stride, name="stem", **common
+        )
+        self.stem_op = CandidateOp(
+            space.stem.op,
+            space.stem.conv_width,
+            space.stem.width,
+            1,
+            name="stem_op",
+            **common,
+        )
+        self.dense_blocks = []
+        for block in space.blocks[1:]:
+            in_edges = space.in_edges(block.index)
+            self.dense_blocks.append(
+                DenseBlock(
+                    [space.blocks[e.src].width for e in in_edges],
+                    [e.stride for e in in_edges],
+                    block.width,
+                    block.stacking_layers,
+                    list(space.head_ops),
+                    list(space.stacking_ops),
+                    name=f"block{block.index}",
+                    **common,
+                )
+            )
+        self.final_convs = [
+            ConvBNAct(space.final_conv_width, 1, 1, name=f"final_from{e.src}", **common)
+            for e in space.final_edges
+        ]
+        self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        self.classifier = keras.layers.Dense(space.num_classes, name="classifier")
+
+        init = keras.initializers.RandomNormal(stddev=arch_init_std, seed=arch_init_seed)
+        self.alpha_head = self.add_weight(
+            shape=(len(space.head_edges), len(space.head_ops)),
+            initializer=init,
+            name="alpha_head",
+        )
+        self.alpha_stack = self.add_weight(
+            shape=(len(space.stacking_layers), len(space.stacking_ops)),
+            initializer=keras.initializers.RandomNormal(
+                stddev=arch_init_std, seed=arch_init_seed + 1
+            ),
+            name="alpha_stack",
+        )
+        self.beta = self.add_weight(
+            shape=(len(space.edges),),
+            initializer=keras.initializers.RandomNormal(
+                stddev=arch_init_std, seed=arch_init_seed + 2
+            ),
+            name="beta",
+        )
+
+        # Static graph bookkeeping, as Python lists (never recomputed per step).
+        self._edge_src = tf.constant([e.src for e in space.edges], dtype=tf.int32)
+        def ids(values) -> np.ndarray:
+            return np.asarray(list(values), dtype=np.int32)
+
+        self._in_edge_ids = {
+            b.index: ids(e.index for e in space.in_edges(b.index)) for b in space.blocks[1:]
+        }
+        self._head_rows = {
+            b.index: ids(space.head_row(e) for e in space.in_edges(b.index))
+            for b in space.blocks[1:]
+        }
+        self._stack_rows = {b.index: ids(space.stacking_rows(b.index)) for b in space.blocks[1:]}
+        self._final_edge_ids = ids(e.index for e in space.final_edges)
+        self.build((None, *space.input_shape))
+
+    # ----- variables ----------------------------------------------------------------
+    @property
+    def arch_variables(self) -> list:
+        return [self.alpha_head, self.alpha_stack, self.beta]
+
+    @property
+    def weight_variables(self) -> list:
+        arch_ids = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch_ids]
+
+    def build(self, input_shape):
+        space = self.space
+        shape = tuple(input_shape)
+        self.stem_conv.build(shape)
+        shape = self.stem_conv.compute_output_shape(shape)
+        self.stem_op.build(shape)
+        shapes = {0: self.stem_op.compute_output_shape(shape)}
+        for block, layer in zip(space.blocks[1:], self.dense_blocks, strict=False):
+            in_shapes = [shapes[e.src] for e in space.in_edges(block.index)]
+            layer.build(in_shapes)
+            shapes[block.index] = layer.compute_output_shape(in_shapes)
+        for edge, conv in zip(space.final_edges, self.final_convs, strict=False):
+            conv.build(shapes[edge.src])
+        self.classifier.build((None, space.final_conv_width))
+        self.built = True
+
+    # ----- probabilities and sampling -------------------------------------------------
+    def path_probabilities(self) -> tf.Tensor:
+        """p_{i->j} for every edge: softmax of beta over each block's outgoing edges."""
+        return segment_softmax(
+            tf.convert_to_tensor(self.beta), self._edge_src, self.space.num_blocks
+        )
+
+    def sample_ops(self, seed, policy: str) -> OpSample:
+        """Draws op indices for every mixed layer from a stateless seed (shape [2]).
+
+        ``uniform``: one op, uniformly; ``softmax``: one op by softmax(alpha);
+        ``two``: two distinct ops by softmax(alpha) (without replacement).
+        """
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+        head = sample_op_indices(tf.convert_to_tensor(self.alpha_head), seeds[0], policy)
+        stack = sample_op_indices(tf.convert_to_tensor(self.alpha_stack), seeds[1], policy)
+        return OpSample(head, stack)
+
+    # ----- forward --------------------------------------------------------------------
+    def call(self, images, training=None, mode="all", sample: OpSample | None = None):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
+        if mode != "all" and sample is None:
+            raise ValueError(f"mode {mode!r} needs a sample from sample_ops()")
+        space = self.space
+        x = self.stem_conv(images, training=training)
+        outputs = {0: self.stem_op(x, training=training)}
+        probs = self.path_probabilities()
+        alpha_head = tf.convert_to_tensor(self.alpha_head)
+        alpha_stack = tf.convert_to_tensor(self.alpha_stack)
+        for block, layer in zip(space.blocks[1:], self.dense_blocks, strict=False):
+            j = block.index
+            head_rows, stack_rows = self._head_rows[j], self._stack_rows[j]
+            outputs[j] = layer(
+                [outputs[e.src] for e in space.in_edges(j)],
+                tf.gather(probs, self._in_edge_ids[j]),
+                tf.gather(alpha_head, head_rows),
+                tf.gather(alpha_stack, stack_rows),
+                None if sample is None else tf.gather(sample.head, head_rows),
+                None if sample is None else tf.gather(sample.stack, stack_rows),
+                mode=mode,
+                training=training,
+            )
+        # The final node re-normalises its incoming path probabilities (softmax),
+        # as the reference implementation does.
+        final_weights = tf.nn.softmax(tf.gather(probs, self._final_edge_ids))
+        y = None
+        for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs, strict=False)):
+            term = final_weights[k] * conv(outputs[edge.src], training=training)
+            y = term if y is None else y + term
+        return self.classifier(self.pool(y))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "space_config": dict(self.space_config),
+            "bn_momentum": self.bn_momentum,
+            "synchronized_bn": self.synchronized_bn,
+            "arch_init_std": self.arch_init_std,
+            "arch_init_seed": self.arch_init_seed,
+        }
+
+    @classmethod
+    def from_space(cls, space: SearchSpace, **kwargs) -> SuperNet:
+        return cls(space.to_config(), **kwargs)
+
+    def arch_numpy(self) -> dict[str, np.ndarray]:
+        """Current architecture parameters as NumPy arrays (for derivation)."""
+        return {
+            "alpha_head": np.asarray(self.alpha_head.numpy()),
+            "alpha_stack": np.asarray(self.alpha_stack.numpy()),
+            "beta": np.asarray(self.beta.numpy()),
+        }
+
+
+def segment_softmax(logits: tf.Tensor, segment_ids: tf.Tensor, num_segments: int) -> tf.Tensor:
+    """Softmax of logits within each segment (here: a block's outgoing edges)."""
+    maxes = tf.math.unsorted_segment_max(logits, segment_ids, num_segments)
+    exps = tf.exp(logits - tf.gather(maxes, segment_ids))
+    sums = tf.math.unsorted_segment_sum(exps, segment_ids, num_segments)
+    return exps / tf.gather(sums, segment_ids)
+
+
+def sample_op_indices(alpha: tf.Tensor, seed: tf.Tensor, policy: str) -> tf.Tensor:
+    """Stateless draws per row of alpha; see SuperNet.sample_ops for the policies."""
+    rows, num_ops = alpha.shape
+    if policy == "uniform":
+        return tf.random.stateless_uniform([rows], seed, minval=0, maxval=num_ops, dtype=tf.int32)
+    if policy == "softmax":
+        draws = tf.random.stateless_categorical(alpha, 1, seed, dtype=tf.int32)
+        return tf.reshape(draws, [rows])
+    if policy == "two":
+        if num_ops < 2:
+            raise ValueError(f"policy 'two' needs at least two ops per layer, got {num_ops}")
+        # Gumbel top-k: the top two of alpha + Gumbel noise are two draws without
+        # replacement in proportion to softmax(alpha).
+        uniform = tf.random.stateless_uniform([rows, num_ops], seed, minval=1e-20, maxval=1.0)
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        return tf.math.top_k(alpha + gumbel, k=2, sorted=True).indices
+    raise ValueError(f"unknown sampling policy {policy!r}; policies are {SAMPLING_POLICIES}")
+
+
+def rebalance_alpha(alpha, alpha_before: tf.Tensor, sampled: tf.Tensor) -> None:
+    """Eq. 9: after an architecture step, shift each layer's two sampled alphas by
+    log(sum exp(old) / sum exp(new)) over the pair, so the ops that were not
+    sampled keep their softmax share."""
+    alpha_after = tf.convert_to_tensor(alpha)
+    old = tf.gather(alpha_before, sampled, batch_dims=1)
+    new = tf.gather(alpha_after, sampled, batch_dims=1)
+    shift = tf.reduce_logsumexp(old, axis=1) - tf.reduce_logsumexp(new, axis=1)
+    mask = tf.reduce_sum(tf.one_hot(sampled, alpha_after.shape[1], dtype=alpha_after.dtype), axis=1)
+    alpha.assign(alpha_after + mask * shift[:, None])

@@ -1,0 +1,61 @@
+"""The op registry: names, shapes and analytic costs against Keras."""
+
+import numpy as np
+import pytest
+
+from densenas_tf import op_layers, ops
+
+
+def test_candidate_sets_match_the_paper():
+    assert ops.HEAD_OPS == (
+        "mbconv_k3_e3", "mbconv_k3_e6", "mbconv_k5_e3", "mbconv_k5_e6", "mbconv_k7_e3", "mbconv_k7_e6",
+    )  # fmt: skip
+    assert ops.STACKING_OPS == (*ops.HEAD_OPS, "skip")
+
+
+def test_parse_and_short_names_round_trip():
+    for name in (*ops.STACKING_OPS, "mbconv_k3_e1"):
+        spec = ops.parse_op(name)
+        assert ops.op_from_short_name(spec.short_name) == spec
+    assert ops.parse_op("mbconv_k5_e6").short_name == "k5e6"
+
+
+@pytest.mark.parametrize("bad", ["mbconv_k9_e6", "mbconv_k3_e2", "conv3x3", "", "mbconv_k3e6"])
+def test_unknown_ops_are_rejected_with_the_known_forms(bad):
+    with pytest.raises(ops.UnknownOpError, match="known ops are"):
+        ops.parse_op(bad)
+
+
+def test_skip_cannot_change_shape():
+    with pytest.raises(ValueError, match="skip needs stride 1 and equal widths"):
+        op_layers.make_op_layers("skip", 16, 24, 1, "s")
+
+
+@pytest.mark.parametrize(
+    "op,cin,cout,stride",
+    [("mbconv_k3_e3", 16, 24, 2), ("mbconv_k7_e6", 24, 24, 1), ("mbconv_k3_e1", 32, 16, 1)],
+)
+def test_op_layers_match_analytic_costs(op, cin, cout, stride):
+    import keras
+
+    layers = op_layers.make_op_layers(op, cin, cout, stride, "t")
+    inputs = keras.Input((14, 14, cin))
+    model = keras.Model(inputs, op_layers.apply_op_layers(layers, inputs))
+    assert model.count_params() == ops.op_param_count(op, cin, cout)
+    assert model.output.shape == (None, 14 // stride, 14 // stride, cout)
+    has_add = any(isinstance(layer, keras.layers.Add) for layer in model.layers)
+    assert has_add == (stride == 1 and cin == cout)
+    # Expansion is on the input width; e1 has no expansion conv.
+    convs = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D]
+    expansion = ops.parse_op(op).expansion
+    assert len(convs) == (1 if expansion == 1 else 2)
+    assert convs[-1].kernel.shape == (1, 1, cin * expansion, cout)
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(np.isclose(bn.epsilon, 1e-3) for bn in bns)
+
+
+def test_mult_adds_of_a_known_op():
+    # k3e6, 16->24, stride 2 on 112x112: expand at 112, depthwise and project at 56.
+    expected = 112 * 112 * 16 * 96 + 56 * 56 * 9 * 96 + 56 * 56 * 96 * 24
+    assert ops.op_mult_adds("mbconv_k3_e6", 16, 24, 112, 2) == expected
+    assert ops.op_mult_adds("skip", 16, 16, 112, 1) == 0

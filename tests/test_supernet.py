@@ -1,0 +1,233 @@
+"""The supernet: forward modes, sampling, the arch/weight split, and rebalancing."""
+
+import inspect
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from densenas_tf.search_space import load_space
+from densenas_tf.supernet import (
+    CandidateOp,
+    ConvBNAct,
+    DenseBlock,
+    MixedOp,
+    SuperNet,
+    rebalance_alpha,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    return SuperNet.from_space(load_space("tiny"), arch_init_seed=3)
+
+
+def _images(space, batch=2, seed=0):
+    return tf.random.stateless_normal((batch, *space.input_shape), seed=[seed, 7])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fashion_mnist", "fixed_block_mbv2", "imagenet_mbv2"])
+def test_every_preset_maps_a_batch_to_logits_in_all_modes(preset):
+    space = load_space(preset)
+    net = SuperNet.from_space(space)
+    images = _images(space, batch=1 if space.input_shape[0] > 64 else 2)
+    batch = images.shape[0]
+    outputs = {"all": net(images, mode="all")}
+    outputs["one"] = net(images, mode="one", sample=net.sample_ops([1, 2], "softmax"))
+    outputs["two"] = net(images, mode="two", sample=net.sample_ops([1, 2], "two"))
+    for mode, logits in outputs.items():
+        assert logits.shape == (batch, space.num_classes), mode
+        assert np.all(np.isfinite(logits.numpy())), mode
+
+
+def test_arch_variables_are_apart_from_weights(tiny_net):
+    space = tiny_net.space
+    shapes = [tuple(v.shape) for v in tiny_net.arch_variables]
+    assert shapes == [
+        (len(space.head_edges), len(space.head_ops)),
+        (len(space.stacking_layers), len(space.stacking_ops)),
+        (len(space.edges),),
+    ]
+    arch_ids = {id(v) for v in tiny_net.arch_variables}
+    assert not arch_ids & {id(v) for v in tiny_net.weight_variables}
+    assert len(tiny_net.weight_variables) + 3 == len(tiny_net.trainable_variables)
+
+
+def test_arch_init_is_small_and_seeded():
+    space = load_space("tiny")
+    a = SuperNet.from_space(space, arch_init_seed=5).arch_numpy()
+    b = SuperNet.from_space(space, arch_init_seed=5).arch_numpy()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+        assert 0 < np.abs(a[key]).max() < 1e-2
+
+
+def test_two_op_mode_gives_gradients_to_alpha_and_beta(tiny_net):
+    space = tiny_net.space
+    sample = tiny_net.sample_ops([4, 4], "two")
+    labels = tf.constant([0, 3])
+    with tf.GradientTape() as tape:
+        logits = tiny_net(_images(space), mode="two", sample=sample, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    grads = tape.gradient(loss, tiny_net.arch_variables)
+    for name, grad in zip(["alpha_head", "alpha_stack", "beta"], grads):
+        assert grad is not None, name
+        assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0, name
+    # Only the two drawn ops of each layer receive alpha gradient.
+    head_grad = tf.convert_to_tensor(grads[0]).numpy()
+    for row, pair in enumerate(sample.head.numpy()):
+        nonzero = set(np.flatnonzero(head_grad[row]))
+        assert nonzero <= set(pair)
+
+
+def test_same_seed_same_ops_and_seeds_differ(tiny_net):
+    for policy in ("uniform", "softmax", "two"):
+        a = tiny_net.sample_ops([11, 12], policy)
+        b = tiny_net.sample_ops(tf.constant([11, 12]), policy)
+        np.testing.assert_array_equal(a.head, b.head)
+        np.testing.assert_array_equal(a.stack, b.stack)
+        draws = {tiny_net.sample_ops([s, 0], policy).head.numpy().tobytes() for s in range(8)}
+        assert len(draws) > 1, policy
+
+
+def test_two_policy_draws_distinct_ops(tiny_net):
+    for seed in range(10):
+        sample = tiny_net.sample_ops([seed, 1], "two")
+        assert sample.head.shape == (len(tiny_net.space.head_edges), 2)
+        for pairs in (sample.head.numpy(), sample.stack.numpy()):
+            assert np.all(pairs[:, 0] != pairs[:, 1])
+
+
+def test_softmax_policy_follows_alpha():
+    net = SuperNet.from_space(load_space("tiny"))
+    probs = np.array([0.7, 0.1, 0.1, 0.05, 0.03, 0.02])
+    alpha = np.tile(np.log(probs), (len(net.space.head_edges), 1)).astype("float32")
+    net.alpha_head.assign(alpha)
+    draws = np.stack([net.sample_ops([s, 9], "softmax").head.numpy() for s in range(300)])
+    freq = np.bincount(draws.ravel(), minlength=6) / draws.size
+    np.testing.assert_allclose(freq, probs, atol=0.03)
+    # Uniform ignores alpha.
+    draws = np.stack([net.sample_ops([s, 9], "uniform").head.numpy() for s in range(300)])
+    freq = np.bincount(draws.ravel(), minlength=6) / draws.size
+    np.testing.assert_allclose(freq, np.full(6, 1 / 6), atol=0.03)
+
+
+def test_only_the_drawn_ops_run():
+    """In a sampled step only the drawn candidate of each layer updates its BN statistics."""
+    net = SuperNet.from_space(load_space("tiny"))
+    sample = net.sample_ops([2, 3], "uniform")
+    blocks = net.dense_blocks
+
+    def moving_means():
+        return [
+            [[c.op_layers["project_bn"].moving_mean.numpy().copy() for c in m.candidates if c.op_layers]
+             for m in b.heads + b.stacking]
+            for b in blocks
+        ]  # fmt: skip
+
+    before = moving_means()
+    net(_images(net.space), mode="one", sample=sample, training=True)
+    after = moving_means()
+    space = net.space
+    for block, b_before, b_after in zip(space.blocks[1:], before, after):
+        rows = [("head", space.head_row(e)) for e in space.in_edges(block.index)]
+        rows += [("stack", r) for r in space.stacking_rows(block.index)]
+        for (kind, row), layer_before, layer_after in zip(rows, b_before, b_after):
+            drawn = int((sample.head if kind == "head" else sample.stack)[row])
+            changed = [not np.array_equal(x, y) for x, y in zip(layer_before, layer_after)]
+            ops = space.head_ops if kind == "head" else space.stacking_ops
+            expected = [k == drawn for k, op in enumerate(ops) if op != "skip"]
+            assert changed == expected, (block.index, kind, row)
+
+
+def test_modes_agree_when_alpha_is_one_hot():
+    layer = MixedOp(["mbconv_k3_e3", "mbconv_k5_e6", "skip"], 8, 8, 1, name="mixed")
+    layer.build((None, 6, 6, 8))
+    x = tf.random.stateless_normal((2, 6, 6, 8), seed=[1, 2])
+    for k in range(3):
+        alpha = tf.one_hot(k, 3) * 60.0
+        mixed = layer(x, alpha, mode="all")
+        single = layer(x, alpha, tf.constant(k), mode="one")
+        pair = layer(x, alpha, tf.constant([k, (k + 1) % 3]), mode="two")
+        np.testing.assert_allclose(mixed, single, atol=1e-5)
+        np.testing.assert_allclose(pair, single, atol=1e-5)
+
+
+def test_graph_mode_selects_the_same_ops_as_eager():
+    net = SuperNet.from_space(load_space("tiny"))
+    images = _images(net.space)
+    sample = net.sample_ops([6, 1], "softmax")
+    eager = net(images, mode="one", sample=sample)
+    graph = tf.function(lambda x, s: net(x, mode="one", sample=s))(images, sample)
+    np.testing.assert_allclose(eager, graph, rtol=1e-5, atol=1e-5)
+
+
+def test_path_probabilities_sum_to_one_per_block(tiny_net):
+    probs = tiny_net.path_probabilities().numpy()
+    for block in tiny_net.space.blocks:
+        ids = [e.index for e in tiny_net.space.out_edges(block.index)]
+        assert np.isclose(probs[ids].sum(), 1.0)
+
+
+def test_rebalancing_keeps_unsampled_shares():
+    net = SuperNet.from_space(load_space("tiny"))
+    rng = np.random.default_rng(0)
+    net.alpha_stack.assign(rng.normal(size=net.alpha_stack.shape).astype("float32"))
+    before = net.alpha_stack.numpy().copy()
+    sample = net.sample_ops([3, 3], "two").stack
+    # An architecture update that moves only the sampled entries.
+    step = np.zeros_like(before)
+    for row, pair in enumerate(sample.numpy()):
+        step[row, pair] = rng.normal(size=2) * 0.5
+    net.alpha_stack.assign(before + step)
+    rebalance_alpha(net.alpha_stack, tf.constant(before), sample)
+    after = net.alpha_stack.numpy()
+    p_before = tf.nn.softmax(before).numpy()
+    p_after = tf.nn.softmax(after).numpy()
+    for row, pair in enumerate(sample.numpy()):
+        others = [k for k in range(before.shape[1]) if k not in pair]
+        np.testing.assert_allclose(p_after[row, others], p_before[row, others], rtol=1e-5)
+        np.testing.assert_allclose(p_after[row, pair].sum(), p_before[row, pair].sum(), rtol=1e-5)
+        # The update's direction within the pair survives.
+        diff_before = before[row, pair[0]] - before[row, pair[1]]
+        diff_after = after[row, pair[0]] - after[row, pair[1]]
+        assert np.isclose(diff_after - diff_before, step[row, pair[0]] - step[row, pair[1]], atol=1e-5)
+
+
+def test_unknown_mode_and_missing_sample_are_errors(tiny_net):
+    images = _images(tiny_net.space)
+    with pytest.raises(ValueError, match="unknown mode"):
+        tiny_net(images, mode="three")
+    with pytest.raises(ValueError, match="needs a sample"):
+        tiny_net(images, mode="one")
+    with pytest.raises(ValueError, match="unknown sampling policy"):
+        tiny_net.sample_ops([0, 0], "greedy")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        CandidateOp("mbconv_k5_e3", 8, 16, 2, bn_momentum=0.8, synchronized_bn=False, name="c"),
+        MixedOp(["mbconv_k3_e3", "skip"], 8, 8, 1, bn_momentum=0.8, name="m"),
+        DenseBlock([8, 12], [2, 1], 12, 2, ["mbconv_k3_e3"], ["skip", "mbconv_k3_e6"], name="d"),
+        ConvBNAct(16, 3, 2, bn_momentum=0.7, name="s"),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_get_config_covers_constructor_arguments(layer):
+    config = layer.get_config()
+    params = inspect.signature(type(layer).__init__).parameters
+    for name in params:
+        if name not in ("self", "kwargs"):
+            assert name in config, name
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+
+
+def test_supernet_get_config_round_trips(tiny_net):
+    config = tiny_net.get_config()
+    params = inspect.signature(SuperNet.__init__).parameters
+    assert {p for p in params if p not in ("self", "kwargs")} <= set(config)
+    clone = SuperNet.from_config(config)
+    assert clone.get_config() == config
+    assert clone.space == tiny_net.space
