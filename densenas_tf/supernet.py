@@ -215,7 +215,7 @@ class DenseBlock(keras.layers.Layer):
                 name=f"{self.name}_head{k}",
                 **common,
             )
-            for k, (cin, s) in enumerate(zip(self.in_channels, self.strides, strict=False))
+            for k, (cin, s) in enumerate(zip(self.in_channels, self.strides))
         ]
         self.stacking = [
             MixedOp(
@@ -230,7 +230,7 @@ class DenseBlock(keras.layers.Layer):
         ]
 
     def build(self, input_shape):
-        for head, shape in zip(self.heads, input_shape, strict=False):
+        for head, shape in zip(self.heads, input_shape):
             head.build(shape)
         shape = self.heads[0].compute_output_shape(input_shape[0])
         for layer in self.stacking:
@@ -398,6 +398,7 @@ class SuperNet(keras.Model):
 
         # Static graph bookkeeping, as Python lists (never recomputed per step).
         self._edge_src = tf.constant([e.src for e in space.edges], dtype=tf.int32)
+
         def ids(values) -> np.ndarray:
             return np.asarray(list(values), dtype=np.int32)
 
@@ -429,11 +430,11 @@ class SuperNet(keras.Model):
         shape = self.stem_conv.compute_output_shape(shape)
         self.stem_op.build(shape)
         shapes = {0: self.stem_op.compute_output_shape(shape)}
-        for block, layer in zip(space.blocks[1:], self.dense_blocks, strict=False):
+        for block, layer in zip(space.blocks[1:], self.dense_blocks):
             in_shapes = [shapes[e.src] for e in space.in_edges(block.index)]
             layer.build(in_shapes)
             shapes[block.index] = layer.compute_output_shape(in_shapes)
-        for edge, conv in zip(space.final_edges, self.final_convs, strict=False):
+        for edge, conv in zip(space.final_edges, self.final_convs):
             conv.build(shapes[edge.src])
         self.classifier.build((None, space.final_conv_width))
         self.built = True
@@ -468,7 +469,7 @@ class SuperNet(keras.Model):
         probs = self.path_probabilities()
         alpha_head = tf.convert_to_tensor(self.alpha_head)
         alpha_stack = tf.convert_to_tensor(self.alpha_stack)
-        for block, layer in zip(space.blocks[1:], self.dense_blocks, strict=False):
+        for block, layer in zip(space.blocks[1:], self.dense_blocks):
             j = block.index
             head_rows, stack_rows = self._head_rows[j], self._stack_rows[j]
             outputs[j] = layer(
@@ -485,7 +486,7 @@ class SuperNet(keras.Model):
         # as the reference implementation does.
         final_weights = tf.nn.softmax(tf.gather(probs, self._final_edge_ids))
         y = None
-        for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs, strict=False)):
+        for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs)):
             term = final_weights[k] * conv(outputs[edge.src], training=training)
             y = term if y is None else y + term
         return self.classifier(self.pool(y))

@@ -8,7 +8,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest
 
-from densenas_tf.search_space import load_space, read_config_file, SPACES_DIR
+from densenas_tf.search_space import SPACES_DIR, load_space, read_config_file
 
 
 @pytest.fixture

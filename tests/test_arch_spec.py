@@ -14,7 +14,12 @@ from densenas_tf.arch_spec import (
 )
 
 # Published multiply-adds at 224x224, 1000 classes (SPEC section 6; MobileNetV2 paper).
-PUBLISHED_MULT_ADDS_M = {"densenas_a": 251, "densenas_b": 314, "densenas_c": 361, "mobilenet_v2": 300}
+PUBLISHED_MULT_ADDS_M = {
+    "densenas_a": 251,
+    "densenas_b": 314,
+    "densenas_c": 361,
+    "mobilenet_v2": 300,
+}
 
 
 def test_reference_nets_are_shipped():
@@ -91,7 +96,9 @@ def test_broken_width_chain_is_refused():
     data = load_arch("densenas_c").to_dict()
     data.pop("block_string")
     data["blocks"][3]["in_width"] = 64
-    with pytest.raises(ArchSpecError, match=r"blocks\[3\].in_width is 64 but the previous block outputs 72"):
+    with pytest.raises(
+        ArchSpecError, match=r"blocks\[3\].in_width is 64 but the previous block outputs 72"
+    ):
         ArchSpec.from_dict(data)
 
 

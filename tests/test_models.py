@@ -57,7 +57,9 @@ def test_keras_save_and_load_gives_identical_outputs(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # no custom_objects needed
-    np.testing.assert_array_equal(model.predict(images, verbose=0), loaded.predict(images, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    )
     assert [w.name for w in loaded.weights] == [w.name for w in model.weights]
 
 

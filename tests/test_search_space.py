@@ -121,7 +121,9 @@ def test_block_that_no_path_reaches(tiny_config):
     # Stage numbers jump from 1 to 3: block 3 cannot be fed by any earlier block.
     tiny_config["blocks"]["stages"] = [0, 1, 1, 3, 3, 4]
     tiny_config["connections_per_stage"] = [2, 2, 2, 2, 2]
-    _reject(tiny_config, "blocks.stages", "no path reaches block 3", "number the stages without gaps")
+    _reject(
+        tiny_config, "blocks.stages", "no path reaches block 3", "number the stages without gaps"
+    )
 
 
 def test_final_node_that_no_path_reaches(tiny_config):
@@ -148,7 +150,13 @@ def test_stem_block_has_no_stacking_layers(tiny_config):
 
 def test_input_size_inconsistent_with_feature_maps(tiny_config):
     tiny_config["input_shape"] = [32, 32, 1]
-    _reject(tiny_config, "blocks.feature_map_sizes", "must be 32 for input size 32", "got 16", "inconsistent")
+    _reject(
+        tiny_config,
+        "blocks.feature_map_sizes",
+        "must be 32 for input size 32",
+        "got 16",
+        "inconsistent",
+    )
 
 
 def test_duplicate_width(tiny_config):
@@ -174,5 +182,5 @@ def test_missing_field(tiny_config):
 def test_bad_config_file_names_the_file(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("name: x\ninput_shape: [28, 28, 1\n")
-    with pytest.raises(SearchSpaceError, match="space.yaml: cannot parse"):
+    with pytest.raises(SearchSpaceError, match=r"space\.yaml: cannot parse"):
         load_space(path)

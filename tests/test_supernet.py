@@ -191,7 +191,9 @@ def test_rebalancing_keeps_unsampled_shares():
         # The update's direction within the pair survives.
         diff_before = before[row, pair[0]] - before[row, pair[1]]
         diff_after = after[row, pair[0]] - after[row, pair[1]]
-        assert np.isclose(diff_after - diff_before, step[row, pair[0]] - step[row, pair[1]], atol=1e-5)
+        assert np.isclose(
+            diff_after - diff_before, step[row, pair[0]] - step[row, pair[1]], atol=1e-5
+        )
 
 
 def test_unknown_mode_and_missing_sample_are_errors(tiny_net):

@@ -1,0 +1,95 @@
+"""Machine-readable summaries of a search space or an architecture (no TensorFlow)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from densenas_tf import ops
+from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.search_space import SearchSpace
+
+
+def _trainable(op_name: str, cin: int, cout: int) -> int:
+    return ops.op_param_count(op_name, cin, cout) - 2 * ops.op_bn_channels(op_name, cin, cout)
+
+
+def supernet_weight_params(space: SearchSpace) -> int:
+    """Trainable weights of the whole supernet (every candidate op), counted analytically."""
+    stem = space.stem
+    count = ops.conv_param_count(space.input_shape[2], stem.conv_width, 3) - 2 * stem.conv_width
+    count += _trainable(stem.op, stem.conv_width, stem.width)
+    for edge in space.head_edges:
+        cin, cout = space.blocks[edge.src].width, space.blocks[edge.dst].width
+        count += sum(_trainable(op, cin, cout) for op in space.head_ops)
+    for layer in space.stacking_layers:
+        width = space.blocks[layer.block].width
+        count += sum(_trainable(op, width, width) for op in space.stacking_ops)
+    for edge in space.final_edges:
+        cin = space.blocks[edge.src].width
+        count += ops.conv_param_count(cin, space.final_conv_width, 1) - 2 * space.final_conv_width
+    count += space.final_conv_width * space.num_classes + space.num_classes
+    return count
+
+
+def arch_param_count(space: SearchSpace) -> int:
+    """Entries of alpha_head, alpha_stack and beta."""
+    return (
+        len(space.head_edges) * len(space.head_ops)
+        + len(space.stacking_layers) * len(space.stacking_ops)
+        + len(space.edges)
+    )
+
+
+def describe_space(space: SearchSpace) -> dict[str, Any]:
+    return {
+        "name": space.name,
+        "fingerprint": space.fingerprint(),
+        "input_shape": list(space.input_shape),
+        "num_classes": space.num_classes,
+        "blocks": [
+            {
+                "index": b.index,
+                "width": b.width,
+                "feature_map_size": b.feature_map_size,
+                "stage": b.stage,
+                "stacking_layers": b.stacking_layers,
+            }
+            for b in space.blocks
+        ],
+        "final_node": space.final_node,
+        "final_conv_width": space.final_conv_width,
+        "edges": [[e.src, e.dst, e.stride] for e in space.edges],
+        "num_edges": len(space.edges),
+        "out_degrees": list(space.out_degrees()),
+        "num_paths": len(space.enumerate_paths()),
+        "head_ops": list(space.head_ops),
+        "stacking_ops": list(space.stacking_ops),
+        "arch_params": arch_param_count(space),
+        "weight_params": supernet_weight_params(space),
+    }
+
+
+def resize_arch(
+    spec: ArchSpec, input_size: int | None = None, num_classes: int | None = None
+) -> ArchSpec:
+    """The same net at another square input size and/or number of classes."""
+    shape = spec.input_shape
+    if input_size is not None:
+        shape = (input_size, input_size, shape[2])
+    return dataclasses.replace(spec, input_shape=shape, num_classes=num_classes or spec.num_classes)
+
+
+def describe_arch(spec: ArchSpec) -> dict[str, Any]:
+    cost = count_costs(spec)
+    return {
+        "name": spec.name,
+        "input_shape": list(spec.input_shape),
+        "num_classes": spec.num_classes,
+        "params": cost.params,
+        "total_params": cost.total_params,
+        "mult_adds": cost.mult_adds,
+        "num_blocks": len(spec.blocks),
+        "num_layers": 1 + sum(1 + len(b.stacking_ops) for b in spec.blocks),
+        "block_string": spec.to_block_string(),
+    }

@@ -1,0 +1,74 @@
+"""Derivation: Viterbi against brute force, and hand-set parameters to a known ArchSpec."""
+
+import numpy as np
+import pytest
+
+from densenas_tf import derive
+from densenas_tf.arch_spec import ArchSpec
+from densenas_tf.search_space import load_space
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fashion_mnist"])
+@pytest.mark.parametrize("seed", range(5))
+def test_viterbi_equals_brute_force(preset, seed):
+    space = load_space(preset)
+    beta = np.random.default_rng(seed).normal(scale=2.0, size=len(space.edges))
+    probs = derive.path_probabilities(space, beta)
+    paths = space.enumerate_paths()
+    scores = [derive.path_probability(space, probs, p) for p in paths]
+    best = paths[int(np.argmax(scores))]
+    assert derive.viterbi_path(space, probs) == best
+
+
+def test_path_probabilities_are_per_block_softmax(tiny_space):
+    beta = np.arange(len(tiny_space.edges), dtype=float)
+    probs = derive.path_probabilities(tiny_space, beta)
+    for block in tiny_space.blocks:
+        ids = [e.index for e in tiny_space.out_edges(block.index)]
+        np.testing.assert_allclose(probs[ids], np.exp(beta[ids]) / np.exp(beta[ids]).sum())
+
+
+def test_hand_set_parameters_give_the_expected_arch(tiny_space):
+    space = tiny_space
+    # Favour the path 0 -> 2 -> 4 -> 5 -> final.
+    beta = np.zeros(len(space.edges))
+    for src, dst in [(0, 2), (2, 4), (4, 5)]:
+        beta[space.edge(src, dst).index] = 5.0
+    head_ops = list(space.head_ops)
+    stacking_ops = list(space.stacking_ops)
+    alpha_head = np.zeros((len(space.head_edges), len(head_ops)))
+    alpha_head[space.head_row(space.edge(0, 2)), head_ops.index("mbconv_k5_e6")] = 1.0
+    alpha_head[space.head_row(space.edge(2, 4)), head_ops.index("mbconv_k7_e3")] = 1.0
+    alpha_head[space.head_row(space.edge(4, 5)), head_ops.index("mbconv_k3_e6")] = 1.0
+    alpha_stack = np.zeros((len(space.stacking_layers), len(stacking_ops)))
+    (row_2,) = space.stacking_rows(2)
+    (row_4,) = space.stacking_rows(4)
+    alpha_stack[row_2, stacking_ops.index("mbconv_k3_e3")] = 1.0
+    alpha_stack[row_4, stacking_ops.index("skip")] = 1.0  # dropped from the net
+    spec = derive.derive_arch(space, alpha_head, alpha_stack, beta, name="hand")
+    expected = ArchSpec.from_block_string(
+        "16x16x1 | stem:c8s1+k3e1>8 | 8>16:k5e6s2[k3e3] | 16>32:k7e3s2 | 32>40:k3e6s1 "
+        "| final:48 | classes:4"
+    )
+    assert spec.same_architecture(expected)
+    assert spec.provenance["path"] == [0, 2, 4, 5, 6]
+    assert spec.provenance["space_fingerprint"] == space.fingerprint()
+
+
+def test_derive_from_a_supernet(tiny_space):
+    from densenas_tf.supernet import SuperNet
+
+    net = SuperNet.from_space(tiny_space)
+    spec = derive.derive_arch(tiny_space, **net.arch_numpy())
+    assert spec.input_shape == tiny_space.input_shape
+    assert spec.blocks[-1].width in {b.width for b in tiny_space.blocks}
+    assert tuple(spec.provenance["path"]) in tiny_space.enumerate_paths()
+
+
+def test_wrong_parameter_shapes_are_refused(tiny_space):
+    with pytest.raises(ValueError, match="beta has shape"):
+        derive.path_probabilities(tiny_space, np.zeros(3))
+    with pytest.raises(ValueError, match="alpha_head has shape"):
+        derive.derive_arch(
+            tiny_space, np.zeros((2, 6)), np.zeros((4, 7)), np.zeros(len(tiny_space.edges))
+        )

@@ -1,0 +1,60 @@
+"""tools/describe.py: one JSON object on stdout, errors on stderr with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from densenas_tf.describe import supernet_weight_params
+from densenas_tf.search_space import load_space
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "describe.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_describe_space():
+    result = _run("--space=imagenet_mbv2")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["num_edges"] == 54 and len(data["edges"]) == 54
+    assert [0, 1, 2] in data["edges"] and [16, 17, 1] in data["edges"]
+    assert data["arch_params"] == 51 * 6 + 39 * 7 + 54
+    assert data["weight_params"] == supernet_weight_params(load_space("imagenet_mbv2"))
+
+
+def test_describe_arch_with_overrides():
+    result = _run("--arch=densenas_c", "--input_size=32", "--num_classes=10")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["input_shape"] == [32, 32, 3]
+    assert data["block_string"].startswith("32x32x3 | ")
+    assert data["block_string"].endswith("classes:10")
+    assert data["params"] < 6_134_144  # a 10-class head is smaller than the 1000-class one
+    assert data["mult_adds"] > 0
+
+
+def test_describe_errors_go_to_stderr():
+    result = _run("--arch=no_such_net")
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "unknown architecture 'no_such_net'" in result.stderr
+    result = _run()
+    assert result.returncode != 0 and "exactly one of --space or --arch" in result.stderr
+
+
+def test_supernet_weight_params_match_keras(tiny_space):
+    import numpy as np
+
+    from densenas_tf.supernet import SuperNet
+
+    net = SuperNet.from_space(tiny_space)
+    counted = sum(int(np.prod(v.shape)) for v in net.weight_variables)
+    assert counted == supernet_weight_params(tiny_space)

@@ -1,0 +1,44 @@
+"""Prints a search space or an architecture as one JSON object on stdout.
+
+python tools/describe.py --space=imagenet_mbv2
+python tools/describe.py --arch=densenas_c [--input_size=224] [--num_classes=1000]
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+from densenas_tf.arch_spec import load_arch
+from densenas_tf.describe import describe_arch, describe_space, resize_arch
+from densenas_tf.search_space import load_space
+
+SPACE = flags.DEFINE_string("space", None, "Search-space preset name or YAML/JSON file.")
+ARCH = flags.DEFINE_string("arch", None, "Shipped architecture name or ArchSpec JSON file.")
+INPUT_SIZE = flags.DEFINE_integer(
+    "input_size", None, "Square input size for --arch.", lower_bound=1
+)
+NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Classes for --arch.", lower_bound=1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if (SPACE.value is None) == (ARCH.value is None):
+        print("error: give exactly one of --space or --arch", file=sys.stderr)
+        return 2
+    try:
+        if SPACE.value is not None:
+            result = describe_space(load_space(SPACE.value))
+        else:
+            spec = resize_arch(load_arch(ARCH.value), INPUT_SIZE.value, NUM_CLASSES.value)
+            result = describe_arch(spec)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
