@@ -32,6 +32,34 @@ def supernet_weight_params(space: SearchSpace) -> int:
     return count
 
 
+def uniform_sampled_mult_adds(space: SearchSpace) -> int:
+    """Expected multiply-adds per image of a one-op-per-layer supernet forward,
+    ops drawn uniformly (every incoming edge's head layer runs, as in search)."""
+    stem = space.stem
+    size = space.blocks[0].feature_map_size
+    total = ops.conv_mult_adds(space.input_shape[2], stem.conv_width, 3, size)
+    total += ops.op_mult_adds(stem.op, stem.conv_width, stem.width, size, 1)
+    for edge in space.head_edges:
+        src, dst = space.blocks[edge.src], space.blocks[edge.dst]
+        costs = [
+            ops.op_mult_adds(op, src.width, dst.width, src.feature_map_size, edge.stride)
+            for op in space.head_ops
+        ]
+        total += sum(costs) / len(costs)
+    for layer in space.stacking_layers:
+        block = space.blocks[layer.block]
+        costs = [
+            ops.op_mult_adds(op, block.width, block.width, block.feature_map_size, 1)
+            for op in space.stacking_ops
+        ]
+        total += sum(costs) / len(costs)
+    for edge in space.final_edges:
+        src = space.blocks[edge.src]
+        total += ops.conv_mult_adds(src.width, space.final_conv_width, 1, src.feature_map_size)
+    total += space.final_conv_width * space.num_classes
+    return int(round(total))
+
+
 def arch_param_count(space: SearchSpace) -> int:
     """Entries of alpha_head, alpha_stack and beta."""
     return (
@@ -67,6 +95,7 @@ def describe_space(space: SearchSpace) -> dict[str, Any]:
         "stacking_ops": list(space.stacking_ops),
         "arch_params": arch_param_count(space),
         "weight_params": supernet_weight_params(space),
+        "uniform_sampled_mult_adds": uniform_sampled_mult_adds(space),
     }
 
 

@@ -26,7 +26,9 @@ def test_every_python_file_is_named_in_build():
 def test_every_binary_has_a_py_binary_and_every_test_a_py_test():
     text = (ROOT / "BUILD").read_text()
     binaries = set(re.findall(r'main = "((?:tools|export)/\w+\.py)"', text))
-    expected = {str(p.relative_to(ROOT)) for d in ("tools", "export") for p in (ROOT / d).glob("*.py")}
+    expected = {
+        str(p.relative_to(ROOT)) for d in ("tools", "export") for p in (ROOT / d).glob("*.py")
+    }
     assert binaries == expected
     tests = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")}
     test_block = text[text.index("py_test(") :]

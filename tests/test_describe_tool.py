@@ -58,3 +58,23 @@ def test_supernet_weight_params_match_keras(tiny_space):
     net = SuperNet.from_space(tiny_space)
     counted = sum(int(np.prod(v.shape)) for v in net.weight_variables)
     assert counted == supernet_weight_params(tiny_space)
+
+
+def test_uniform_sampled_mult_adds_equals_the_net_when_there_is_one_choice():
+    from densenas_tf.arch_spec import count_costs
+    from densenas_tf.derive import arch_from_path
+    from densenas_tf.describe import uniform_sampled_mult_adds
+    from densenas_tf.search_space import SearchSpace
+
+    config = load_space("fixed_block_mbv2").to_config()
+    config["head_ops"] = ["mbconv_k5_e6"]
+    config["stacking_ops"] = ["mbconv_k3_e3"]
+    space = SearchSpace.from_config(config)
+    (path,) = space.enumerate_paths()
+    spec = arch_from_path(
+        space,
+        path,
+        {row: 0 for row in range(len(space.head_edges))},
+        {row: 0 for row in range(len(space.stacking_layers))},
+    )
+    assert uniform_sampled_mult_adds(space) == count_costs(spec).mult_adds
