@@ -57,7 +57,7 @@ def uniform_sampled_mult_adds(space: SearchSpace) -> int:
         src = space.blocks[edge.src]
         total += ops.conv_mult_adds(src.width, space.final_conv_width, 1, src.feature_map_size)
     total += space.final_conv_width * space.num_classes
-    return int(round(total))
+    return round(total)
 
 
 def arch_param_count(space: SearchSpace) -> int:
