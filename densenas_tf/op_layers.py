@@ -7,6 +7,7 @@ parameter counts and latency keys agree by construction.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from densenas_tf.ops import BN_EPSILON, check_op_shape, has_residual, parse_op
 
@@ -89,6 +90,67 @@ def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None):
     y = layers["project_bn"](y, training=training)
     if "add" in layers:
         y = layers["add"]([x, y])
+    return y
+
+
+def _replicas_in_sync() -> int:
+    if not tf.distribute.has_strategy():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
+    """A Keras BatchNormalization layer's computation with TensorFlow's fused
+    kernel (on its own variables, with the same moving-average update).
+
+    Across several replicas a synchronised layer keeps Keras's own path, which
+    all-reduces the batch statistics."""
+    if training and bn.synchronized and _replicas_in_sync() > 1:
+        return bn.call(x, training=True)
+    if training:
+        y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=bn.gamma,
+            offset=bn.beta,
+            mean=bn.moving_mean,
+            variance=bn.moving_variance,
+            epsilon=bn.epsilon,
+            exponential_avg_factor=1.0 - bn.momentum,
+            is_training=True,
+        )
+        bn.moving_mean.assign(moving_mean)
+        bn.moving_variance.assign(moving_variance)
+        return y
+    y, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=bn.gamma,
+        offset=bn.beta,
+        mean=bn.moving_mean,
+        variance=bn.moving_variance,
+        epsilon=bn.epsilon,
+        is_training=False,
+    )
+    return y
+
+
+def call_op_layers(layers: dict[str, keras.layers.Layer], x, training=None):
+    """Like apply_op_layers, but calls each built layer's ``call`` directly:
+    the same layers and variables without Keras's per-call bookkeeping (for
+    the supernet's traced steps, where that bookkeeping dominates trace time)."""
+    if not layers:
+        return x
+    y = x
+    if "expand_conv" in layers:
+        y = layers["expand_conv"].call(y)
+        y = fused_batch_norm(layers["expand_bn"], y, training)
+        y = tf.nn.relu6(y)
+    y = layers["dw_conv"].call(y)
+    y = fused_batch_norm(layers["dw_bn"], y, training)
+    y = tf.nn.relu6(y)
+    y = layers["project_conv"].call(y)
+    y = fused_batch_norm(layers["project_bn"], y, training)
+    if "add" in layers:
+        y = x + y
     return y
 
 

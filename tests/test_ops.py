@@ -59,3 +59,41 @@ def test_mult_adds_of_a_known_op():
     expected = 112 * 112 * 16 * 96 + 56 * 56 * 9 * 96 + 56 * 56 * 96 * 24
     assert ops.op_mult_adds("mbconv_k3_e6", 16, 24, 112, 2) == expected
     assert ops.op_mult_adds("skip", 16, 16, 112, 1) == 0
+
+
+def test_fused_batch_norm_matches_keras():
+    import keras
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal((4, 5, 5, 3), seed=[0, 1]) * 3 + 1
+    layers = []
+    for _ in range(2):
+        bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+        bn.build(x.shape)
+        layers.append(bn)
+    keras_bn, fused_bn = layers
+    np.testing.assert_allclose(
+        keras_bn(x, training=True), op_layers.fused_batch_norm(fused_bn, x, True), atol=1e-5
+    )
+    np.testing.assert_allclose(keras_bn.moving_mean, fused_bn.moving_mean, atol=1e-6)
+    # The fused kernel feeds the unbiased batch variance (n / (n - 1)) to the
+    # moving average, as PyTorch does; Keras feeds the biased one.
+    n = 4 * 5 * 5
+    batch_var = tf.math.reduce_variance(x, axis=[0, 1, 2]).numpy()
+    np.testing.assert_allclose(
+        fused_bn.moving_variance, 0.9 + 0.1 * batch_var * n / (n - 1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        fused_bn(x, training=False), op_layers.fused_batch_norm(fused_bn, x, False), atol=1e-5
+    )
+
+
+def test_call_op_layers_matches_apply_op_layers():
+    import tensorflow as tf
+
+    layers = op_layers.make_op_layers("mbconv_k5_e3", 8, 8, 1, "t")
+    x = tf.random.stateless_normal((2, 6, 6, 8), seed=[3, 4])
+    expected = op_layers.apply_op_layers(layers, x, training=False)
+    np.testing.assert_allclose(
+        op_layers.call_op_layers(layers, x, training=False), expected, atol=1e-5
+    )
