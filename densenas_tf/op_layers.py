@@ -74,22 +74,33 @@ def make_op_layers(
     return layers
 
 
-def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None):
-    """Runs the layers made by make_op_layers on x (symbolic or eager)."""
+def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, direct: bool = False):
+    """Runs the layers made by make_op_layers on x (symbolic or eager).
+
+    With ``direct`` (the supernet's steps) each built layer's ``call`` runs
+    without Keras's per-call bookkeeping and batch norm uses the fused kernel
+    (``fused_batch_norm``): the same layers and variables, less overhead.
+    """
     if not layers:
         return x
+
+    def run(role, y):
+        layer = layers[role]
+        if not direct:
+            return layer(y, training=training) if role.endswith("_bn") else layer(y)
+        if role.endswith("_bn"):
+            return fused_batch_norm(layer, y, training)
+        if role.endswith("_act"):
+            return tf.nn.relu6(y)
+        return layer.call(y)
+
     y = x
-    if "expand_conv" in layers:
-        y = layers["expand_conv"](y)
-        y = layers["expand_bn"](y, training=training)
-        y = layers["expand_act"](y)
-    y = layers["dw_conv"](y)
-    y = layers["dw_bn"](y, training=training)
-    y = layers["dw_act"](y)
-    y = layers["project_conv"](y)
-    y = layers["project_bn"](y, training=training)
+    for role in ("expand_conv", "expand_bn", "expand_act", "dw_conv", "dw_bn", "dw_act"):
+        if role in layers:
+            y = run(role, y)
+    y = run("project_bn", run("project_conv", y))
     if "add" in layers:
-        y = layers["add"]([x, y])
+        y = x + y if direct else layers["add"]([x, y])
     return y
 
 
@@ -130,27 +141,6 @@ def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
         epsilon=bn.epsilon,
         is_training=False,
     )
-    return y
-
-
-def call_op_layers(layers: dict[str, keras.layers.Layer], x, training=None):
-    """Like apply_op_layers, but calls each built layer's ``call`` directly:
-    the same layers and variables without Keras's per-call bookkeeping (for
-    the supernet's traced steps, where that bookkeeping dominates trace time)."""
-    if not layers:
-        return x
-    y = x
-    if "expand_conv" in layers:
-        y = layers["expand_conv"].call(y)
-        y = fused_batch_norm(layers["expand_bn"], y, training)
-        y = tf.nn.relu6(y)
-    y = layers["dw_conv"].call(y)
-    y = fused_batch_norm(layers["dw_bn"], y, training)
-    y = tf.nn.relu6(y)
-    y = layers["project_conv"].call(y)
-    y = fused_batch_norm(layers["project_bn"], y, training)
-    if "add" in layers:
-        y = x + y
     return y
 
 

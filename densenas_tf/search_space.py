@@ -273,6 +273,19 @@ def _int_list(source: str, field: str, value: Any) -> list[int]:
     return list(value)
 
 
+def _mapping(source: str, field: str, value: Any, fields: tuple[str, ...]) -> Mapping[str, Any]:
+    """A nested mapping that must hold exactly the given fields."""
+    if not isinstance(value, Mapping):
+        raise _fail(source, field, f"must be a mapping with the fields {list(fields)}")
+    for name in fields:
+        if name not in value:
+            raise _fail(source, f"{field}.{name}", "is missing")
+    extra = sorted(set(value) - set(fields))
+    if extra:
+        raise _fail(source, f"{field}.{extra[0]}", f"unknown field; the fields are {list(fields)}")
+    return value
+
+
 def _op_list(source: str, field: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise _fail(source, field, f"must be a list of op names, got {value!r}")
@@ -321,19 +334,7 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
     num_classes = _positive_int(source, "num_classes", config["num_classes"])
     final_conv_width = _positive_int(source, "final_conv_width", config["final_conv_width"])
 
-    stem_cfg = config["stem"]
-    if not isinstance(stem_cfg, Mapping):
-        raise _fail(source, "stem", "must be a mapping with conv_width, stride, op")
-    for field in _STEM_FIELDS:
-        if field not in stem_cfg:
-            raise _fail(source, f"stem.{field}", "is missing")
-    extra = sorted(set(stem_cfg) - set(_STEM_FIELDS))
-    if extra:
-        raise _fail(
-            source,
-            f"stem.{extra[0]}",
-            f"unknown field; the fields are {list(_STEM_FIELDS)}",
-        )
+    stem_cfg = _mapping(source, "stem", config["stem"], _STEM_FIELDS)
     stem_conv_width = _positive_int(source, "stem.conv_width", stem_cfg["conv_width"])
     stem_stride = stem_cfg["stride"]
     if stem_stride not in (1, 2):
@@ -354,19 +355,7 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
         )
     stacking_ops = _op_list(source, "stacking_ops", config["stacking_ops"])
 
-    blocks_cfg = config["blocks"]
-    if not isinstance(blocks_cfg, Mapping):
-        raise _fail(source, "blocks", f"must be a mapping of the lists {list(_BLOCK_FIELDS)}")
-    for field in _BLOCK_FIELDS:
-        if field not in blocks_cfg:
-            raise _fail(source, f"blocks.{field}", "is missing")
-    extra = sorted(set(blocks_cfg) - set(_BLOCK_FIELDS))
-    if extra:
-        raise _fail(
-            source,
-            f"blocks.{extra[0]}",
-            f"unknown field; the fields are {list(_BLOCK_FIELDS)}",
-        )
+    blocks_cfg = _mapping(source, "blocks", config["blocks"], _BLOCK_FIELDS)
     lists = {f: _int_list(source, f"blocks.{f}", blocks_cfg[f]) for f in _BLOCK_FIELDS}
     lengths = {f: len(v) for f, v in lists.items()}
     if len(set(lengths.values())) != 1:

@@ -78,7 +78,7 @@ class CandidateOp(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        return op_layers.call_op_layers(self.op_layers, x, training=training)
+        return op_layers.apply_op_layers(self.op_layers, x, training=training, direct=True)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

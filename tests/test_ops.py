@@ -88,12 +88,15 @@ def test_fused_batch_norm_matches_keras():
     )
 
 
-def test_call_op_layers_matches_apply_op_layers():
+def test_direct_op_calls_match_keras_calls():
     import tensorflow as tf
 
     layers = op_layers.make_op_layers("mbconv_k5_e3", 8, 8, 1, "t")
     x = tf.random.stateless_normal((2, 6, 6, 8), seed=[3, 4])
     expected = op_layers.apply_op_layers(layers, x, training=False)
-    np.testing.assert_allclose(
-        op_layers.call_op_layers(layers, x, training=False), expected, atol=1e-5
-    )
+    direct = op_layers.apply_op_layers(layers, x, training=False, direct=True)
+    np.testing.assert_allclose(direct, expected, atol=1e-5)
+    # In training both normalise with batch statistics: outputs agree too.
+    expected = op_layers.apply_op_layers(layers, x, training=True)
+    direct = op_layers.apply_op_layers(layers, x, training=True, direct=True)
+    np.testing.assert_allclose(direct, expected, atol=1e-4)
