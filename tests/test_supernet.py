@@ -112,7 +112,8 @@ def test_softmax_policy_follows_alpha():
     np.testing.assert_allclose(freq, np.full(6, 1 / 6), atol=0.03)
 
 
-def test_only_the_drawn_ops_run():
+@pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
+def test_only_the_drawn_ops_run(traced):
     """In a sampled step only the drawn candidate of each layer updates its BN statistics."""
     net = SuperNet.from_space(load_space("tiny"))
     sample = net.sample_ops([2, 3], "uniform")
@@ -126,7 +127,11 @@ def test_only_the_drawn_ops_run():
         ]  # fmt: skip
 
     before = moving_means()
-    net(_images(net.space), mode="one", sample=sample, training=True)
+    if traced:  # the tf.switch_case path
+        forward = tf.function(lambda x, s: net(x, mode="one", sample=s, training=True))
+        forward(_images(net.space), sample)
+    else:
+        net(_images(net.space), mode="one", sample=sample, training=True)
     after = moving_means()
     space = net.space
     for block, b_before, b_after in zip(space.blocks[1:], before, after):
@@ -151,6 +156,25 @@ def test_modes_agree_when_alpha_is_one_hot():
         pair = layer(x, alpha, tf.constant([k, (k + 1) % 3]), mode="two")
         np.testing.assert_allclose(mixed, single, atol=1e-5)
         np.testing.assert_allclose(pair, single, atol=1e-5)
+
+
+def test_two_mode_weights_the_pair_by_the_softmax_over_their_alphas():
+    layer = MixedOp(["mbconv_k3_e3", "mbconv_k5_e6", "mbconv_k7_e3", "skip"], 8, 8, 1, name="pair")
+    layer.build((None, 6, 6, 8))
+    x = tf.random.stateless_normal((2, 6, 6, 8), seed=[5, 6])
+    alpha = tf.constant([0.3, -1.2, 0.9, 0.1])
+    for i, j in [(0, 2), (3, 1), (2, 3)]:
+        got = layer(x, alpha, tf.constant([i, j]), mode="two")
+        w = np.exp([alpha[i], alpha[j]]) / np.exp([alpha[i], alpha[j]]).sum()
+        y_i = layer(x, alpha, tf.constant(i), mode="one")
+        y_j = layer(x, alpha, tf.constant(j), mode="one")
+        np.testing.assert_allclose(got, w[0] * y_i + w[1] * y_j, atol=1e-5)
+    # 'all' mixes every op by softmax(alpha).
+    weights = tf.nn.softmax(alpha).numpy()
+    ys = [layer(x, alpha, tf.constant(k), mode="one") for k in range(4)]
+    np.testing.assert_allclose(
+        layer(x, alpha, mode="all"), sum(w * y for w, y in zip(weights, ys)), atol=1e-5
+    )
 
 
 def test_graph_mode_selects_the_same_ops_as_eager():
