@@ -19,6 +19,7 @@ setup(
         "absl-py>=2.1",
         "tensorboard>=2.21,<2.22",
         "ai-edge-litert>=2.0",
+        "matplotlib>=3.8",
         "pyyaml>=6.0",
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6"]},

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Writes text to path via a temporary file and a rename: never half-written."""
+    with replace_atomic(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def replace_atomic(path: str | os.PathLike):
+    """Yields a temporary path beside ``path``; renames it over ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -491,6 +491,17 @@ class SuperNet(keras.Model):
             y = term if y is None else y + term
         return self.classifier(self.pool(y))
 
+    def latency_weights(self, mode: str = "all", sample: OpSample | None = None):
+        """(head op weights, stacking op weights, path probabilities) of a forward
+        mode, the inputs of ExpectedLatency: differentiable in alpha and beta."""
+        head = op_weights(
+            tf.convert_to_tensor(self.alpha_head), mode, None if sample is None else sample.head
+        )
+        stack = op_weights(
+            tf.convert_to_tensor(self.alpha_stack), mode, None if sample is None else sample.stack
+        )
+        return head, stack, self.path_probabilities()
+
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -513,6 +524,21 @@ class SuperNet(keras.Model):
             "alpha_stack": np.asarray(self.alpha_stack.numpy()),
             "beta": np.asarray(self.beta.numpy()),
         }
+
+
+def op_weights(alpha: tf.Tensor, mode: str, sample: tf.Tensor | None = None) -> tf.Tensor:
+    """Each op's weight per row of alpha in a forward mode, as a (rows, ops) matrix:
+    softmax(alpha) for ``all``; one-hot of the drawn op for ``one``; for ``two``
+    the softmax over the two drawn alphas, zero elsewhere."""
+    num_ops = alpha.shape[-1]
+    if mode == "all":
+        return tf.nn.softmax(alpha, axis=-1)
+    if mode == "one":
+        return tf.one_hot(sample, num_ops, dtype=alpha.dtype)
+    if mode == "two":
+        pair = tf.nn.softmax(tf.gather(alpha, sample, batch_dims=1), axis=-1)
+        return tf.einsum("rk,rko->ro", pair, tf.one_hot(sample, num_ops, dtype=alpha.dtype))
+    raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
 
 
 def segment_softmax(logits: tf.Tensor, segment_ids: tf.Tensor, num_segments: int) -> tf.Tensor:

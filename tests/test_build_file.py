@@ -25,7 +25,8 @@ def test_every_python_file_is_named_in_build():
 
 def test_every_binary_has_a_py_binary_and_every_test_a_py_test():
     text = (ROOT / "BUILD").read_text()
-    binaries = set(re.findall(r'main = "((?:tools|export)/\w+\.py)"', text))
+    binary_blocks = text[text.index("py_binary(") : text.index("py_test(")]
+    binaries = set(re.findall(r'"((?:tools|export)/\w+\.py)"', binary_blocks))
     expected = {
         str(p.relative_to(ROOT)) for d in ("tools", "export") for p in (ROOT / d).glob("*.py")
     }

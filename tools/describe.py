@@ -4,6 +4,10 @@ python tools/describe.py --space=imagenet_mbv2
 python tools/describe.py --arch=densenas_c [--input_size=224] [--num_classes=1000]
 """
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import json
 import sys
 

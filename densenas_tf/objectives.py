@@ -1,0 +1,64 @@
+"""Search objectives: cross-entropy plus a latency term, selectable by config.
+
+- ``paper`` (DenseNAS eq. 8): ``CE + lambda * log(lat) / log(tau)``
+  (defaults lambda 0.15, tau 15 ms, as the reference code).
+- ``target``: zero below a target T, growing above it:
+  ``CE + lambda * max(0, lat / T - 1)``.
+- ``proxyless`` (ProxylessNAS-style, multiplicative): ``CE * (lat / T) ** beta``.
+
+All act on the expected latency in ms (a tensor differentiable in alpha and beta).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+
+OBJECTIVES = ("paper", "target", "proxyless")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    kind: str = "paper"
+    lam: float = 0.15
+    tau_ms: float = 15.0
+    target_ms: float | None = None
+    beta: float = 0.6
+
+    def __post_init__(self):
+        if self.kind not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.kind!r}; objectives are {OBJECTIVES}")
+        if self.kind == "paper" and (self.tau_ms <= 0 or self.tau_ms == 1.0):
+            raise ValueError(f"objective 'paper' needs tau_ms > 0 and != 1, got {self.tau_ms}")
+        if self.kind in ("target", "proxyless") and (self.target_ms is None or self.target_ms <= 0):
+            raise ValueError(
+                f"objective {self.kind!r} needs a positive target_ms, got {self.target_ms}"
+            )
+        if self.lam < 0 or self.beta < 0:
+            raise ValueError("objective weights lam and beta must be non-negative")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Objective:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(
+                f"objective: unknown field {unknown[0]!r}; the fields are {sorted(known)}"
+            )
+        return cls(**config)
+
+    def latency_term(self, cross_entropy, latency_ms) -> tf.Tensor:
+        """The loss minus the cross-entropy (for logging)."""
+        return self.loss(cross_entropy, latency_ms) - cross_entropy
+
+    def loss(self, cross_entropy, latency_ms) -> tf.Tensor:
+        latency_ms = tf.cast(latency_ms, tf.float32)
+        if self.kind == "paper":
+            return cross_entropy + self.lam * tf.math.log(latency_ms) / math.log(self.tau_ms)
+        if self.kind == "target":
+            return cross_entropy + self.lam * tf.nn.relu(latency_ms / self.target_ms - 1.0)
+        return cross_entropy * tf.pow(latency_ms / self.target_ms, self.beta)

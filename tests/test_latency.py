@@ -1,0 +1,242 @@
+"""Latency tables, expected latency and objectives."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from densenas_tf import latency
+from densenas_tf.arch_spec import load_arch
+from densenas_tf.derive import arch_from_path
+from densenas_tf.expected_latency import ExpectedLatency
+from densenas_tf.latency import LatencyEntry, LatencyTable, LatencyTableError, space_keys
+from densenas_tf.lut_report import spearman
+from densenas_tf.objectives import Objective
+from densenas_tf.search_space import load_space
+from densenas_tf.supernet import SuperNet
+
+
+def synthetic_table(space, seed=0, overhead_ms=0.05):
+    """Distinct made-up timings: for checking arithmetic, not for measuring anything."""
+    rng = np.random.default_rng(seed)
+    table = LatencyTable(
+        latency.new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+        overhead_ms=overhead_ms,
+    )
+    for key in space_keys(space).all_keys():
+        median = float(overhead_ms + rng.uniform(0.1, 2.0))
+        table.entries[key] = LatencyEntry(median, median, 0.01, 10)
+    return table
+
+
+# ----- keys -------------------------------------------------------------------------
+def test_keys_are_canonical_and_shared(imagenet_space):
+    assert latency.op_key("mbconv_k3_e6", 56, 24, 2, 32).key == "mbconv_k3_e6/i56x56x24/s2/o32"
+    assert latency.op_key("skip", 14, 64, 1, 64) is None
+    keys = space_keys(imagenet_space)
+    # The three stacking layers of a block share the entries of their ops.
+    rows = imagenet_space.stacking_rows(5)
+    assert keys.stack[rows[0]] == keys.stack[rows[1]] == keys.stack[rows[2]]
+    pieces = sum(len(r) for r in keys.head) + sum(1 for r in keys.stack for k in r if k) + 5
+    assert len(keys.all_keys()) < pieces
+    # 51 head edges x 6 ops, but edges with the same source and width share keys.
+    assert len({k.key for row in keys.head for k in row}) == 51 * 6
+    assert len({k.key for row in keys.stack for k in row if k}) == 13 * 6
+    assert len(keys.all_keys()) == 51 * 6 + 13 * 6 + 1 + 3 + 1
+
+
+def test_reference_nets_use_keys_of_the_space(imagenet_space):
+    keys = set(space_keys(imagenet_space).all_keys())
+    for name in ("densenas_a", "densenas_b", "densenas_c"):
+        assert {k.key for k in latency.arch_keys(load_arch(name))} <= keys
+    assert not {k.key for k in latency.arch_keys(load_arch("mobilenet_v2"))} <= keys
+
+
+# ----- table files ------------------------------------------------------------------
+def test_round_trip_keeps_entries_and_provenance(tiny_space, tmp_path):
+    table = synthetic_table(tiny_space)
+    path = tmp_path / "t.json"
+    table.save(path)
+    again = LatencyTable.load(path)
+    assert again == table
+    assert again.provenance["space_fingerprint"] == tiny_space.fingerprint()
+    for field in ("backend", "device", "threads", "batch_size", "tensorflow_version", "date"):
+        assert field in again.provenance
+
+
+def test_wrong_schema_version_is_refused(tiny_space, tmp_path):
+    data = json.loads(synthetic_table(tiny_space).to_json())
+    data["schema_version"] = 7
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="schema_version 7 is not supported"):
+        LatencyTable.load(path)
+
+
+def test_coverage_error_names_every_missing_key(tiny_space):
+    table = synthetic_table(tiny_space)
+    removed = sorted(table.entries)[::7]
+    for key in removed:
+        del table.entries[key]
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(tiny_space)
+    message = str(info.value)
+    assert f"lacks {len(removed)} entries" in message
+    for key in removed:
+        assert key in message
+    assert (
+        "python tools/build_lut.py --space=tiny --backend=tflite --threads=1 --batch_size=1"
+        in message
+    )
+
+
+def test_table_for_another_space_is_refused(tiny_space, fashion_space):
+    with pytest.raises(LatencyTableError, match="built for space 'tiny'"):
+        synthetic_table(tiny_space).check_space(fashion_space)
+
+
+@pytest.mark.parametrize("preset", ["fashion_mnist", "imagenet_mbv2"])
+def test_shipped_tables_cover_their_spaces(preset):
+    space = load_space(preset)
+    table = LatencyTable.load(latency.default_table_path(preset))
+    table.check_space(space)
+    prov = table.provenance
+    assert (prov["backend"], prov["threads"], prov["batch_size"]) == ("tflite", 1, 1)
+    assert all(e.count >= 50 and e.median_ms > 0 for e in table.entries.values())
+
+
+# ----- expected latency ----------------------------------------------------------------
+def _one_hot_path(space, path, head_choice, stack_choice):
+    head_w = np.zeros((len(space.head_edges), len(space.head_ops)), np.float32)
+    stack_w = np.zeros((len(space.stacking_layers), len(space.stacking_ops)), np.float32)
+    probs = np.zeros(len(space.edges), np.float32)
+    for row in range(len(space.head_edges)):
+        head_w[row, head_choice[row]] = 1.0
+    for row in range(len(space.stacking_layers)):
+        stack_w[row, stack_choice[row]] = 1.0
+    for src, dst in zip(path, path[1:]):
+        probs[space.edge(src, dst).index] = 1.0
+    return head_w, stack_w, probs
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fashion_mnist"])
+def test_one_hot_expected_latency_equals_the_path_sum(preset):
+    space = load_space(preset)
+    table = synthetic_table(space, seed=1)
+    expected = ExpectedLatency(space, table)
+    rng = np.random.default_rng(2)
+    for path in space.enumerate_paths()[:: max(1, len(space.enumerate_paths()) // 12)]:
+        heads = {r: int(rng.integers(len(space.head_ops))) for r in range(len(space.head_edges))}
+        stacks = {
+            r: int(rng.integers(len(space.stacking_ops))) for r in range(len(space.stacking_layers))
+        }
+        spec = arch_from_path(space, path, heads, stacks)
+        value = float(expected(*_one_hot_path(space, path, heads, stacks)))
+        assert value == pytest.approx(table.predicted_ms(spec), rel=1e-6)
+
+
+def test_expected_latency_is_differentiable_in_alpha_and_beta(tiny_space):
+    net = SuperNet.from_space(tiny_space)
+    expected = ExpectedLatency(tiny_space, synthetic_table(tiny_space))
+    for mode in ("all", "two"):
+        sample = None if mode == "all" else net.sample_ops([1, 1], "two")
+        with tf.GradientTape() as tape:
+            value = expected.of_supernet(net, mode, sample)
+        grads = tape.gradient(value, net.arch_variables)
+        for name, grad in zip(["alpha_head", "alpha_stack", "beta"], grads):
+            assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(grad)))) > 0, (mode, name)
+
+
+def test_expected_latency_is_the_mean_over_paths_when_mixing(tiny_space):
+    """With uniform op weights and path probabilities, the formula is the
+    probability-weighted mean of the path sums under mean op latencies."""
+    table = synthetic_table(tiny_space, seed=3)
+    expected = ExpectedLatency(tiny_space, table)
+    head_w = np.full((len(tiny_space.head_edges), len(tiny_space.head_ops)), 1 / 6, np.float32)
+    stack_w = np.full(
+        (len(tiny_space.stacking_layers), len(tiny_space.stacking_ops)), 1 / 7, np.float32
+    )
+    probs = np.zeros(len(tiny_space.edges), np.float32)
+    for block in tiny_space.blocks:
+        out = tiny_space.out_edges(block.index)
+        for e in out:
+            probs[e.index] = 1 / len(out)
+    total = 0.0
+    for path in tiny_space.enumerate_paths():
+        weight = np.prod([probs[tiny_space.edge(a, b).index] for a, b in zip(path, path[1:])])
+        _, _, pp = _one_hot_path(
+            tiny_space, path, {r: 0 for r in range(9)}, {r: 0 for r in range(4)}
+        )
+        pp_lat = float(expected(head_w, stack_w, pp))
+        total += weight * pp_lat
+    assert float(expected(head_w, stack_w, probs)) == pytest.approx(total, rel=1e-5)
+
+
+# ----- objectives --------------------------------------------------------------------
+def _value_and_grad(objective, ce, lat):
+    lat = tf.Variable(lat)
+    with tf.GradientTape() as tape:
+        loss = objective.loss(tf.constant(ce), lat)
+    return float(loss), float(tape.gradient(loss, lat))
+
+
+def test_paper_objective():
+    objective = Objective("paper", lam=0.15, tau_ms=15.0)
+    value, grad = _value_and_grad(objective, 2.0, 15.0)
+    assert value == pytest.approx(2.15)
+    assert grad > 0
+    assert _value_and_grad(objective, 2.0, 30.0)[0] > value
+
+
+def test_target_objective_is_free_below_the_target():
+    objective = Objective("target", lam=0.5, target_ms=10.0)
+    assert _value_and_grad(objective, 1.0, 8.0) == (pytest.approx(1.0), 0.0)
+    value, grad = _value_and_grad(objective, 1.0, 12.0)
+    assert value == pytest.approx(1.0 + 0.5 * 0.2) and grad > 0
+
+
+def test_proxyless_objective_is_multiplicative():
+    objective = Objective("proxyless", target_ms=10.0, beta=0.6)
+    value, grad = _value_and_grad(objective, 2.0, 20.0)
+    assert value == pytest.approx(2.0 * 2.0**0.6)
+    assert grad > 0
+    assert _value_and_grad(objective, 2.0, 10.0)[0] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "config,fragment",
+    [
+        ({"kind": "fastest"}, "unknown objective"),
+        ({"kind": "target"}, "needs a positive target_ms"),
+        ({"kind": "paper", "tau_ms": 1.0}, "tau_ms"),
+        ({"kind": "paper", "lambda": 0.2}, "unknown field 'lambda'"),
+    ],
+)
+def test_bad_objective_configs(config, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        Objective.from_config(config)
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+
+
+def test_predicted_latency_counts_overhead_once(tiny_space):
+    table = synthetic_table(tiny_space, overhead_ms=0.5)
+    spec = arch_from_path(
+        tiny_space,
+        tiny_space.enumerate_paths()[0],
+        {r: 0 for r in range(9)},
+        {r: 6 for r in range(4)},
+    )
+    keys = latency.arch_keys(spec)
+    raw = sum(table.entries[k.key].median_ms for k in keys)
+    assert table.predicted_ms(spec) == pytest.approx(raw - 0.5 * (len(keys) - 1))
+    with pytest.raises(LatencyTableError, match="lacks 1 entry"):
+        smaller = copy.deepcopy(table)
+        del smaller.entries[keys[1].key]
+        smaller.predicted_ms(spec)

@@ -1,0 +1,61 @@
+"""Measures the latency table of a search space on this device.
+
+  python tools/build_lut.py --space=fashion_mnist --backend=tflite --threads=1 \
+      --batch_size=1 --out=configs/latency/fashion_mnist_tflite_t1_b1.json
+
+Each entry (stem, every head op per edge shape, every stacking op per block,
+the final conv per input, the classifier) is timed as its own small model.
+Re-running on an existing file measures only what is missing, so an
+interrupted build resumes.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging
+
+SPACE = flags.DEFINE_string(
+    "space", None, "Search-space preset name or YAML/JSON file.", required=True
+)
+BACKEND = flags.DEFINE_enum("backend", "tflite", ["tflite", "tf"], "Runtime to time.")
+THREADS = flags.DEFINE_integer("threads", 1, "Threads of the runtime.", lower_bound=1)
+BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", 1, "Batch size of every measured model.", lower_bound=1
+)
+OUT = flags.DEFINE_string(
+    "out", None, "Table file (default: configs/latency/SPACE_BACKEND_tT_bB.json)."
+)
+WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs before timing.", lower_bound=0)
+RUNS = flags.DEFINE_integer("runs", 100, "Timed runs per entry.", lower_bound=1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from densenas_tf.latency import LatencyTableError, default_table_path
+    from densenas_tf.latency_measure import build_table, pin_threads
+    from densenas_tf.search_space import load_space
+
+    pin_threads(THREADS.value)
+    try:
+        space = load_space(SPACE.value)
+        out = OUT.value or default_table_path(
+            space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
+        )
+        table, measured = build_table(
+            space, out, BACKEND.value, THREADS.value, BATCH_SIZE.value, WARMUP.value, RUNS.value
+        )
+    except (LatencyTableError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"{out}: {len(table.entries)} entries ({measured} measured now), overhead {table.overhead_ms:.4f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,60 @@
+"""The additivity report: predicted (table sum) against measured latency of whole nets.
+
+  python tools/lut_report.py --space=fashion_mnist \
+      --table=configs/latency/fashion_mnist_tflite_t1_b1.json --num_random=30 \
+      --plot=docs/lut_fashion_mnist.png [--json]
+
+Prints a table (or, with --json, one JSON object with mape_percent, spearman
+and n_paths) and writes a scatter plot when --plot is given.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+SPACE = flags.DEFINE_string(
+    "space", None, "Search-space preset name or YAML/JSON file.", required=True
+)
+TABLE = flags.DEFINE_string(
+    "table", None, "Latency table (default: the shipped tflite/1-thread/batch-1 table)."
+)
+NUM_RANDOM = flags.DEFINE_integer("num_random", 20, "Random paths to measure.", lower_bound=0)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the random paths.")
+WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs per net.", lower_bound=0)
+RUNS = flags.DEFINE_integer("runs", 100, "Timed runs per net.", lower_bound=1)
+PLOT = flags.DEFINE_string("plot", None, "Write a predicted-vs-measured scatter plot (PNG) here.")
+JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from densenas_tf.latency import LatencyTable, LatencyTableError, default_table_path
+    from densenas_tf.latency_measure import pin_threads
+    from densenas_tf.lut_report import additivity_report, format_report, plot_report
+    from densenas_tf.search_space import load_space
+
+    try:
+        space = load_space(SPACE.value)
+        table = LatencyTable.load(TABLE.value or default_table_path(space.name))
+        pin_threads(table.provenance["threads"])
+        report = additivity_report(
+            space, table, NUM_RANDOM.value, SEED.value, WARMUP.value, RUNS.value
+        )
+    except (LatencyTableError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if PLOT.value:
+        plot_report(report, PLOT.value)
+    print(json.dumps(report) if JSON.value else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
