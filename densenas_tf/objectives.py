@@ -55,6 +55,14 @@ class Objective:
         """The loss minus the cross-entropy (for logging)."""
         return self.loss(cross_entropy, latency_ms) - cross_entropy
 
+    def replica_loss(self, scaled_cross_entropy, latency_ms, num_replicas: int) -> tf.Tensor:
+        """One replica's share of the loss, given its cross-entropy already scaled
+        to the global batch: summed over replicas it equals ``loss``."""
+        if self.kind == "proxyless":
+            return self.loss(scaled_cross_entropy, latency_ms)
+        term = self.loss(tf.constant(0.0), latency_ms)
+        return scaled_cross_entropy + term / num_replicas
+
     def loss(self, cross_entropy, latency_ms) -> tf.Tensor:
         latency_ms = tf.cast(latency_ms, tf.float32)
         if self.kind == "paper":

@@ -1,0 +1,160 @@
+"""One search run in one directory: set-up, refusal of foreign runs, resume, summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densenas_tf.io_utils import write_text_atomic
+from densenas_tf.search_config import SearchConfig
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; strategies are {STRATEGIES}")
+
+
+def load_search_data(
+    config: SearchConfig,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(weight split, architecture split) of the training images, deterministic by seed."""
+    from densenas_tf.data import DataError, load_fashion_mnist, split_indices
+
+    if config.data.dataset != "fashion_mnist":
+        raise DataError(
+            f"unknown dataset {config.data.dataset!r}; the search reads 'fashion_mnist'"
+        )
+    images, labels = load_fashion_mnist("train", config.data.data_dir)
+    order = np.random.default_rng(config.seed).permutation(len(images))
+    if config.data.train_limit:
+        order = order[: config.data.train_limit]
+    images, labels = images[order], labels[order]
+    weight_ids, arch_ids = split_indices(len(images), config.data.arch_fraction, config.seed)
+    return (images[weight_ids], labels[weight_ids]), (images[arch_ids], labels[arch_ids])
+
+
+def prepare_run_dir(run_dir: Path, config: SearchConfig, overwrite: bool) -> bool:
+    """Checks the run directory; True when it already holds this finished run."""
+    from densenas_tf.searcher import RunDirError
+
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        if json.loads(saved.read_text()) != json.loads(config.to_json()):
+            if not overwrite:
+                raise RunDirError(
+                    f"{run_dir} holds a run with another config ({saved}); pick another --run_dir "
+                    "or pass --overwrite to delete it"
+                )
+            shutil.rmtree(run_dir)
+        elif (run_dir / "summary.json").is_file():
+            return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, config.to_json())
+    return False
+
+
+def run_search(
+    config: SearchConfig,
+    run_dir: str | Path,
+    strategy_name: str = "default",
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Runs (or resumes, or reports the finished) search in run_dir; returns its summary."""
+    from densenas_tf.latency import LatencyTable, default_table_path
+    from densenas_tf.search_space import load_space
+
+    run_dir = Path(run_dir)
+    space = load_space(config.space)
+    table_path = (
+        Path(config.latency_table) if config.latency_table else default_table_path(space.name)
+    )
+    table = LatencyTable.load(table_path)
+    table.check_space(space)  # refused before anything trains
+    if prepare_run_dir(run_dir, config, overwrite):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        log(
+            f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
+        )
+        return summary
+    write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
+    write_text_atomic(run_dir / "latency_table.json", table.to_json())
+    weight_data, arch_data = load_search_data(config)
+
+    from densenas_tf.searcher import Searcher
+    from densenas_tf.supernet import SuperNet
+
+    strategy = make_strategy(strategy_name)
+    with strategy.scope():
+        net = SuperNet.from_space(space, arch_init_seed=config.seed)
+    searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
+    searcher.restore()
+    return searcher.run()
+
+
+def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
+    run_dir = Path(run_dir)
+    last = summary["epoch_reports"][-1] if summary.get("epoch_reports") else {}
+    weight = last.get("weight_pass") or {}
+    lines = [
+        f"search finished: {summary['epochs']} epochs, {summary['global_steps']} steps, "
+        f"{summary['wall_time_s'] / 60:.1f} min",
+        f"derived: {summary['block_string']}",
+        f"path: {summary['path']}",
+        f"predicted latency {summary['predicted_latency_ms']:.3f} ms, params {summary['params']:,}, "
+        f"multiply-adds {summary['mult_adds']:,}",
+    ]
+    if weight:
+        lines.append(
+            f"last weight pass: cross-entropy {weight.get('ce', float('nan')):.4f}, accuracy {weight.get('acc', float('nan')):.4f}"
+        )
+    lines += [
+        f"architecture: {run_dir / 'arch.json'} (each epoch's in {run_dir / 'archs'})",
+        f"checkpoints: {run_dir / 'ckpt'}; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}",
+    ]
+    return "\n".join(lines)
+
+
+def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
+    """The ArchSpec of a run's architecture parameters at a checkpoint (default: latest)."""
+    import tensorflow as tf
+
+    from densenas_tf.derive import derive_arch
+    from densenas_tf.search_space import SearchSpace
+
+    run_dir = Path(run_dir)
+    space_file = run_dir / "space.json"
+    if not space_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: no space.json; is this a search run directory?")
+    space = SearchSpace.from_config(json.loads(space_file.read_text()), source=str(space_file))
+    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "ckpt"))
+    if not path:
+        raise FileNotFoundError(f"{run_dir / 'ckpt'}: no checkpoint yet")
+    reader = tf.train.load_checkpoint(path)
+    arrays = {
+        name: reader.get_tensor(f"supernet/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+        for name in ("alpha_head", "alpha_stack", "beta")
+    }
+    step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    return derive_arch(
+        space,
+        **arrays,
+        name=f"step_{step}",
+        provenance={"checkpoint": str(path), "epoch": epoch, "global_step": step},
+    )

@@ -1,0 +1,231 @@
+"""The search loop: what each step may change, faults, resume, summaries, strategies."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from densenas_tf.latency import LatencyTable, LatencyTableError
+from densenas_tf.latency_measure import build_table
+from densenas_tf.search_config import SearchConfig
+from densenas_tf.search_run import load_search_data, run_search
+from densenas_tf.search_space import SearchSpace
+from densenas_tf.searcher import RunDirError, SearchDivergedError, Searcher
+from densenas_tf.supernet import SuperNet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MICRO_SPACE = {
+    "name": "micro",
+    "input_shape": [28, 28, 1],
+    "num_classes": 10,
+    "stem": {"conv_width": 8, "stride": 1, "op": "mbconv_k3_e1"},
+    "blocks": {
+        "widths": [8, 12, 16, 24, 32],
+        "feature_map_sizes": [28, 14, 14, 7, 7],
+        "stages": [0, 1, 1, 2, 3],
+        "stacking_layers": [0, 1, 1, 1, 0],
+    },
+    "connections_per_stage": [2, 2, 2, 2],
+    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
+    "stacking_ops": ["mbconv_k3_e3", "skip"],
+    "final_conv_width": 32,
+}
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """A small space on real 28x28 Fashion-MNIST, with a latency table measured here."""
+    folder = tmp_path_factory.mktemp("micro")
+    space_file = folder / "micro.yaml"
+    space_file.write_text(yaml.safe_dump(MICRO_SPACE))
+    space = SearchSpace.from_config(MICRO_SPACE)
+    table_file = folder / "micro_lut.json"
+    build_table(space, table_file, warmup=2, runs=5, log=lambda line: None)
+    return {"space": str(space_file), "table": str(table_file), "folder": folder}
+
+
+def _config(micro, **overrides):
+    values = {
+        "space": micro["space"],
+        "latency_table": micro["table"],
+        "objective": {"kind": "paper", "lam": 0.3, "tau_ms": 15.0},
+        "data": {"train_limit": 320, "arch_fraction": 0.2},
+        "batch_size": 32,
+        "epochs": 2,
+        "warmup_epochs": 1,
+        "weight_lr": 0.05,
+        "arch_lr": 0.05,
+        "checkpoint_every_steps": 3,
+        "seed": 3,
+    }
+    values.update(overrides)
+    return SearchConfig.from_dict(values)
+
+
+def _searcher(micro, run_dir, **overrides):
+    config = _config(micro, **overrides)
+    space = SearchSpace.from_config(MICRO_SPACE)
+    weight, arch = load_search_data(config)
+    net = SuperNet.from_space(space, arch_init_seed=config.seed)
+    table = LatencyTable.load(micro["table"])
+    return Searcher(config, net, table, weight, arch, run_dir, log=lambda line: None)
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def _assert_changed(a, b):
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_warm_up_and_weight_steps_leave_arch_params_and_arch_steps_leave_weights(micro, tmp_path):
+    searcher = _searcher(micro, tmp_path)
+    net = searcher.net
+    arch0, weights0 = _values(net.arch_variables), _values(net.weight_variables)
+    searcher._run_pass(1, epoch=0)  # warm-up: uniform draws
+    arch1, weights1 = _values(net.arch_variables), _values(net.weight_variables)
+    _assert_same(arch0, arch1)
+    _assert_changed(weights0, weights1)
+    searcher._run_pass(0, epoch=1)  # architecture pass
+    arch2, weights2 = _values(net.arch_variables), _values(net.weight_variables)
+    _assert_changed(arch1, arch2)
+    _assert_same(weights1, weights2)
+    searcher._run_pass(1, epoch=1)  # weight pass, draws by softmax(alpha)
+    arch3, weights3 = _values(net.arch_variables), _values(net.weight_variables)
+    _assert_same(arch2, arch3)
+    _assert_changed(weights2, weights3)
+
+
+def test_nan_in_the_data_stops_the_run_and_keeps_the_last_good_checkpoint(micro, tmp_path):
+    searcher = _searcher(micro, tmp_path, epochs=1)
+    images, labels = searcher.weight_data
+    poisoned = images.astype(np.float32)
+    # Batch 5 of the (seeded) weight pass order is poisoned: find where it lands.
+    order = list(
+        tf.data.Dataset.range(len(images))
+        .shuffle(len(images), seed=searcher.shuffle_seed(0, 1), reshuffle_each_iteration=False)
+        .as_numpy_iterator()
+    )
+    poisoned[order[5 * 32]] = np.nan
+    searcher.weight_data = (poisoned, labels)
+    with pytest.raises(SearchDivergedError, match=r"non-finite weight loss ce .* global step 5"):
+        searcher.run()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "ckpt"))
+    reader = tf.train.load_checkpoint(latest)
+    assert int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE")) == 3
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+
+
+def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
+    searcher = _searcher(micro, tmp_path)
+    searcher.run()
+    tags = set()
+    for event_file in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(value.tag for value in event.summary.value)
+    expected = {
+        "weight/ce", "weight/acc", "arch/ce", "arch/acc", "arch/loss", "arch/latency_term",
+        "arch/latency_ms", "latency/expected_ms", "lr/weight", "lr/arch",
+        "arch_params/alpha_head", "arch_params/alpha_stack", "arch_params/beta",
+        "entropy/head_ops", "entropy/stacking_ops", "entropy/paths",
+        "alpha/head_ops", "alpha/stacking_ops", "beta/path_probabilities",
+        "derived/architecture", "derived/predicted_latency_ms", "derived/params",
+    }  # fmt: skip
+    assert expected <= tags, expected - tags
+    archs = sorted((tmp_path / "archs").glob("epoch_*.json"))
+    assert [p.name for p in archs] == ["epoch_001.json", "epoch_002.json"]
+    assert (tmp_path / "arch.json").is_file()
+
+
+def test_foreign_run_dir_and_foreign_table_are_refused(micro, tmp_path):
+    config = _config(micro, epochs=1)
+    (tmp_path / "config.json").write_text(_config(micro, epochs=5).to_json())
+    with pytest.raises(RunDirError, match="holds a run with another config"):
+        run_search(config, tmp_path, log=lambda line: None)
+    other = SearchConfig.from_dict({**config.to_dict(), "space": "tiny"})
+    with pytest.raises(LatencyTableError, match="built for space 'micro'"):
+        run_search(other, tmp_path / "other", log=lambda line: None)
+    assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
+def _search_cmd(micro, run_dir, *extra):
+    config_file = micro["folder"] / "search.json"
+    config_file.write_text(_config(micro, epochs=3, warmup_epochs=1).to_json())
+    return [
+        sys.executable,
+        str(ROOT / "tools" / "search.py"),
+        f"--config={config_file}",
+        f"--run_dir={run_dir}",
+        *extra,
+    ]
+
+
+def _final(run_dir):
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    return summary, json.loads((Path(run_dir) / "arch.json").read_text())["block_string"]
+
+
+def test_a_killed_run_resumes_to_the_same_result(micro, tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(_search_cmd(micro, straight), check=True, capture_output=True, timeout=600)
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(
+        _search_cmd(micro, resumed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        state = resumed / "ckpt" / "checkpoint"
+        if state.is_file() and "ckpt-6" in state.read_text():  # past warm-up, mid-run
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (resumed / "summary.json").exists()
+    result = subprocess.run(
+        _search_cmd(micro, resumed), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stderr
+    (a, arch_a), (b, arch_b) = _final(straight), _final(resumed)
+    assert arch_a == arch_b
+    for name in ("alpha_head", "alpha_stack", "beta"):
+        np.testing.assert_allclose(a["arch_params"][name], b["arch_params"][name], atol=1e-5)
+    # Running it again reports the finished run.
+    again = subprocess.run(_search_cmd(micro, resumed), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "holds a finished search" in again.stderr
+
+
+def test_mirrored_on_two_cpus_matches_one_device(micro, tmp_path):
+    single, mirrored = tmp_path / "single", tmp_path / "mirrored"
+    subprocess.run(_search_cmd(micro, single), check=True, capture_output=True, timeout=600)
+    result = subprocess.run(
+        _search_cmd(micro, mirrored, "--strategy=mirrored", "--logical_cpus=2"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (a, arch_a), (b, arch_b) = _final(single), _final(mirrored)
+    assert b["replicas"] == 2 and b["arch_replica_max_abs_diff"] == 0.0
+    for name in ("alpha_head", "alpha_stack", "beta"):
+        np.testing.assert_allclose(a["arch_params"][name], b["arch_params"][name], atol=1e-4)
+    assert arch_a == arch_b

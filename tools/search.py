@@ -1,0 +1,77 @@
+"""DenseNAS search: config -> run directory (resumable).
+
+  python tools/search.py --config=fashion_mnist --run_dir=runs/search \
+      [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...]
+
+Re-running the same command on the same run directory resumes it; a finished
+run says so and exits. A run directory holding another config is refused
+unless --overwrite is given.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging
+
+CONFIG = flags.DEFINE_string(
+    "config", "fashion_mnist", "Search config preset (configs/search/) or YAML/JSON file."
+)
+RUN_DIR = flags.DEFINE_string("run_dir", None, "Run directory.", required=True)
+STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy."
+)
+OVERRIDE = flags.DEFINE_multi_string(
+    "override", [], "Config overrides, key=value (e.g. objective.lam=0.3)."
+)
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete a run directory that holds another config."
+)
+LOGICAL_CPUS = flags.DEFINE_integer(
+    "logical_cpus",
+    0,
+    "Split the CPU into this many logical devices (to run replicas on one CPU).",
+    lower_bound=0,
+)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
+    if LOGICAL_CPUS.value:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS.value
+        )
+    from densenas_tf.data import DataError
+    from densenas_tf.latency import LatencyTableError
+    from densenas_tf.search_config import ConfigError, load_search_config
+    from densenas_tf.search_run import format_summary, run_search
+    from densenas_tf.searcher import RunDirError, SearchDivergedError
+
+    try:
+        config = load_search_config(CONFIG.value, OVERRIDE.value)
+        summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value)
+    except SearchDivergedError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 3
+    except (
+        ConfigError,
+        DataError,
+        LatencyTableError,
+        RunDirError,
+        ValueError,
+        FileNotFoundError,
+    ) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_summary(summary, RUN_DIR.value))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
