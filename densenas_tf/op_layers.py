@@ -110,6 +110,26 @@ def _replicas_in_sync() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _synchronized_batch_norm(bn: keras.layers.BatchNormalization, x):
+    """Training-mode batch norm over the global batch of all replicas.
+
+    Two passes (mean, then the mean squared deviation), each all-reduced: the
+    single-pass E[x^2] - E[x]^2 loses precision when the mean is large.
+    """
+    context = tf.distribute.get_replica_context()
+    axes = [0, 1, 2]
+    count = context.all_reduce("sum", tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype))
+    mean = context.all_reduce("sum", tf.reduce_sum(x, axis=axes)) / count
+    variance = context.all_reduce("sum", tf.reduce_sum(tf.square(x - mean), axis=axes)) / count
+    momentum = bn.momentum
+    unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+    bn.moving_mean.assign(bn.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
+    bn.moving_variance.assign(
+        bn.moving_variance * momentum + tf.stop_gradient(unbiased) * (1.0 - momentum)
+    )
+    return tf.nn.batch_normalization(x, mean, variance, bn.beta, bn.gamma, bn.epsilon)
+
+
 def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     """A Keras BatchNormalization layer's computation with TensorFlow's fused
     kernel (on its own variables, with the same moving-average update).
@@ -117,7 +137,7 @@ def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     Across several replicas a synchronised layer keeps Keras's own path, which
     all-reduces the batch statistics."""
     if training and bn.synchronized and _replicas_in_sync() > 1:
-        return bn.call(x, training=True)
+        return _synchronized_batch_norm(bn, x)
     if training:
         y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x,

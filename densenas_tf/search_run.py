@@ -96,10 +96,13 @@ def run_search(
     write_text_atomic(run_dir / "latency_table.json", table.to_json())
     weight_data, arch_data = load_search_data(config)
 
+    import keras
+
     from densenas_tf.searcher import Searcher
     from densenas_tf.supernet import SuperNet
 
     strategy = make_strategy(strategy_name)
+    keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
     with strategy.scope():
         net = SuperNet.from_space(space, arch_init_seed=config.seed)
     searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
@@ -147,7 +150,7 @@ def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
         raise FileNotFoundError(f"{run_dir / 'ckpt'}: no checkpoint yet")
     reader = tf.train.load_checkpoint(path)
     arrays = {
-        name: reader.get_tensor(f"supernet/{name}/.ATTRIBUTES/VARIABLE_VALUE")
+        name: reader.get_tensor(f"arch/{name}/.ATTRIBUTES/VARIABLE_VALUE")
         for name in ("alpha_head", "alpha_stack", "beta")
     }
     step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))

@@ -140,17 +140,29 @@ class Searcher:
             )
             self.weight_optimizer.build(supernet.weight_variables)
             self.arch_optimizer.build(supernet.arch_variables)
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.phase = tf.Variable(
-                0, dtype=tf.int64, trainable=False, name="phase"
-            )  # 0 arch, 1 weight
-            self.batch_in_phase = tf.Variable(
-                0, dtype=tf.int64, trainable=False, name="batch_in_phase"
-            )
-            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
+        # Every supernet variable (BN statistics included) by its path, and the
+        # architecture parameters under plain names for tools/derive.py.
+        arch_ids = {id(v) for v in supernet.arch_variables}
+        # Loop counters live on the host, outside the strategy.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.phase = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="phase"
+        )  # 0: arch pass, 1: weight pass
+        self.batch_in_phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_phase")
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
         self.checkpoint = tf.train.Checkpoint(
-            supernet=supernet,
+            arch={
+                "alpha_head": supernet.alpha_head.value,
+                "alpha_stack": supernet.alpha_stack.value,
+                "beta": supernet.beta.value,
+            },
+            supernet_weights={
+                # The path below the model's own (possibly auto-numbered) name.
+                v.path.split("/", 1)[-1].replace("/", "."): v.value
+                for v in supernet.variables
+                if id(v) not in arch_ids
+            },
             weight_optimizer=self.weight_optimizer,
             arch_optimizer=self.arch_optimizer,
             epoch=self.epoch,
@@ -334,8 +346,12 @@ class Searcher:
             tf.summary.scalar("derived/predicted_latency_ms", report["predicted_latency_ms"])
             tf.summary.scalar("derived/params", report["params"])
             tf.summary.scalar("derived/mult_adds", report["mult_adds"])
-            tf.summary.scalar("lr/weight", float(self.weight_optimizer.learning_rate))
-            tf.summary.scalar("lr/arch", float(self.arch_optimizer.learning_rate))
+            tf.summary.scalar(
+                "lr/weight", float(tf.convert_to_tensor(self.weight_optimizer.learning_rate))
+            )
+            tf.summary.scalar(
+                "lr/arch", float(tf.convert_to_tensor(self.arch_optimizer.learning_rate))
+            )
             for name, values in arrays.items():
                 tf.summary.histogram(f"arch_params/{name}", values)
             tf.summary.scalar("entropy/head_ops", _entropy(head_p))
