@@ -187,7 +187,13 @@ def make_conv_bn_act_layers(
     }
 
 
-def apply_conv_bn_act(layers: dict[str, keras.layers.Layer], x, training=None):
+def apply_conv_bn_act(
+    layers: dict[str, keras.layers.Layer], x, training=None, direct: bool = False
+):
+    """Runs conv, BN, ReLU6; ``direct`` as in apply_op_layers."""
+    if direct:
+        y = fused_batch_norm(layers["bn"], layers["conv"].call(x), training)
+        return tf.nn.relu6(y)
     y = layers["conv"](x)
     y = layers["bn"](y, training=training)
     return layers["act"](y)

@@ -304,7 +304,7 @@ class ConvBNAct(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        return op_layers.apply_conv_bn_act(self.op_layers, x, training=training)
+        return op_layers.apply_conv_bn_act(self.op_layers, x, training=training, direct=True)
 
     def compute_output_shape(self, input_shape):
         return self.op_layers["conv"].compute_output_shape(tuple(input_shape))
