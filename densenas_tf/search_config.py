@@ -51,7 +51,6 @@ class SearchConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     checkpoint_every_steps: int = 200
-    compile_steps: bool = False  # trace each step into one tf.function (slow to trace on CPU)
 
     def __post_init__(self):
         if self.epochs < 1:

@@ -187,7 +187,7 @@ class Searcher:
                 for k, v in per_replica.items()
             }
 
-        return tf.function(step) if self.config.compile_steps else step
+        return step
 
     def _cross_entropy(self, labels, logits):
         num_classes = self.space.num_classes
