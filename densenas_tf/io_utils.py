@@ -25,3 +25,9 @@ def replace_atomic(path: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes bytes to path via a temporary file and a rename."""
+    with replace_atomic(path) as tmp:
+        tmp.write_bytes(data)

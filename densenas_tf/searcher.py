@@ -31,9 +31,10 @@ import tensorflow as tf
 from densenas_tf import derive
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.expected_latency import ExpectedLatency
-from densenas_tf.io_utils import write_text_atomic
+from densenas_tf.io_utils import write_bytes_atomic, write_text_atomic
 from densenas_tf.latency import LatencyTable
 from densenas_tf.objectives import Objective
+from densenas_tf.pictures import supernet_png
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.supernet import SuperNet, rebalance_alpha
 
@@ -366,7 +367,10 @@ class Searcher:
                 tf.summary.image("alpha/stacking_ops", _heatmap(stack_p))
             tf.summary.image("beta/path_probabilities", _heatmap(_beta_matrix(self.space, path_p)))
             tf.summary.text("derived/architecture", spec.to_block_string())
+            picture = supernet_png(self.space, path_p, spec, f"{self.space.name}, epoch {step}")
+            tf.summary.image("supernet/paths", tf.io.decode_png(picture, channels=3)[None])
         self.writer.flush()
+        write_bytes_atomic(self.run_dir / "pictures" / f"epoch_{step:03d}.png", picture)
 
     # ----- the loop --------------------------------------------------------------------
     def restore(self) -> bool:

@@ -149,12 +149,15 @@ def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
         "arch_params/alpha_head", "arch_params/alpha_stack", "arch_params/beta",
         "entropy/head_ops", "entropy/stacking_ops", "entropy/paths",
         "alpha/head_ops", "alpha/stacking_ops", "beta/path_probabilities",
-        "derived/architecture", "derived/predicted_latency_ms", "derived/params",
+        "derived/architecture", "derived/predicted_latency_ms", "derived/params", "supernet/paths",
     }  # fmt: skip
     assert expected <= tags, expected - tags
     archs = sorted((tmp_path / "archs").glob("epoch_*.json"))
     assert [p.name for p in archs] == ["epoch_001.json", "epoch_002.json"]
     assert (tmp_path / "arch.json").is_file()
+    pictures = sorted((tmp_path / "pictures").glob("epoch_*.png"))
+    assert [p.name for p in pictures] == ["epoch_001.png", "epoch_002.png"]
+    assert pictures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_foreign_run_dir_and_foreign_table_are_refused(micro, tmp_path):
