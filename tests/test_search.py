@@ -249,3 +249,42 @@ def test_mirrored_on_two_cpus_matches_one_device(micro, tmp_path):
     for name in ("alpha_head", "alpha_stack", "beta"):
         np.testing.assert_allclose(a["arch_params"][name], b["arch_params"][name], atol=1e-4)
     assert arch_a == arch_b
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_derive_the_same_arch(micro, tmp_path):
+    config_file = micro["folder"] / "workers.json"
+    data = {"train_limit": 320, "arch_fraction": 0.1}
+    config_file.write_text(_config(micro, epochs=1, warmup_epochs=0, data=data).to_json())
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        command = [sys.executable, str(ROOT / "tools" / "search.py"), f"--config={config_file}",
+                   f"--run_dir={tmp_path / f'worker{index}'}", "--strategy=multi_worker"]  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    for process in processes:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+    (a, arch_a), (b, arch_b) = _final(tmp_path / "worker0"), _final(tmp_path / "worker1")
+    assert a["replicas"] == b["replicas"] == 2
+    assert arch_a == arch_b
+    assert a["arch_params"] == b["arch_params"]
