@@ -34,6 +34,7 @@ from densenas_tf.expected_latency import ExpectedLatency
 from densenas_tf.io_utils import write_bytes_atomic, write_text_atomic
 from densenas_tf.latency import LatencyTable
 from densenas_tf.objectives import Objective
+from densenas_tf.optimizers import MomentumSGD
 from densenas_tf.pictures import supernet_png
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.supernet import SuperNet, rebalance_alpha
@@ -130,8 +131,11 @@ class Searcher:
             schedule = keras.optimizers.schedules.CosineDecay(
                 config.weight_lr, total_weight_steps, alpha=config.weight_lr_min / config.weight_lr
             )
-            self.weight_optimizer = keras.optimizers.SGD(
-                schedule, momentum=config.weight_momentum, weight_decay=config.weight_decay
+            self.weight_optimizer = MomentumSGD(
+                supernet.weight_variables,
+                schedule,
+                momentum=config.weight_momentum,
+                weight_decay=config.weight_decay,
             )
             self.arch_optimizer = keras.optimizers.Adam(
                 config.arch_lr,
@@ -139,7 +143,6 @@ class Searcher:
                 beta_2=config.arch_beta2,
                 weight_decay=config.arch_weight_decay,
             )
-            self.weight_optimizer.build(supernet.weight_variables)
             self.arch_optimizer.build(supernet.arch_variables)
         # Every supernet variable (BN statistics included) by its path, and the
         # architecture parameters under plain names for tools/derive.py.
@@ -347,9 +350,7 @@ class Searcher:
             tf.summary.scalar("derived/predicted_latency_ms", report["predicted_latency_ms"])
             tf.summary.scalar("derived/params", report["params"])
             tf.summary.scalar("derived/mult_adds", report["mult_adds"])
-            tf.summary.scalar(
-                "lr/weight", float(tf.convert_to_tensor(self.weight_optimizer.learning_rate))
-            )
+            tf.summary.scalar("lr/weight", float(self.weight_optimizer.current_learning_rate()))
             tf.summary.scalar(
                 "lr/arch", float(tf.convert_to_tensor(self.arch_optimizer.learning_rate))
             )
