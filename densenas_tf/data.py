@@ -45,39 +45,34 @@ def _find(data_dir: Path, stem: str) -> Path:
     )
 
 
+def _read_idx(
+    path: Path, magic: int, what: str, dims: int, expected_count: int | None
+) -> np.ndarray:
+    """An IDX file with ``dims`` dimensions, its header checked, as uint8."""
+    header_size = 4 * (1 + dims)
+    with _open(path) as f:
+        header = f.read(header_size)
+        if len(header) < header_size:
+            raise DataError(f"{path}: truncated IDX header ({len(header)} bytes)")
+        found, *shape = struct.unpack(f">{1 + dims}I", header)
+        if found != magic:
+            raise DataError(f"{path}: magic number {found}, expected {magic} for IDX {what}")
+        if expected_count is not None and shape[0] != expected_count:
+            raise DataError(f"{path}: header says {shape[0]} {what}, expected {expected_count}")
+        data = f.read()
+    if len(data) != int(np.prod(shape)):
+        raise DataError(f"{path}: {len(data)} data bytes for {'x'.join(map(str, shape))} {what}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
 def read_idx_images(path: str | os.PathLike, expected_count: int | None = None) -> np.ndarray:
     """Reads an IDX3 image file into a uint8 array (count, rows, cols), checking the header."""
-    path = Path(path)
-    with _open(path) as f:
-        header = f.read(16)
-        if len(header) < 16:
-            raise DataError(f"{path}: truncated IDX header ({len(header)} bytes)")
-        magic, count, rows, cols = struct.unpack(">IIII", header)
-        if magic != IMAGES_MAGIC:
-            raise DataError(f"{path}: magic number {magic}, expected {IMAGES_MAGIC} for IDX images")
-        if expected_count is not None and count != expected_count:
-            raise DataError(f"{path}: header says {count} images, expected {expected_count}")
-        data = f.read()
-    if len(data) != count * rows * cols:
-        raise DataError(f"{path}: {len(data)} pixel bytes for {count}x{rows}x{cols} images")
-    return np.frombuffer(data, dtype=np.uint8).reshape(count, rows, cols)
+    return _read_idx(Path(path), IMAGES_MAGIC, "images", 3, expected_count)
 
 
 def read_idx_labels(path: str | os.PathLike, expected_count: int | None = None) -> np.ndarray:
-    path = Path(path)
-    with _open(path) as f:
-        header = f.read(8)
-        if len(header) < 8:
-            raise DataError(f"{path}: truncated IDX header ({len(header)} bytes)")
-        magic, count = struct.unpack(">II", header)
-        if magic != LABELS_MAGIC:
-            raise DataError(f"{path}: magic number {magic}, expected {LABELS_MAGIC} for IDX labels")
-        if expected_count is not None and count != expected_count:
-            raise DataError(f"{path}: header says {count} labels, expected {expected_count}")
-        data = f.read()
-    if len(data) != count:
-        raise DataError(f"{path}: {len(data)} label bytes for {count} labels")
-    return np.frombuffer(data, dtype=np.uint8)
+    """Reads an IDX1 label file into a uint8 array (count,), checking the header."""
+    return _read_idx(Path(path), LABELS_MAGIC, "labels", 1, expected_count)
 
 
 def load_fashion_mnist(

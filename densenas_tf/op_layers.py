@@ -134,33 +134,24 @@ def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     """A Keras BatchNormalization layer's computation with TensorFlow's fused
     kernel (on its own variables, with the same moving-average update).
 
-    Across several replicas a synchronised layer keeps Keras's own path, which
-    all-reduces the batch statistics."""
+    Across several replicas a synchronised layer normalises with the global
+    batch's statistics instead (``_synchronized_batch_norm``)."""
+    training = bool(training)
     if training and bn.synchronized and _replicas_in_sync() > 1:
         return _synchronized_batch_norm(bn, x)
-    if training:
-        y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x,
-            scale=bn.gamma,
-            offset=bn.beta,
-            mean=bn.moving_mean,
-            variance=bn.moving_variance,
-            epsilon=bn.epsilon,
-            exponential_avg_factor=1.0 - bn.momentum,
-            is_training=True,
-        )
-        bn.moving_mean.assign(moving_mean)
-        bn.moving_variance.assign(moving_variance)
-        return y
-    y, *_ = tf.raw_ops.FusedBatchNormV3(
+    y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
         x=x,
         scale=bn.gamma,
         offset=bn.beta,
         mean=bn.moving_mean,
         variance=bn.moving_variance,
         epsilon=bn.epsilon,
-        is_training=False,
+        exponential_avg_factor=1.0 - bn.momentum if training else 1.0,
+        is_training=training,
     )
+    if training:
+        bn.moving_mean.assign(moving_mean)
+        bn.moving_variance.assign(moving_variance)
     return y
 
 
