@@ -11,6 +11,7 @@ stages differ by at most one, and the feature-map ratio is 1 or 2 (stride 1 or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -59,6 +60,17 @@ class Edge:
     src: int
     dst: int
     stride: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _GraphIndex:
+    in_edges: dict[int, tuple[Edge, ...]]
+    out_edges: dict[int, tuple[Edge, ...]]
+    by_pair: dict[tuple[int, int], Edge]
+    head_edges: tuple[Edge, ...]
+    head_rows: dict[int, int]
+    stacking_layers: tuple[StackingLayer, ...]
+    stacking_rows: dict[int, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,22 +160,50 @@ class SearchSpace:
     def num_stages(self) -> int:
         return self.blocks[-1].stage + 1
 
+    @functools.cached_property
+    def _index(self) -> _GraphIndex:
+        """Lookups derived once from the edges (the graph queries run every step)."""
+        ins: dict[int, list[Edge]] = {}
+        outs: dict[int, list[Edge]] = {}
+        for e in self.edges:
+            ins.setdefault(e.dst, []).append(e)
+            outs.setdefault(e.src, []).append(e)
+        head_edges = tuple(e for e in self.edges if e.dst != self.final_node)
+        layers = tuple(
+            StackingLayer(index, block, position)
+            for index, (block, position) in enumerate(
+                (b.index, p) for b in self.blocks for p in range(b.stacking_layers)
+            )
+        )
+        rows: dict[int, list[int]] = {}
+        for layer in layers:
+            rows.setdefault(layer.block, []).append(layer.index)
+        return _GraphIndex(
+            in_edges={k: tuple(v) for k, v in ins.items()},
+            out_edges={k: tuple(v) for k, v in outs.items()},
+            by_pair={(e.src, e.dst): e for e in self.edges},
+            head_edges=head_edges,
+            head_rows={e.index: row for row, e in enumerate(head_edges)},
+            stacking_layers=layers,
+            stacking_rows={k: tuple(v) for k, v in rows.items()},
+        )
+
     def in_edges(self, node: int) -> tuple[Edge, ...]:
-        return tuple(e for e in self.edges if e.dst == node)
+        return self._index.in_edges.get(node, ())
 
     def out_edges(self, node: int) -> tuple[Edge, ...]:
-        return tuple(e for e in self.edges if e.src == node)
+        return self._index.out_edges.get(node, ())
 
     def edge(self, src: int, dst: int) -> Edge:
-        for e in self.edges:
-            if e.src == src and e.dst == dst:
-                return e
-        raise KeyError(f"no edge {src} -> {dst} in space {self.name!r}")
+        try:
+            return self._index.by_pair[(src, dst)]
+        except KeyError:
+            raise KeyError(f"no edge {src} -> {dst} in space {self.name!r}") from None
 
     @property
     def head_edges(self) -> tuple[Edge, ...]:
         """Edges into searchable blocks; each carries one head mixed layer."""
-        return tuple(e for e in self.edges if e.dst != self.final_node)
+        return self._index.head_edges
 
     @property
     def final_edges(self) -> tuple[Edge, ...]:
@@ -171,18 +211,14 @@ class SearchSpace:
 
     def head_row(self, edge: Edge) -> int:
         """Row of alpha_head for this edge."""
-        return self.head_edges.index(edge)
+        return self._index.head_rows[edge.index]
 
     @property
     def stacking_layers(self) -> tuple[StackingLayer, ...]:
-        rows = []
-        for block in self.blocks:
-            for position in range(block.stacking_layers):
-                rows.append(StackingLayer(len(rows), block.index, position))
-        return tuple(rows)
+        return self._index.stacking_layers
 
     def stacking_rows(self, block: int) -> tuple[int, ...]:
-        return tuple(s.index for s in self.stacking_layers if s.block == block)
+        return self._index.stacking_rows.get(block, ())
 
     def out_degrees(self) -> tuple[int, ...]:
         return tuple(len(self.out_edges(b.index)) for b in self.blocks)
