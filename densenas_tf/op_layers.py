@@ -92,7 +92,7 @@ def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, dir
             return fused_batch_norm(layer, y, training)
         if role.endswith("_act"):
             return tf.nn.relu6(y)
-        return layer.call(y)
+        return direct_conv(layer, y)
 
     y = x
     for role in ("expand_conv", "expand_bn", "expand_act", "dw_conv", "dw_bn", "dw_act"):
@@ -102,6 +102,16 @@ def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, dir
     if "add" in layers:
         y = x + y if direct else layers["add"]([x, y])
     return y
+
+
+def direct_conv(layer: keras.layers.Layer, x):
+    """A built Conv2D or DepthwiseConv2D (no bias, 'same' padding) as one raw
+    TensorFlow op on x, its kernel cast to x's dtype (mixed precision)."""
+    kernel = tf.cast(layer.kernel, x.dtype)
+    stride = layer.strides[0]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
+    return tf.nn.conv2d(x, kernel, stride, "SAME")
 
 
 def _replicas_in_sync() -> int:
@@ -117,6 +127,8 @@ def _synchronized_batch_norm(bn: keras.layers.BatchNormalization, x):
     single-pass E[x^2] - E[x]^2 loses precision when the mean is large.
     """
     context = tf.distribute.get_replica_context()
+    out_dtype = x.dtype
+    x = tf.cast(x, tf.float32)  # statistics in float32 under mixed precision
     axes = [0, 1, 2]
     count = context.all_reduce("sum", tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype))
     mean = context.all_reduce("sum", tf.reduce_sum(x, axis=axes)) / count
@@ -127,7 +139,8 @@ def _synchronized_batch_norm(bn: keras.layers.BatchNormalization, x):
     bn.moving_variance.assign(
         bn.moving_variance * momentum + tf.stop_gradient(unbiased) * (1.0 - momentum)
     )
-    return tf.nn.batch_normalization(x, mean, variance, bn.beta, bn.gamma, bn.epsilon)
+    y = tf.nn.batch_normalization(x, mean, variance, bn.beta, bn.gamma, bn.epsilon)
+    return tf.cast(y, out_dtype)
 
 
 def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
@@ -183,7 +196,7 @@ def apply_conv_bn_act(
 ):
     """Runs conv, BN, ReLU6; ``direct`` as in apply_op_layers."""
     if direct:
-        y = fused_batch_norm(layers["bn"], layers["conv"].call(x), training)
+        y = fused_batch_norm(layers["bn"], direct_conv(layers["conv"], x), training)
         return tf.nn.relu6(y)
     y = layers["conv"](x)
     y = layers["bn"](y, training=training)

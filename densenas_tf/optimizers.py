@@ -72,3 +72,54 @@ class MomentumSGD(tf.Module):
             buffer = self.buffers[self._slot[id(var)]]
             strategy.extended.update(var, step, args=(grad, buffer), group=False)
         self.iterations.assign_add(1)
+
+
+class DynamicLossScale(tf.Module):
+    """Dynamic loss scaling for float16 compute (``mixed_precision``).
+
+    The loss is multiplied by ``scale`` before differentiation and the gradients
+    divided by it after. A step whose gradients are not all finite on some
+    replica is skipped everywhere and the scale halved; after
+    ``growth_interval`` good steps in a row it doubles. Steps run eagerly, so
+    the skip is a Python decision made identically on every replica (the
+    non-finite count is all-reduced first).
+    """
+
+    def __init__(
+        self, initial_scale: float = 2.0**15, growth_interval: int = 2000, name="loss_scale"
+    ):
+        super().__init__(name=name)
+        self.growth_interval = int(growth_interval)
+        self.scale = tf.Variable(
+            float(initial_scale), dtype=tf.float32, trainable=False, name="scale"
+        )
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+
+    def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
+        return loss * tf.cast(self.scale, loss.dtype)
+
+    def unscale(self, grads: Sequence) -> list:
+        inverse = 1.0 / self.scale
+        return [None if g is None else tf.convert_to_tensor(g) * inverse for g in grads]
+
+    def all_finite(self, grads: Sequence) -> bool:
+        """True when every replica's gradients are finite (call in replica context)."""
+        present = [tf.convert_to_tensor(g) for g in grads if g is not None]
+        local = tf.add_n(
+            [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in present]
+        )
+        context = tf.distribute.get_replica_context()
+        if context is not None and tf.distribute.has_strategy():
+            local = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        return bool(local == 0.0)
+
+    def update(self, finite: bool) -> None:
+        """After a step (on the host): halve on overflow, double after a good run."""
+        if not finite:
+            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+            self.good_steps.assign(0)
+            return
+        self.good_steps.assign_add(1)
+        if int(self.good_steps) >= self.growth_interval:
+            self.scale.assign(self.scale * 2.0)
+            self.good_steps.assign(0)

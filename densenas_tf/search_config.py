@@ -51,6 +51,9 @@ class SearchConfig:
     label_smoothing: float = 0.1
     seed: int = 0
     checkpoint_every_steps: int = 200
+    # float16 compute (Keras mixed_float16) with float32 alpha, beta, softmaxes and
+    # latency, and dynamic loss scaling; for GPUs (float16 is slow on CPUs).
+    mixed_precision: bool = False
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -68,6 +71,10 @@ class SearchConfig:
         for name in ("weight_lr", "arch_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not isinstance(self.mixed_precision, bool):
+            raise ConfigError(
+                f"mixed_precision must be true or false, got {self.mixed_precision!r}"
+            )
         from densenas_tf.objectives import Objective
 
         try:

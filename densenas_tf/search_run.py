@@ -103,11 +103,17 @@ def run_search(
 
     strategy = make_strategy(strategy_name)
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
-    with strategy.scope():
-        net = SuperNet.from_space(space, arch_init_seed=config.seed)
-    searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
-    searcher.restore()
-    return searcher.run()
+    previous_policy = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            net = SuperNet.from_space(space, arch_init_seed=config.seed)
+        searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
+        searcher.restore()
+        return searcher.run()
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:

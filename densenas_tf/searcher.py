@@ -34,7 +34,7 @@ from densenas_tf.expected_latency import ExpectedLatency
 from densenas_tf.io_utils import write_bytes_atomic, write_text_atomic
 from densenas_tf.latency import LatencyTable
 from densenas_tf.objectives import Objective
-from densenas_tf.optimizers import MomentumSGD
+from densenas_tf.optimizers import DynamicLossScale, MomentumSGD
 from densenas_tf.pictures import supernet_png
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.supernet import SuperNet, rebalance_alpha
@@ -144,6 +144,8 @@ class Searcher:
                 weight_decay=config.arch_weight_decay,
             )
             self.arch_optimizer.build(supernet.arch_variables)
+        # float16 compute needs loss scaling; alpha, beta, softmaxes, latency stay float32.
+        self.loss_scale = DynamicLossScale() if config.mixed_precision else None
         # Every supernet variable (BN statistics included) by its path, and the
         # architecture parameters under plain names for tools/derive.py.
         arch_ids = {id(v) for v in supernet.arch_variables}
@@ -174,6 +176,7 @@ class Searcher:
             batch_in_phase=self.batch_in_phase,
             global_step=self.global_step,
             seed=self.seed,
+            **({"loss_scale": self.loss_scale} if self.loss_scale else {}),
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.run_dir / "ckpt", max_to_keep=2
@@ -213,12 +216,33 @@ class Searcher:
         with tf.GradientTape() as tape:
             logits = self.net(images, mode="one", sample=sample, training=True)
             loss = self._cross_entropy(labels, logits)
-        grads = tape.gradient(loss, variables)
-        # Ops that were not drawn get no gradient and no update (as in the reference).
-        self.weight_optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None]
-        )
-        return {"ce": loss, "acc": self._accuracy_sum(labels, logits)}
+            scaled = self._scaled(loss)
+        grads, finite = self._gradients(tape, scaled, variables)
+        if finite:
+            # Ops that were not drawn get no gradient and no update (as in the reference).
+            self.weight_optimizer.apply_gradients(
+                [(g, v) for g, v in zip(grads, variables) if g is not None]
+            )
+        return {"ce": loss, "acc": self._accuracy_sum(labels, logits), **self._skipped(finite)}
+
+    def _scaled(self, loss):
+        """The loss to differentiate: multiplied by the loss scale under mixed precision."""
+        return loss if self.loss_scale is None else self.loss_scale.scale_loss(loss)
+
+    def _gradients(self, tape, scaled_loss, variables):
+        """Gradients (unscaled) and whether the step may be applied: always in
+        float32; under mixed precision only when they are finite everywhere."""
+        grads = tape.gradient(scaled_loss, variables)
+        if self.loss_scale is None:
+            return grads, True
+        grads = self.loss_scale.unscale(grads)
+        return grads, self.loss_scale.all_finite(grads)
+
+    def _skipped(self, finite: bool) -> dict[str, tf.Tensor]:
+        if self.loss_scale is None:
+            return {}
+        # Summed over replicas by _wrap: 1.0 when the step was skipped.
+        return {"skipped": tf.constant(0.0 if finite else 1.0 / self.strategy.num_replicas_in_sync)}
 
     def _arch_replica_step(self, images, labels, sample):
         variables = self.net.arch_variables
@@ -228,14 +252,18 @@ class Searcher:
             ce = self._cross_entropy(labels, logits)
             latency = self.expected_latency.of_supernet(self.net, "two", sample)
             loss = self.objective.replica_loss(ce, latency, replicas)
-        grads = tape.gradient(loss, variables)
-        grads = [tf.convert_to_tensor(g) for g in grads]
-        self.arch_optimizer.apply_gradients(zip(grads, variables))
+            scaled = self._scaled(loss)
+        grads, finite = self._gradients(tape, scaled, variables)
+        if finite:
+            self.arch_optimizer.apply_gradients(
+                zip([tf.convert_to_tensor(g) for g in grads], variables)
+            )
         return {
             "ce": ce,
             "loss": loss,
             "acc": self._accuracy_sum(labels, logits),
             "latency_ms": latency / replicas,
+            **self._skipped(finite),
         }
 
     def _sample(self, policy: str):
@@ -290,6 +318,9 @@ class Searcher:
             else:
                 values = {k: float(v) for k, v in self._weight_step(batch, sample).items()}
                 self._check_finite(values, "weight loss")
+            if self.loss_scale is not None:
+                self.loss_scale.update(values.pop("skipped") == 0.0)
+                values["loss_scale"] = float(self.loss_scale.scale)
             stats.add(values)
             self.global_step.assign_add(1)
             self.batch_in_phase.assign_add(1)

@@ -149,13 +149,14 @@ class MixedOp(keras.layers.Layer):
 
     def call(self, x, alpha, sample=None, mode="all", training=None):
         if mode == "all":
-            weights = tf.nn.softmax(alpha)
+            weights = tf.cast(tf.nn.softmax(alpha), x.dtype)
             outputs = [c(x, training=training) for c in self.candidates]
             return tf.add_n([weights[k] * y for k, y in enumerate(outputs)])
         if mode == "one":
             return self._run(sample, x, training)
         if mode == "two":
-            weights = tf.nn.softmax(tf.gather(alpha, sample))
+            # The softmax in float32; only the products run in the compute dtype.
+            weights = tf.cast(tf.nn.softmax(tf.gather(alpha, sample)), x.dtype)
             first = self._run(sample[0], x, training)
             second = self._run(sample[1], x, training)
             return weights[0] * first + weights[1] * second
@@ -251,7 +252,8 @@ class DenseBlock(keras.layers.Layer):
         x = None
         for k, head in enumerate(self.heads):
             sample = None if head_sample is None else head_sample[k]
-            y = path_probs[k] * head(inputs[k], alpha_head[k], sample, mode=mode, training=training)
+            y = head(inputs[k], alpha_head[k], sample, mode=mode, training=training)
+            y = tf.cast(path_probs[k], y.dtype) * y
             x = y if x is None else x + y
         for k, layer in enumerate(self.stacking):
             sample = None if stack_sample is None else stack_sample[k]
@@ -464,6 +466,9 @@ class SuperNet(keras.Model):
         if mode != "all" and sample is None:
             raise ValueError(f"mode {mode!r} needs a sample from sample_ops()")
         space = self.space
+        # Under a mixed policy the layers compute in float16 while alpha, beta
+        # and every softmax over them stay float32; logits come back float32.
+        images = tf.cast(images, self.compute_dtype)
         x = self.stem_conv(images, training=training)
         outputs = {0: self.stem_op(x, training=training)}
         probs = self.path_probabilities()
@@ -487,9 +492,10 @@ class SuperNet(keras.Model):
         final_weights = tf.nn.softmax(tf.gather(probs, self._final_edge_ids))
         y = None
         for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs)):
-            term = final_weights[k] * conv(outputs[edge.src], training=training)
+            out = conv(outputs[edge.src], training=training)
+            term = tf.cast(final_weights[k], out.dtype) * out
             y = term if y is None else y + term
-        return self.classifier(self.pool(y))
+        return tf.cast(self.classifier(self.pool(y)), tf.float32)
 
     def latency_weights(self, mode: str = "all", sample: OpSample | None = None):
         """(head op weights, stacking op weights, path probabilities) of a forward

@@ -288,3 +288,48 @@ def test_two_workers_on_localhost_derive_the_same_arch(micro, tmp_path):
     assert a["replicas"] == b["replicas"] == 2
     assert arch_a == arch_b
     assert a["arch_params"] == b["arch_params"]
+
+
+def test_mixed_precision_search_keeps_arch_params_and_latency_in_float32(micro, tmp_path):
+    config = _config(micro, mixed_precision=True)
+    summary = run_search(config, tmp_path / "run", log=lambda line: None)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    reports = summary["epoch_reports"]
+    assert all(np.isfinite(r["weight_pass"]["ce"]) for r in reports)
+    assert reports[-1]["weight_pass"]["loss_scale"] >= 1.0
+    assert np.isfinite(reports[-1]["arch_pass"]["latency_ms"])
+    alpha = np.asarray(summary["arch_params"]["alpha_head"])
+    assert np.abs(alpha).max() > 1e-2  # moved well beyond its 1e-3 initial spread
+    reader = tf.train.load_checkpoint(str(tmp_path / "run" / "ckpt"))
+    dtypes = reader.get_variable_to_dtype_map()
+    arch_keys = [k for k in dtypes if k.startswith("arch/")]
+    assert arch_keys and all(dtypes[k] == tf.float32 for k in arch_keys)
+    assert any(k.startswith("loss_scale/") for k in dtypes)
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        net = SuperNet.from_space(SearchSpace.from_config(MICRO_SPACE))
+        images = tf.zeros([2, 28, 28, 1])
+        sample = net.sample_ops(tf.constant([0, 1]), "two")
+        logits = net(images, mode="two", sample=sample, training=True)
+        assert net.compute_dtype == "float16" and logits.dtype == tf.float32
+        assert all(v.dtype == "float32" for v in net.arch_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_dynamic_loss_scale_skips_overflow_and_grows_after_good_steps():
+    from densenas_tf.optimizers import DynamicLossScale
+
+    scale = DynamicLossScale(initial_scale=8.0, growth_interval=2)
+    grads = scale.unscale([tf.constant([8.0, 16.0]), None])
+    np.testing.assert_allclose(grads[0].numpy(), [1.0, 2.0])
+    assert grads[1] is None
+    assert scale.all_finite(grads)
+    assert not scale.all_finite([tf.constant([1.0, np.inf])])
+    scale.update(False)
+    assert float(scale.scale) == 4.0
+    scale.update(True)
+    assert float(scale.scale) == 4.0
+    scale.update(True)
+    assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0

@@ -1,7 +1,7 @@
 """DenseNAS search: config -> run directory (resumable).
 
   python tools/search.py --config=fashion_mnist --run_dir=runs/search \
-      [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...]
+      [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...] [--mixed_precision]
 
 Re-running the same command on the same run directory resumes it; a finished
 run says so and exits. A run directory holding another config is refused
@@ -27,6 +27,12 @@ OVERRIDE = flags.DEFINE_multi_string(
 )
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete a run directory that holds another config."
+)
+MIXED_PRECISION = flags.DEFINE_bool(
+    "mixed_precision",
+    None,
+    "float16 compute with float32 architecture parameters and latency (for GPUs); "
+    "same as --override=mixed_precision=true.",
 )
 LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus",
@@ -54,7 +60,10 @@ def main(argv):
     from densenas_tf.searcher import RunDirError, SearchDivergedError
 
     try:
-        config = load_search_config(CONFIG.value, OVERRIDE.value)
+        overrides = list(OVERRIDE.value)
+        if MIXED_PRECISION.value is not None:
+            overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
+        config = load_search_config(CONFIG.value, overrides)
         summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value)
     except SearchDivergedError as err:
         print(f"\nerror: {err}", file=sys.stderr)
