@@ -30,3 +30,27 @@ def fashion_space():
 @pytest.fixture(scope="session")
 def imagenet_space():
     return load_space("imagenet_mbv2")
+
+
+# A small net of the fashion_mnist space's kind (widths 8 -> 24 -> 48), for the
+# training and export tests.
+SMALL_FASHION_NET = (
+    "28x28x1 | stem:c16s1+k3e1>8 | 8>24:k3e3s2 | 24>48:k5e3s2[k3e6] | final:192 | classes:10"
+)
+
+
+@pytest.fixture(scope="session")
+def trained_small_net(tmp_path_factory):
+    """SMALL_FASHION_NET trained for 3 epochs on 4,000 real Fashion-MNIST
+    images (tested on 1,000): (run_dir, metrics, data)."""
+    from densenas_tf.arch_spec import ArchSpec
+    from densenas_tf.data import load_image_data
+    from densenas_tf.train import TrainConfig, train
+
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source = {"dataset": "fashion_mnist", "train_limit": 4000, "test_limit": 1000}
+    data = load_image_data(**source)
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.1)
+    metrics = train(spec, data, run_dir, config, data_source=source, log=lambda line: None)
+    return run_dir, metrics, data

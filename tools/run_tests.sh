@@ -5,16 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 
-# Fashion-MNIST comes from Debian's package (no download at run time).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "==> installing Debian package dataset-fashion-mnist"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
-fi
-
-echo "==> installing densenas-tf and its test tools"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
+bash tools/setup.sh test
 
 echo "==> ruff"
 "$PYTHON" -m ruff check .

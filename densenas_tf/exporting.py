@@ -1,0 +1,305 @@
+"""Exporting a trained model (pixels -> logits) for serving, each export verified.
+
+- SavedModel: signatures ``serving_default`` (``image``: uint8 pixels) and
+  ``serving_float`` (``image``: float32 pixels, 0-255), both returning
+  ``logits`` and ``probabilities``. Images of the wrong size or channel count
+  are refused with an error naming the expected shape.
+- TFLite, builtin ops only: ``none`` (float32), ``fp16`` (float16 weights) or
+  ``int8`` (full-integer, calibrated on training images; uint8 pixels in,
+  int8 logits out, dequantised by ``TFLiteRunner``).
+
+Every export is written to a temporary path, reloaded and compared with the
+Keras model on real images, and renamed into place only when it passes; a
+failed check raises ExportCheckError and leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUANTIZATIONS = ("none", "fp16", "int8")
+# Pass criteria of the self-checks (float: logits max abs difference; int8: top-1).
+FLOAT_TOLERANCE = {"none": 1e-4, "fp16": 5e-2}
+INT8_MIN_AGREEMENT = 0.98
+
+
+class ExportError(ValueError):
+    """An export that cannot be made (bad model path, bad option)."""
+
+
+class ExportCheckError(RuntimeError):
+    """An export that was written but failed its check; nothing was kept."""
+
+
+def load_trained_model(path: str | os.PathLike):
+    import keras
+
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".keras":
+        raise ExportError(
+            f"{path}: not a .keras model file; pass the model.keras written by tools/train.py"
+        )
+    return keras.models.load_model(path)
+
+
+def keras_logits(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    out = [
+        model(images[i : i + batch_size].astype(np.float32), training=False).numpy()
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+# ----- SavedModel --------------------------------------------------------------------------
+def _serving_fns(model):
+    import tensorflow as tf
+
+    expected = tuple(model.input_shape[1:])
+
+    def run(image):
+        shape = tf.shape(image)
+        ok = tf.logical_and(
+            tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(shape[1:], expected))
+        )
+        message = (
+            f"image must have shape [batch, {expected[0]}, {expected[1]}, {expected[2]}] "
+            "(height, width, channels of the trained model)"
+        )
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message, "got", shape])]):
+            x = tf.cast(image, tf.float32)
+        x = tf.ensure_shape(x, (None, *expected))
+        logits = tf.cast(model(x, training=False), tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    spec = [None, None, None, None]
+    uint8_fn = tf.function(run, input_signature=[tf.TensorSpec(spec, tf.uint8, name="image")])
+    float_fn = tf.function(run, input_signature=[tf.TensorSpec(spec, tf.float32, name="image")])
+    return uint8_fn, float_fn
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A temporary path beside ``out``, moved over it on success, removed on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def export_saved_model(
+    model,
+    out: str | os.PathLike,
+    check_images: np.ndarray,
+    tolerance: float = FLOAT_TOLERANCE["none"],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Writes, reloads and checks a SavedModel; returns the check's figures."""
+    import keras
+    import tensorflow as tf
+
+    out = Path(out)
+    with _staged(out) as tmp:
+        uint8_fn, float_fn = _serving_fns(model)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", uint8_fn)
+        archive.add_endpoint("serving_float", float_fn)
+        with contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(str(tmp))
+        loaded = tf.saved_model.load(str(tmp))
+        reference = keras_logits(model, check_images)
+        served = loaded.signatures["serving_default"](image=tf.constant(check_images))
+        served_float = loaded.signatures["serving_float"](
+            image=tf.constant(check_images.astype(np.float32))
+        )
+        result = {
+            "path": str(out),
+            "signatures": sorted(loaded.signatures.keys()),
+            "outputs": sorted(served.keys()),
+            "check_images": len(check_images),
+            "max_abs_diff_logits": float(np.abs(served["logits"].numpy() - reference).max()),
+            "max_abs_diff_logits_float_input": float(
+                np.abs(served_float["logits"].numpy() - reference).max()
+            ),
+            "max_abs_diff_probabilities": float(
+                np.abs(served["probabilities"].numpy() - _softmax(reference)).max()
+            ),
+        }
+        worst = max(result["max_abs_diff_logits"], result["max_abs_diff_logits_float_input"])
+        if not worst <= tolerance:
+            raise ExportCheckError(
+                f"SavedModel check failed: logits differ from Keras by {worst:.3g} "
+                f"(tolerance {tolerance:g}); nothing was written to {out}"
+            )
+        result["size_bytes"] = _dir_size(tmp)
+    log(
+        f"SavedModel {out}: signatures {result['signatures']}, max |logits - Keras| "
+        f"{result['max_abs_diff_logits']:.2e} over {len(check_images)} images (tolerance {tolerance:g})"
+    )
+    return result
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ----- TFLite --------------------------------------------------------------------------------
+def convert_tflite(model, quantization: str, calibration_images: np.ndarray | None = None) -> bytes:
+    """A .tflite flatbuffer of model with builtin ops only."""
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        if calibration_images is None or len(calibration_images) == 0:
+            raise ExportError("int8 quantization needs calibration images (training images)")
+
+        def representative():
+            for image in calibration_images:
+                yield [image[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return converter.convert()
+
+
+class TFLiteRunner:
+    """Runs a .tflite classifier on uint8/float pixel batches with the LiteRT
+    interpreter, quantising inputs and dequantising outputs as the model needs."""
+
+    def __init__(self, content: bytes, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            shape = [batch, *self.input["shape"][1:]]
+            self.interpreter.resize_tensor_input(self.input["index"], shape)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self._batch = batch
+
+    def __call__(self, images: np.ndarray, batch_size: int = 100) -> np.ndarray:
+        outputs = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            self._resize(len(chunk))
+            dtype = self.input["dtype"]
+            scale, zero = self.input["quantization"]
+            if np.issubdtype(dtype, np.integer) and scale:
+                info = np.iinfo(dtype)
+                chunk = np.clip(np.round(chunk / scale + zero), info.min, info.max)
+            self.interpreter.set_tensor(self.input["index"], chunk.astype(dtype))
+            self.interpreter.invoke()
+            out = self.interpreter.get_tensor(self.output["index"])
+            scale, zero = self.output["quantization"]
+            if np.issubdtype(out.dtype, np.integer) and scale:
+                out = (out.astype(np.float32) - zero) * scale
+            outputs.append(out.astype(np.float32))
+        return np.concatenate(outputs)
+
+
+def check_tflite(
+    content: bytes,
+    model,
+    quantization: str,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Compares a .tflite with the Keras model on real images."""
+    reference = keras_logits(model, images)
+    tflite = TFLiteRunner(content)(images)
+    ref_top1, tfl_top1 = reference.argmax(-1), tflite.argmax(-1)
+    result = {
+        "quantization": quantization,
+        "check_images": len(images),
+        "input_dtype": np.dtype(TFLiteRunner(content).input["dtype"]).name,
+        "max_abs_diff_logits": float(np.abs(tflite - reference).max()),
+        "top1_agreement": float(np.mean(ref_top1 == tfl_top1)),
+    }
+    if labels is not None:
+        result["keras_accuracy"] = float(np.mean(ref_top1 == labels))
+        result["tflite_accuracy"] = float(np.mean(tfl_top1 == labels))
+        result["accuracy_change"] = result["tflite_accuracy"] - result["keras_accuracy"]
+    if quantization == "int8":
+        result["passed"] = result["top1_agreement"] >= INT8_MIN_AGREEMENT
+        result["criterion"] = f"top-1 agreement >= {INT8_MIN_AGREEMENT:.0%}"
+    else:
+        tolerance = FLOAT_TOLERANCE[quantization]
+        result["passed"] = result["max_abs_diff_logits"] <= tolerance
+        result["criterion"] = f"max |logits - Keras| <= {tolerance:g}"
+    return result
+
+
+def export_tflite(
+    model,
+    out: str | os.PathLike,
+    quantization: str,
+    check_images: np.ndarray,
+    check_labels: np.ndarray | None = None,
+    calibration_images: np.ndarray | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Converts, writes, re-reads and checks a .tflite; returns the check's figures."""
+    out = Path(out)
+    content = convert_tflite(model, quantization, calibration_images)
+    with _staged(out) as tmp:
+        tmp.write_bytes(content)
+        result = check_tflite(tmp.read_bytes(), model, quantization, check_images, check_labels)
+        result.update(path=str(out), size_bytes=len(content))
+        if not result["passed"]:
+            raise ExportCheckError(
+                f"TFLite ({quantization}) check failed: {_describe(result)}; criterion "
+                f"{result['criterion']}; nothing was written to {out}"
+            )
+    log(f"TFLite {out} ({quantization}, {len(content) / 1024:.1f} KiB): {_describe(result)}")
+    return result
+
+
+def _describe(result: dict[str, Any]) -> str:
+    text = (
+        f"max |logits - Keras| {result['max_abs_diff_logits']:.2e}, top-1 agreement "
+        f"{result['top1_agreement']:.2%} over {result['check_images']} images"
+    )
+    if "keras_accuracy" in result:
+        text += (
+            f", accuracy Keras {result['keras_accuracy']:.2%} vs TFLite "
+            f"{result['tflite_accuracy']:.2%}"
+        )
+    return text

@@ -1,0 +1,218 @@
+"""The whole product in one run: search -> derive -> retrain -> export -> measure.
+
+Each stage keeps its results in its own part of the run directory and is
+skipped when they are already there, so an interrupted run resumes where it
+stopped. The last stage prints one table (``format_report``) and writes it to
+``report.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from densenas_tf.io_utils import write_text_atomic
+
+
+def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = make()
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_main_job(
+    run_dir: str | Path,
+    search_config: str = "fashion_mnist_quick",
+    search_overrides: tuple[str, ...] = (),
+    train_epochs: int = 8,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    latency_runs: int = 200,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    from densenas_tf.arch_spec import ArchSpec
+    from densenas_tf.data import load_image_data
+    from densenas_tf.exporting import (
+        TFLiteRunner,
+        export_saved_model,
+        export_tflite,
+        load_trained_model,
+    )
+    from densenas_tf.latency import LatencyTable
+    from densenas_tf.latency_measure import time_tflite
+    from densenas_tf.search_config import load_search_config
+    from densenas_tf.search_run import run_search
+    from densenas_tf.train import TrainConfig, train
+
+    run_dir = Path(run_dir)
+    times: dict[str, float] = {}
+    started = time.time()
+
+    def stage(name: str):
+        log(f"== {name}")
+        times.setdefault(name, time.time())
+
+    def done(name: str):
+        times[name] = time.time() - times[name]
+
+    stage("search")
+    config = load_search_config(search_config, search_overrides)
+    summary = run_search(config, run_dir / "search", log=log)
+    spec = ArchSpec.from_json((run_dir / "search" / "arch.json").read_text())
+    table = LatencyTable.load(run_dir / "search" / "latency_table.json")
+    done("search")
+
+    stage("train")
+    source = {
+        "dataset": config.data.dataset,
+        "data_dir": config.data.data_dir,
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+    }
+    data = load_image_data(**source)
+    metrics = train(
+        spec, data, run_dir / "train", TrainConfig(epochs=train_epochs), data_source=source, log=log
+    )
+    model = load_trained_model(run_dir / "train" / "model.keras")
+    done("train")
+
+    stage("export")
+    out = run_dir / "export"
+    check = data.test_images[:1000], data.test_labels[:1000]
+    saved = _cached(
+        out / "saved_model.json",
+        lambda: export_saved_model(model, out / "saved_model", check[0][:500], log=log),
+    )
+    tflite = {
+        q: _cached(
+            out / f"model_{q}.json",
+            lambda q=q: export_tflite(
+                model,
+                out / f"model_{q}.tflite",
+                q,
+                *check,
+                calibration_images=data.train_images[:200],
+                log=log,
+            ),
+        )
+        for q in ("none", "int8")
+    }
+    done("export")
+
+    stage("measure")
+
+    def measure() -> dict[str, Any]:
+        import numpy as np
+
+        result = {}
+        for q in ("none", "int8"):
+            content = (out / f"model_{q}.tflite").read_bytes()
+            entry = time_tflite(content, threads=1, warmup=20, runs=latency_runs)
+            predicted = TFLiteRunner(content)(data.test_images).argmax(-1)
+            result[q] = {
+                "latency_ms": entry.median_ms,
+                "test_accuracy": float(np.mean(predicted == data.test_labels)),
+            }
+        return result
+
+    measured = _cached(out / "measured.json", measure)
+    done("measure")
+
+    report = {
+        "machine": f"{platform.machine()}, {_cpu_name()}, TF {_tf_version()}",
+        "arch": spec.to_block_string(),
+        "path": summary.get("path"),
+        "keras_test_accuracy": metrics["test_accuracy"],
+        "int8_test_accuracy": measured["int8"]["test_accuracy"],
+        "float_tflite_test_accuracy": measured["none"]["test_accuracy"],
+        "test_images": len(data.test_labels),
+        "predicted_latency_ms": table.predicted_ms(spec),
+        "measured_latency_ms": measured["none"]["latency_ms"],
+        "measured_int8_latency_ms": measured["int8"]["latency_ms"],
+        "params": metrics["params"],
+        "mult_adds": metrics["mult_adds"],
+        "saved_model_bytes": saved["size_bytes"],
+        "float_tflite_bytes": tflite["none"]["size_bytes"],
+        "int8_tflite_bytes": tflite["int8"]["size_bytes"],
+        "int8_top1_agreement": tflite["int8"]["top1_agreement"],
+        "float_tflite_max_abs_diff": tflite["none"]["max_abs_diff_logits"],
+        "saved_model_max_abs_diff": saved["max_abs_diff_logits"],
+        "artefacts": {
+            "search": str(run_dir / "search"),
+            "arch": str(run_dir / "search" / "arch.json"),
+            "keras_model": str(run_dir / "train" / "model.keras"),
+            "saved_model": str(out / "saved_model"),
+            "float_tflite": str(out / "model_none.tflite"),
+            "int8_tflite": str(out / "model_int8.tflite"),
+            "tensorboard": f"{run_dir / 'search' / 'tensorboard'}, {run_dir / 'train' / 'tensorboard'}",
+        },
+        "search_wall_time_s": summary.get("wall_time_s"),
+        "train_wall_time_s": metrics["wall_time_s"],
+        "stage_times_s": times,
+        "this_run_wall_time_s": time.time() - started,
+    }
+    text = format_report(report)
+    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(run_dir / "report.md", text + "\n")
+    return report
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def format_report(r: dict[str, Any]) -> str:
+    mib = 1024 * 1024
+    rows = [
+        ("architecture", r["arch"]),
+        (
+            "test accuracy (Keras / float TFLite / int8 TFLite)",
+            f"{r['keras_test_accuracy']:.2%} / {r['float_tflite_test_accuracy']:.2%} / "
+            f"{r['int8_test_accuracy']:.2%} ({r['test_images']} images)",
+        ),
+        ("int8 top-1 agreement with Keras", f"{r['int8_top1_agreement']:.2%}"),
+        (
+            "latency, TFLite 1 thread batch 1 (predicted / measured float / measured int8)",
+            f"{r['predicted_latency_ms']:.3f} / {r['measured_latency_ms']:.3f} / "
+            f"{r['measured_int8_latency_ms']:.3f} ms",
+        ),
+        ("parameters", f"{r['params']:,}"),
+        ("multiply-adds", f"{r['mult_adds'] / 1e6:.2f} M"),
+        (
+            "sizes (SavedModel / float TFLite / int8 TFLite)",
+            f"{r['saved_model_bytes'] / mib:.2f} / {r['float_tflite_bytes'] / mib:.3f} / "
+            f"{r['int8_tflite_bytes'] / mib:.3f} MiB",
+        ),
+        (
+            "export checks (max abs logit diff SavedModel / float TFLite)",
+            f"{r['saved_model_max_abs_diff']:.1e} / {r['float_tflite_max_abs_diff']:.1e}",
+        ),
+        ("machine", r["machine"]),
+        (
+            "wall time (search / train / this run)",
+            f"{r['search_wall_time_s'] / 60:.1f} / {r['train_wall_time_s'] / 60:.1f} / "
+            f"{r['this_run_wall_time_s'] / 60:.1f} min",
+        ),
+    ]
+    rows += [(f"artefact: {k}", v) for k, v in r["artefacts"].items()]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""Retraining a derived architecture from scratch (paper 4.1's recipe, scaled).
+
+SGD with momentum 0.9, weight decay 4e-5 and label smoothing 0.1 as in the
+paper, a cosine learning rate per step, standard augmentation; any
+``tf.distribute`` strategy. One epoch at a time through ``model.fit``, the
+whole training state (weights, BN statistics, optimizer with its step) saved
+atomically as a ``.keras`` file after each epoch, so re-running the same
+command resumes from the last finished epoch. The trained model carries its
+own input normalisation: it maps pixel values (0-255) to logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.io_utils import write_text_atomic
+
+
+class TrainError(ValueError):
+    """A training request that cannot run; the message says what and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    # The paper: 0.5 at batch 1024, cosine to 1e-4; here a batch of 128.
+    lr: float = 0.1
+    lr_min: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    dropout: float = 0.0
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be positive"),
+            (self.lr > 0, "lr must be positive"),
+            (0 <= self.lr_min <= self.lr, "lr_min must be in [0, lr]"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be non-negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(f"{message} (train config {dataclasses.asdict(self)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_data_matches(spec: ArchSpec, input_shape, num_classes: int) -> None:
+    """Refuses an ArchSpec whose input or class count differs from the data's."""
+    if tuple(spec.input_shape) != tuple(input_shape):
+        raise TrainError(
+            f"the ArchSpec {spec.name!r} takes {'x'.join(map(str, spec.input_shape))} images but "
+            f"the data's are {'x'.join(map(str, input_shape))}; derive an architecture on a space "
+            "with this input_shape, or pass data of the ArchSpec's size (--image_size)"
+        )
+    if spec.num_classes != num_classes:
+        raise TrainError(
+            f"the ArchSpec {spec.name!r} has {spec.num_classes} classes but the data has "
+            f"{num_classes}; derive on a space with num_classes: {num_classes}"
+        )
+
+
+def build_trainable_model(spec: ArchSpec, mean, std, dropout: float = 0.0):
+    """The derived net behind a per-channel normalisation layer: pixels -> logits."""
+    import keras
+
+    from densenas_tf.models import build_model
+
+    body = build_model(spec, dropout_rate=dropout)
+    image = keras.Input(shape=tuple(spec.input_shape), name="image")
+    normalize = keras.layers.Normalization(
+        axis=-1,
+        mean=np.asarray(mean, np.float32),
+        variance=np.square(np.asarray(std, np.float32)),
+        name="normalize",
+    )
+    return keras.Model(image, body(normalize(image)), name=spec.name or "derived")
+
+
+def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.lr, steps_per_epoch * config.epochs, alpha=config.lr_min / config.lr
+    )
+    # Keras applies weight decay decoupled (w -= lr * wd * w); PyTorch's SGD adds
+    # it to the gradient, which momentum then amplifies.
+    optimizer = keras.optimizers.SGD(
+        schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
+    )
+
+
+def _one_hot(num_classes: int):
+    import tensorflow as tf
+
+    return lambda x, y: (x, tf.one_hot(y, num_classes))
+
+
+def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a pixels -> logits model on uint8 images."""
+    from densenas_tf.data import eval_pipeline
+
+    hits = 0
+    for x, y in eval_pipeline(images, labels, batch_size):
+        predicted = np.argmax(model(x, training=False).numpy(), axis=-1)
+        hits += int(np.sum(predicted == y.numpy()))
+    return hits / len(labels)
+
+
+def train(
+    spec: ArchSpec,
+    data,
+    run_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    strategy=None,
+    data_source: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Trains ``spec`` on ``data`` (a data.ImageData) in run_dir; resumes; returns metrics.
+
+    Writes ``train_config.json``, ``ckpt/last.keras`` after every epoch,
+    ``tensorboard/``, and at the end ``model.keras`` and ``metrics.json``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from densenas_tf.data import channel_stats, train_pipeline
+
+    run_dir = Path(run_dir)
+    check_data_matches(spec, data.input_shape, data.num_classes)
+    record = {
+        "arch": spec.to_dict(),
+        "train": config.to_dict(),
+        "data": dict(data_source or {"name": data.name}),
+    }
+    saved = run_dir / "train_config.json"
+    if saved.exists():
+        if json.loads(saved.read_text()) != json.loads(json.dumps(record)):
+            raise TrainError(
+                f"{run_dir} holds a training run with another architecture, config or data "
+                f"(see {saved}); use another --run_dir"
+            )
+        if (run_dir / "metrics.json").exists():
+            log(f"{run_dir} holds a finished training run; its metrics follow")
+            return json.loads((run_dir / "metrics.json").read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, json.dumps(record, indent=2) + "\n")
+
+    strategy = strategy or tf.distribute.get_strategy()
+    steps_per_epoch = len(data.train_labels) // config.batch_size
+    if steps_per_epoch < 1:
+        raise TrainError(
+            f"batch_size {config.batch_size} exceeds the {len(data.train_labels)} training images"
+        )
+    last = run_dir / "ckpt" / "last.keras"
+    progress_file = run_dir / "ckpt" / "progress.json"
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        if last.exists():
+            model = keras.models.load_model(last)
+            progress = json.loads(progress_file.read_text())
+            log(f"resuming {run_dir} after epoch {progress['epochs_done']}")
+        else:
+            mean, std = channel_stats(data.train_images)
+            model = build_trainable_model(spec, mean, std, config.dropout)
+            _compile(model, config, steps_per_epoch)
+            progress = {"epochs_done": 0, "history": [], "wall_time_s": 0.0}
+    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    to_one_hot = _one_hot(data.num_classes)
+    for epoch in range(progress["epochs_done"], config.epochs):
+        start = time.time()
+        dataset = train_pipeline(
+            data.train_images,
+            data.train_labels,
+            config.batch_size,
+            seed=config.seed,
+            augment=config.augment,
+            epoch=epoch,
+        ).map(to_one_hot)
+        dataset = strategy.experimental_distribute_dataset(dataset)
+        history = model.fit(
+            dataset,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            steps_per_epoch=steps_per_epoch,
+            verbose=2 if log else 0,
+            shuffle=False,  # the pipeline shuffles, by seed and epoch
+        ).history
+        entry = {
+            "epoch": epoch + 1,
+            "loss": float(history["loss"][-1]),
+            "train_acc": float(history["acc"][-1]),
+            "lr": float(model.optimizer.learning_rate),
+            "time_s": time.time() - start,
+        }
+        if not np.isfinite(entry["loss"]):
+            raise TrainError(
+                f"non-finite training loss at epoch {epoch + 1}; lower --lr. The checkpoint "
+                f"of the last good epoch stays in {last.parent}"
+            )
+        progress["history"].append(entry)
+        progress["epochs_done"] = epoch + 1
+        progress["wall_time_s"] += entry["time_s"]
+        with writer.as_default(step=epoch + 1):
+            for key in ("loss", "train_acc", "lr"):
+                tf.summary.scalar(f"train/{key}", entry[key])
+        writer.flush()
+        _save_model(model, last)
+        write_text_atomic(progress_file, json.dumps(progress, indent=2) + "\n")
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} "
+            f"train acc {entry['train_acc']:.4f} ({entry['time_s']:.0f} s)"
+        )
+
+    test_acc = evaluate(model, data.test_images, data.test_labels)
+    with writer.as_default(step=config.epochs):
+        tf.summary.scalar("test/accuracy", test_acc)
+    writer.flush()
+    _save_model(model, run_dir / "model.keras")
+    cost = count_costs(spec)
+    metrics = {
+        "arch": spec.name,
+        "block_string": spec.to_block_string(),
+        "test_accuracy": test_acc,
+        "test_images": len(data.test_labels),
+        "train_images": len(data.train_labels),
+        "epochs": config.epochs,
+        "params": cost.params,
+        "mult_adds": cost.mult_adds,
+        "wall_time_s": progress["wall_time_s"],
+        "history": progress["history"],
+        "model": str(run_dir / "model.keras"),
+    }
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log(f"test accuracy {test_acc:.4f} on {len(data.test_labels)} images")
+    return metrics
+
+
+def _save_model(model, path: Path) -> None:
+    """model.save to a temporary file, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")  # Keras wants .keras
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

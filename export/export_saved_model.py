@@ -1,0 +1,56 @@
+"""Exports a trained model as a SavedModel for serving, and checks it.
+
+  python export/export_saved_model.py --model=runs/train/model.keras --out=export/out/saved_model
+
+Signatures: ``serving_default`` takes ``image`` as uint8 pixels [batch, H, W, C];
+``serving_float`` takes float32 pixels in 0-255; both return ``logits`` and
+``probabilities``. The export is reloaded and compared with the Keras model on
+real test images (the training run's data unless data flags are given); it
+is moved into place only when the check passes (exit 2 otherwise).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging
+
+from densenas_tf import cli
+
+MODEL = flags.DEFINE_string("model", None, "model.keras from tools/train.py.", required=True)
+OUT = flags.DEFINE_string("out", None, "Output SavedModel directory.", required=True)
+CHECK_IMAGES = flags.DEFINE_integer("check_images", 500, "Test images used by the check.")
+TOLERANCE = flags.DEFINE_float("tolerance", 1e-4, "Largest allowed |logits - Keras|.")
+cli.define_data_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from densenas_tf.data import DataError
+    from densenas_tf.exporting import (
+        ExportCheckError,
+        ExportError,
+        export_saved_model,
+        load_trained_model,
+    )
+
+    try:
+        model = load_trained_model(MODEL.value)
+        source = cli.data_source_from_flags(cli.recorded_data_source(MODEL.value))
+        data = cli.load_data(source)
+        images = data.test_images[: CHECK_IMAGES.value]
+        export_saved_model(model, OUT.value, images, tolerance=TOLERANCE.value)
+    except ExportCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ExportError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

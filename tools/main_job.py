@@ -1,0 +1,70 @@
+"""The main job: search -> derive -> retrain -> export -> measure, on Fashion-MNIST.
+
+  python tools/main_job.py --run_dir=runs/main
+
+Runs the quick search config (configs/search/fashion_mnist_quick.yaml),
+retrains the derived net, exports a SavedModel and float and int8 TFLite
+files (each checked), measures their latency and accuracy, and prints one
+table. Re-running the command resumes: finished stages are skipped.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging
+
+RUN_DIR = flags.DEFINE_string("run_dir", "runs/main", "Run directory.")
+SEARCH_CONFIG = flags.DEFINE_string(
+    "search_config", "fashion_mnist_quick", "Search config preset or file."
+)
+OVERRIDE = flags.DEFINE_multi_string("override", [], "Search config overrides, key=value.")
+TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 8, "Retraining epochs.")
+TRAIN_LIMIT = flags.DEFINE_integer("train_limit", None, "Retrain on N training images only.")
+TEST_LIMIT = flags.DEFINE_integer("test_limit", None, "Test on N test images only.")
+LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed TFLite runs per model.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    from densenas_tf.arch_spec import ArchSpecError
+    from densenas_tf.data import DataError
+    from densenas_tf.exporting import ExportCheckError, ExportError
+    from densenas_tf.latency import LatencyTableError
+    from densenas_tf.main_job import format_report, run_main_job
+    from densenas_tf.search_config import ConfigError
+    from densenas_tf.searcher import RunDirError, SearchDivergedError
+    from densenas_tf.train import TrainError
+
+    try:
+        report = run_main_job(
+            RUN_DIR.value,
+            SEARCH_CONFIG.value,
+            tuple(OVERRIDE.value),
+            train_epochs=TRAIN_EPOCHS.value,
+            train_limit=TRAIN_LIMIT.value,
+            test_limit=TEST_LIMIT.value,
+            latency_runs=LATENCY_RUNS.value,
+        )
+    except (
+        ArchSpecError,
+        ConfigError,
+        DataError,
+        ExportCheckError,
+        ExportError,
+        LatencyTableError,
+        RunDirError,
+        SearchDivergedError,
+        TrainError,
+    ) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
