@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from densenas_tf import ops
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.search_space import SearchSpace
@@ -35,29 +37,41 @@ def supernet_weight_params(space: SearchSpace) -> int:
 def uniform_sampled_mult_adds(space: SearchSpace) -> int:
     """Expected multiply-adds per image of a one-op-per-layer supernet forward,
     ops drawn uniformly (every incoming edge's head layer runs, as in search)."""
+    head = np.full((len(space.head_edges), len(space.head_ops)), 1.0 / len(space.head_ops))
+    stack = np.full(
+        (len(space.stacking_layers), len(space.stacking_ops)), 1.0 / len(space.stacking_ops)
+    )
+    return round(supernet_mult_adds(space, head, stack))
+
+
+def supernet_mult_adds(space: SearchSpace, head_counts, stack_counts) -> float:
+    """Multiply-adds per image of a supernet forward in which op o of head row r
+    runs head_counts[r, o] times (1 or 0 for a drawn sample, 1 everywhere for
+    the all-ops forward, 1/n for the uniform expectation); likewise stacking rows."""
+    head_counts, stack_counts = np.asarray(head_counts), np.asarray(stack_counts)
     stem = space.stem
     size = space.blocks[0].feature_map_size
     total = ops.conv_mult_adds(space.input_shape[2], stem.conv_width, 3, size)
     total += ops.op_mult_adds(stem.op, stem.conv_width, stem.width, size, 1)
     for edge in space.head_edges:
         src, dst = space.blocks[edge.src], space.blocks[edge.dst]
-        costs = [
-            ops.op_mult_adds(op, src.width, dst.width, src.feature_map_size, edge.stride)
-            for op in space.head_ops
-        ]
-        total += sum(costs) / len(costs)
-    for layer in space.stacking_layers:
+        row = head_counts[space.head_row(edge)]
+        for op, count in zip(space.head_ops, row):
+            if count:
+                cost = ops.op_mult_adds(op, src.width, dst.width, src.feature_map_size, edge.stride)
+                total += count * cost
+    for row, layer in zip(stack_counts, space.stacking_layers):
         block = space.blocks[layer.block]
-        costs = [
-            ops.op_mult_adds(op, block.width, block.width, block.feature_map_size, 1)
-            for op in space.stacking_ops
-        ]
-        total += sum(costs) / len(costs)
+        for op, count in zip(space.stacking_ops, row):
+            if count:
+                total += count * ops.op_mult_adds(
+                    op, block.width, block.width, block.feature_map_size, 1
+                )
     for edge in space.final_edges:
         src = space.blocks[edge.src]
         total += ops.conv_mult_adds(src.width, space.final_conv_width, 1, src.feature_map_size)
     total += space.final_conv_width * space.num_classes
-    return round(total)
+    return float(total)
 
 
 def arch_param_count(space: SearchSpace) -> int:

@@ -1,0 +1,172 @@
+"""Speed and memory of the search's steps (``tools/bench_step.py``).
+
+For one space at one batch size: the median time of a weight step (one op per
+layer, drawn by softmax(alpha)), an architecture step (two ops per layer,
+cross-entropy plus the latency term, Adam) and an all-ops forward, each after
+warm-up, run through the same Searcher code the search uses. The input is a
+fixed batch of pixels: a step's cost does not depend on their values, so this
+measures compute only (the search's input pipeline prefetches in parallel).
+
+Each step's multiply-adds come from the drawn ops (``describe.supernet_mult_adds``);
+a training step is counted as three forwards (forward, and a backward of
+twice its cost), and compared with the machine's dense matrix-multiply rate.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def matmul_rate(size: int = 1024, runs: int = 10) -> float:
+    """Multiply-adds per second of a float32 size x size matmul (TensorFlow, this machine)."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal([size, size], seed=[1, 2])
+    b = tf.random.stateless_normal([size, size], seed=[3, 4])
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+    for _ in range(3):
+        matmul(a, b).numpy()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return size**3 / statistics.median(times)
+
+
+def _timed(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_space(
+    space_name: str,
+    batch_size: int,
+    warmup: int = 3,
+    runs: int = 10,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Times the three steps on ``space_name``; returns the figures (see module doc)."""
+    import keras
+    import tensorflow as tf
+
+    from densenas_tf.describe import supernet_mult_adds
+    from densenas_tf.latency import LatencyTable, default_table_path
+    from densenas_tf.search_config import SearchConfig
+    from densenas_tf.search_space import load_space
+    from densenas_tf.searcher import Searcher
+    from densenas_tf.supernet import SuperNet
+
+    space = load_space(space_name)
+    table = LatencyTable.load(default_table_path(space.name))
+    config = SearchConfig(space=space_name, batch_size=batch_size, epochs=2, warmup_epochs=0)
+    keras.utils.set_random_seed(0)
+    log(f"{space_name}: building the supernet")
+    net = SuperNet.from_space(space)
+    shape = (batch_size, *space.input_shape)
+    pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
+    split = (pixels, labels)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        searcher = Searcher(config, net, table, split, split, run_dir, log=log)
+        images = tf.constant((pixels.astype(np.float32) / 255.0 - 0.5) / 0.25)
+        batch = (images, tf.constant(labels))
+        step = {"n": 0}
+
+        def draw(policy):
+            step["n"] += 1
+            return net.sample_ops(tf.constant([0, step["n"]], tf.int64), policy)
+
+        def counts(sample):
+            def one_hot(indices, n):
+                out = np.zeros((len(indices), n))
+                for r, idx in enumerate(np.asarray(indices)):
+                    out[r, np.atleast_1d(idx)] = 1.0
+                return out
+
+            return (
+                one_hot(sample.head, len(space.head_ops)),
+                one_hot(sample.stack, len(space.stacking_ops)),
+            )
+
+        macs = {"weight": [], "arch": []}
+
+        def weight_step():
+            sample = draw("softmax")
+            macs["weight"].append(supernet_mult_adds(space, *counts(sample)))
+            return {k: float(v) for k, v in searcher._weight_step(batch, sample).items()}
+
+        def arch_step():
+            sample = draw("two")
+            macs["arch"].append(supernet_mult_adds(space, *counts(sample)))
+            return {k: float(v) for k, v in searcher._arch_step(batch, sample).items()}
+
+        def forward_all():
+            return net(images, mode="all", training=False).numpy()
+
+        results: dict[str, Any] = {"space": space_name, "batch_size": batch_size}
+        for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
+            log(f"{space_name}: {name} x {warmup + runs}")
+            times = _timed(fn, warmup, runs)
+            median = statistics.median(times)
+            results[f"{name}_s"] = median
+            results[f"{name}_images_per_s"] = batch_size / median
+            kind = name.split("_")[0]
+            per_image = float(np.mean(macs[kind][warmup:]))
+            # forward + backward (about twice the forward) of the drawn ops
+            results[f"{name}_mult_adds_per_s"] = 3.0 * per_image * batch_size / median
+        log(f"{space_name}: forward_all x {max(1, warmup // 2) + runs}")
+        times = _timed(forward_all, max(1, warmup // 2), runs)
+        median = statistics.median(times)
+        every = supernet_mult_adds(
+            space,
+            np.ones((len(space.head_edges), len(space.head_ops))),
+            np.ones((len(space.stacking_layers), len(space.stacking_ops))),
+        )
+        results["forward_all_s"] = median
+        results["forward_all_images_per_s"] = batch_size / median
+        results["forward_all_mult_adds_per_s"] = every * batch_size / median
+    results["peak_rss_mb"] = peak_rss_mb()
+    return results
+
+
+def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str:
+    head = (
+        "| space | batch | step | median s | images/s | achieved GMAC/s | of matmul rate |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in results:
+        for step in ("weight_step", "arch_step", "forward_all"):
+            rate = r[f"{step}_mult_adds_per_s"]
+            lines.append(
+                f"| {r['space']} | {r['batch_size']} | {step} | {r[f'{step}_s']:.3f} | "
+                f"{r[f'{step}_images_per_s']:.1f} | {rate / 1e9:.2f} | "
+                f"{rate / matmul_macs_per_s:.1%} |"
+            )
+    lines.append("")
+    lines.append(
+        "peak RSS: "
+        + ", ".join(f"{r['space']} {r['peak_rss_mb']:.0f} MB" for r in results)
+        + f"; dense float32 matmul: {matmul_macs_per_s / 1e9:.1f} GMAC/s"
+    )
+    return "\n".join(lines)

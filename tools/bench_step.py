@@ -1,0 +1,85 @@
+"""Speed and memory of the search steps, printed as a table (and JSON).
+
+  python tools/bench_step.py [--presets=imagenet_mbv2:8,fashion_mnist:128]
+      [--warmup=3 --runs=10] [--json_out=bench.json]
+
+Per preset (space:batch): median time and images per second of a weight step
+(one op per layer), an architecture step (two ops per layer with the latency
+term) and an all-ops forward, each after warm-up; peak resident memory (each
+preset runs in its own process); and the multiply-add rate each step achieves
+against this machine's dense float32 matmul rate.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags
+
+PRESETS = flags.DEFINE_list(
+    "presets", ["imagenet_mbv2:8", "fashion_mnist:128"], "space:batch pairs to time."
+)
+WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.", lower_bound=0)
+RUNS = flags.DEFINE_integer("runs", 10, "Timed steps (the median is reported).", lower_bound=1)
+JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
+
+
+def _parse(preset: str) -> tuple[str, int]:
+    name, _, batch = preset.partition(":")
+    if not name or not batch.isdigit() or int(batch) < 1:
+        raise app.UsageError(
+            f"preset {preset!r} must look like space:batch, e.g. fashion_mnist:128"
+        )
+    return name, int(batch)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from densenas_tf import bench
+
+    if WORKER.value:
+        name, batch = _parse(WORKER.value)
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        print(json.dumps(bench.bench_space(name, batch, WARMUP.value, RUNS.value, log)))
+        return 0
+    presets = [_parse(p) for p in PRESETS.value]
+    results = []
+    for name, batch in presets:
+        start = time.time()
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--worker={name}:{batch}",
+                f"--warmup={WARMUP.value}",
+                f"--runs={RUNS.value}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(f"error: benchmarking {name}:{batch} failed (see above)", file=sys.stderr)
+            return 1
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{name}:{batch} done in {time.time() - start:.0f} s", file=sys.stderr)
+    rate = bench.matmul_rate()
+    print(bench.format_table(results, rate))
+    if JSON_OUT.value:
+        from densenas_tf.io_utils import write_text_atomic
+
+        payload = {
+            "matmul_mult_adds_per_s": rate,
+            "presets": {f"{r['space']}:{r['batch_size']}": r for r in results},
+        }
+        write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
