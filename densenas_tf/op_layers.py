@@ -74,12 +74,20 @@ def make_op_layers(
     return layers
 
 
-def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, direct: bool = False):
+def apply_op_layers(
+    layers: dict[str, keras.layers.Layer],
+    x,
+    training=None,
+    direct: bool = False,
+    weight_gradients: bool = True,
+):
     """Runs the layers made by make_op_layers on x (symbolic or eager).
 
     With ``direct`` (the supernet's steps) each built layer's ``call`` runs
     without Keras's per-call bookkeeping and batch norm uses the fused kernel
     (``fused_batch_norm``): the same layers and variables, less overhead.
+    With ``weight_gradients=False`` (direct only) the convolutions pass
+    gradients to their inputs but compute none for their kernels.
     """
     if not layers:
         return x
@@ -92,7 +100,7 @@ def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, dir
             return fused_batch_norm(layer, y, training)
         if role.endswith("_act"):
             return tf.nn.relu6(y)
-        return direct_conv(layer, y)
+        return direct_conv(layer, y, weight_gradients)
 
     y = x
     for role in ("expand_conv", "expand_bn", "expand_act", "dw_conv", "dw_bn", "dw_act"):
@@ -104,17 +112,49 @@ def apply_op_layers(layers: dict[str, keras.layers.Layer], x, training=None, dir
     return y
 
 
-def direct_conv(layer: keras.layers.Layer, x):
+def direct_conv(layer: keras.layers.Layer, x, weight_gradients: bool = True):
     """A built Conv2D or DepthwiseConv2D (no bias, 'same' padding) as one raw
-    TensorFlow op on x, its kernel cast to x's dtype (mixed precision)."""
+    TensorFlow op on x, its kernel cast to x's dtype (mixed precision).
+
+    ``weight_gradients=False``: the op's gradient is its input's only.
+    TensorFlow's registered gradients always compute the kernel's too (for a
+    depthwise conv on the CPU that is the slowest kernel of all, several times
+    the forward), which the architecture step would throw away."""
     kernel = tf.cast(layer.kernel, x.dtype)
-    stride = layer.strides[0]
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
-    return tf.nn.conv2d(x, kernel, stride, "SAME")
+    strides = [1, layer.strides[0], layer.strides[1], 1]
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+
+    def forward(y):
+        if depthwise:
+            return tf.nn.depthwise_conv2d(y, kernel, strides, "SAME")
+        return tf.nn.conv2d(y, kernel, strides, "SAME")
+
+    if weight_gradients:
+        return forward(x)
+    kernel = tf.stop_gradient(kernel)
+
+    @tf.custom_gradient
+    def input_gradient_only(y):
+        def grad(upstream):
+            backprop = (
+                tf.raw_ops.DepthwiseConv2dNativeBackpropInput
+                if depthwise
+                else tf.raw_ops.Conv2DBackpropInput
+            )
+            return backprop(
+                input_sizes=tf.shape(y),
+                filter=kernel,
+                out_backprop=upstream,
+                strides=strides,
+                padding="SAME",
+            )
+
+        return forward(y), grad
+
+    return input_gradient_only(x)
 
 
-def _replicas_in_sync() -> int:
+def replicas_in_sync() -> int:
     if not tf.distribute.has_strategy():
         return 1
     return tf.distribute.get_strategy().num_replicas_in_sync
@@ -150,7 +190,7 @@ def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     Across several replicas a synchronised layer normalises with the global
     batch's statistics instead (``_synchronized_batch_norm``)."""
     training = bool(training)
-    if training and bn.synchronized and _replicas_in_sync() > 1:
+    if training and bn.synchronized and replicas_in_sync() > 1:
         return _synchronized_batch_norm(bn, x)
     y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
         x=x,
@@ -192,11 +232,16 @@ def make_conv_bn_act_layers(
 
 
 def apply_conv_bn_act(
-    layers: dict[str, keras.layers.Layer], x, training=None, direct: bool = False
+    layers: dict[str, keras.layers.Layer],
+    x,
+    training=None,
+    direct: bool = False,
+    weight_gradients: bool = True,
 ):
-    """Runs conv, BN, ReLU6; ``direct`` as in apply_op_layers."""
+    """Runs conv, BN, ReLU6; ``direct`` and ``weight_gradients`` as in apply_op_layers."""
     if direct:
-        y = fused_batch_norm(layers["bn"], direct_conv(layers["conv"], x), training)
+        conv = direct_conv(layers["conv"], x, weight_gradients)
+        y = fused_batch_norm(layers["bn"], conv, training)
         return tf.nn.relu6(y)
     y = layers["conv"](x)
     y = layers["bn"](y, training=training)

@@ -247,8 +247,12 @@ class Searcher:
     def _arch_replica_step(self, images, labels, sample):
         variables = self.net.arch_variables
         replicas = self.strategy.num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            logits = self.net(images, mode="two", sample=sample, training=True)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch([v.value for v in variables])
+            # Only alpha and beta are differentiated: no kernel gradients computed.
+            logits = self.net(
+                images, mode="two", sample=sample, training=True, weight_gradients=False
+            )
             ce = self._cross_entropy(labels, logits)
             latency = self.expected_latency.of_supernet(self.net, "two", sample)
             loss = self.objective.replica_loss(ce, latency, replicas)

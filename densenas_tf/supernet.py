@@ -39,7 +39,30 @@ class OpSample(NamedTuple):
     stack: tf.Tensor
 
 
-class CandidateOp(keras.layers.Layer):
+class _CompiledCall:
+    """Runs a layer's computation as a tf.function per training flag when the
+    caller is eager on one device (the search steps): one graph per op, traced
+    once, so each op's forward and backward run as graphs (fused kernels, no
+    per-kernel Python dispatch) while the supernet still picks ops in Python.
+    Under several replicas (cross-replica batch norm) and inside an outer
+    tf.function the computation runs inline."""
+
+    def _compute(self, x, training, weight_gradients):
+        raise NotImplementedError
+
+    def _run_compiled(self, x, training, weight_gradients=True):
+        if not tf.executing_eagerly() or op_layers.replicas_in_sync() > 1:
+            return self._compute(x, training, weight_gradients)
+        key = (bool(training), bool(weight_gradients))
+        compiled = self.__dict__.setdefault("_compiled_fns", {})
+        if key not in compiled:
+            compiled[key] = tf.function(
+                lambda y: self._compute(y, *key), autograph=False, reduce_retracing=True
+            )
+        return compiled[key](x)
+
+
+class CandidateOp(_CompiledCall, keras.layers.Layer):
     """One candidate op (an MBConv or skip) built from the registry's layers."""
 
     def __init__(
@@ -77,8 +100,15 @@ class CandidateOp(keras.layers.Layer):
                 shape = self.op_layers[key].compute_output_shape(shape)
         self.built = True
 
-    def call(self, x, training=None):
-        return op_layers.apply_op_layers(self.op_layers, x, training=training, direct=True)
+    def _compute(self, x, training, weight_gradients):
+        return op_layers.apply_op_layers(
+            self.op_layers, x, training=training, direct=True, weight_gradients=weight_gradients
+        )
+
+    def call(self, x, training=None, weight_gradients=True):
+        if not self.op_layers:  # skip
+            return x
+        return self._run_compiled(x, training, weight_gradients)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -140,25 +170,28 @@ class MixedOp(keras.layers.Layer):
             candidate.build(input_shape)
         self.built = True
 
-    def _run(self, index, x, training):
+    def _run(self, index, x, training, weight_gradients=True):
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
         if tf.executing_eagerly():
             # Eager: dispatch in Python, so nothing but the drawn op is built or run.
-            return self.candidates[int(index)](x, training=training)
-        branches = [lambda c=c: c(x, training=training) for c in self.candidates]
+            return self.candidates[int(index)](x, **kwargs)
+        branches = [lambda c=c: c(x, **kwargs) for c in self.candidates]
         return tf.switch_case(index, branches)
 
-    def call(self, x, alpha, sample=None, mode="all", training=None):
+    def call(self, x, alpha, sample=None, mode="all", training=None, weight_gradients=True):
         if mode == "all":
             weights = tf.cast(tf.nn.softmax(alpha), x.dtype)
-            outputs = [c(x, training=training) for c in self.candidates]
+            outputs = [
+                c(x, training=training, weight_gradients=weight_gradients) for c in self.candidates
+            ]
             return tf.add_n([weights[k] * y for k, y in enumerate(outputs)])
         if mode == "one":
-            return self._run(sample, x, training)
+            return self._run(sample, x, training, weight_gradients)
         if mode == "two":
             # The softmax in float32; only the products run in the compute dtype.
             weights = tf.cast(tf.nn.softmax(tf.gather(alpha, sample)), x.dtype)
-            first = self._run(sample[0], x, training)
-            second = self._run(sample[1], x, training)
+            first = self._run(sample[0], x, training, weight_gradients)
+            second = self._run(sample[1], x, training, weight_gradients)
             return weights[0] * first + weights[1] * second
         raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
 
@@ -248,16 +281,18 @@ class DenseBlock(keras.layers.Layer):
         stack_sample=None,
         mode="all",
         training=None,
+        weight_gradients=True,
     ):
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
         x = None
         for k, head in enumerate(self.heads):
             sample = None if head_sample is None else head_sample[k]
-            y = head(inputs[k], alpha_head[k], sample, mode=mode, training=training)
+            y = head(inputs[k], alpha_head[k], sample, mode=mode, **kwargs)
             y = tf.cast(path_probs[k], y.dtype) * y
             x = y if x is None else x + y
         for k, layer in enumerate(self.stacking):
             sample = None if stack_sample is None else stack_sample[k]
-            x = layer(x, alpha_stack[k], sample, mode=mode, training=training)
+            x = layer(x, alpha_stack[k], sample, mode=mode, **kwargs)
         return x
 
     def compute_output_shape(self, input_shape):
@@ -277,7 +312,7 @@ class DenseBlock(keras.layers.Layer):
         }
 
 
-class ConvBNAct(keras.layers.Layer):
+class ConvBNAct(_CompiledCall, keras.layers.Layer):
     """Conv, BN, ReLU6: the stem conv and each input of the final 1x1-conv node."""
 
     def __init__(
@@ -305,8 +340,13 @@ class ConvBNAct(keras.layers.Layer):
         self.op_layers["bn"].build(shape)
         self.built = True
 
-    def call(self, x, training=None):
-        return op_layers.apply_conv_bn_act(self.op_layers, x, training=training, direct=True)
+    def _compute(self, x, training, weight_gradients):
+        return op_layers.apply_conv_bn_act(
+            self.op_layers, x, training=training, direct=True, weight_gradients=weight_gradients
+        )
+
+    def call(self, x, training=None, weight_gradients=True):
+        return self._run_compiled(x, training, weight_gradients)
 
     def compute_output_shape(self, input_shape):
         return self.op_layers["conv"].compute_output_shape(tuple(input_shape))
@@ -460,7 +500,17 @@ class SuperNet(keras.Model):
         return OpSample(head, stack)
 
     # ----- forward --------------------------------------------------------------------
-    def call(self, images, training=None, mode="all", sample: OpSample | None = None):
+    def call(
+        self,
+        images,
+        training=None,
+        mode="all",
+        sample: OpSample | None = None,
+        weight_gradients: bool = True,
+    ):
+        """Logits of images. ``weight_gradients=False`` (the architecture step)
+        makes the convolutions pass gradients to their inputs only: the weights'
+        gradients, which that step never uses, are not computed."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
         if mode != "all" and sample is None:
@@ -469,8 +519,9 @@ class SuperNet(keras.Model):
         # Under a mixed policy the layers compute in float16 while alpha, beta
         # and every softmax over them stay float32; logits come back float32.
         images = tf.cast(images, self.compute_dtype)
-        x = self.stem_conv(images, training=training)
-        outputs = {0: self.stem_op(x, training=training)}
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
+        x = self.stem_conv(images, **kwargs)
+        outputs = {0: self.stem_op(x, **kwargs)}
         probs = self.path_probabilities()
         alpha_head = tf.convert_to_tensor(self.alpha_head)
         alpha_stack = tf.convert_to_tensor(self.alpha_stack)
@@ -485,14 +536,14 @@ class SuperNet(keras.Model):
                 None if sample is None else tf.gather(sample.head, head_rows),
                 None if sample is None else tf.gather(sample.stack, stack_rows),
                 mode=mode,
-                training=training,
+                **kwargs,
             )
         # The final node re-normalises its incoming path probabilities (softmax),
         # as the reference implementation does.
         final_weights = tf.nn.softmax(tf.gather(probs, self._final_edge_ids))
         y = None
         for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs)):
-            out = conv(outputs[edge.src], training=training)
+            out = conv(outputs[edge.src], **kwargs)
             term = tf.cast(final_weights[k], out.dtype) * out
             y = term if y is None else y + term
         return tf.cast(self.classifier(self.pool(y)), tf.float32)

@@ -257,3 +257,35 @@ def test_supernet_get_config_round_trips(tiny_net):
     clone = SuperNet.from_config(config)
     assert clone.get_config() == config
     assert clone.space == tiny_net.space
+
+
+def test_arch_gradients_without_weight_gradients_are_the_same():
+    """weight_gradients=False (the architecture step) changes nothing but the
+    kernels' gradients, which it leaves out; eager per-op graphs and a fully
+    traced call agree."""
+    net = SuperNet.from_space(load_space("tiny"), arch_init_seed=5)
+    images, labels = _images(net.space, batch=4, seed=3), tf.constant([0, 1, 2, 3])
+    sample = net.sample_ops([1, 2], "two")
+    # Every conv kernel (the classifier's dense kernel is cheap and keeps its gradient).
+    kernels = [v for v in net.weight_variables if "kernel" in v.path and "classifier" not in v.path]
+
+    def grads(weight_gradients):
+        with tf.GradientTape(persistent=True) as tape:
+            logits = net(
+                images, mode="two", sample=sample, training=True, weight_gradients=weight_gradients
+            )
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        arch = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, net.arch_variables)]
+        return arch, tape.gradient(loss, kernels), logits.numpy()
+
+    full, full_kernels, logits = grads(True)
+    lean, lean_kernels, lean_logits = grads(False)
+    np.testing.assert_allclose(lean_logits, logits, rtol=1e-5, atol=1e-6)
+    for a, b in zip(full, lean):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
+    assert any(g is not None for g in full_kernels)
+    assert all(g is None for g in lean_kernels)
+    traced = tf.function(
+        lambda x: net(x, mode="two", sample=sample, training=True, weight_gradients=False)
+    )
+    np.testing.assert_allclose(traced(images).numpy(), logits, rtol=1e-5, atol=1e-6)
