@@ -31,3 +31,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes bytes to path via a temporary file and a rename."""
     with replace_atomic(path) as tmp:
         tmp.write_bytes(data)
+
+
+def cached_json(path: str | os.PathLike, make):
+    """The JSON in path if it is there; else make() written there atomically
+    (how a multi-stage run skips the stages it has finished)."""
+    import json
+
+    path = Path(path)
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = make()
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    return result

@@ -16,15 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from densenas_tf.io_utils import write_text_atomic
-
-
-def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = make()
-    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
-    return result
+from densenas_tf.io_utils import cached_json, write_text_atomic
 
 
 def run_main_job(
@@ -86,12 +78,12 @@ def run_main_job(
     stage("export")
     out = run_dir / "export"
     check = data.test_images[:1000], data.test_labels[:1000]
-    saved = _cached(
+    saved = cached_json(
         out / "saved_model.json",
         lambda: export_saved_model(model, out / "saved_model", check[0][:500], log=log),
     )
     tflite = {
-        q: _cached(
+        q: cached_json(
             out / f"model_{q}.json",
             lambda q=q: export_tflite(
                 model,
@@ -122,7 +114,7 @@ def run_main_job(
             }
         return result
 
-    measured = _cached(out / "measured.json", measure)
+    measured = cached_json(out / "measured.json", measure)
     done("measure")
 
     report = {

@@ -1,0 +1,41 @@
+"""The comparison pipeline end to end in its reduced mode: every net in the table
+has its ArchSpec, a test accuracy and a measured latency, and the files agree."""
+
+import json
+from pathlib import Path
+
+from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.compare import REDUCED, format_results, mobilenet_v2_fashion, run_compare
+from densenas_tf.models import build_model
+
+
+def test_mobilenet_v2_fashion_widths_scale():
+    small, full = mobilenet_v2_fashion(0.5), mobilenet_v2_fashion(1.0)
+    assert [b.width for b in full.blocks] == [16, 24, 32, 48, 72]
+    assert [b.width for b in small.blocks] == [8, 12, 16, 24, 36]
+    assert count_costs(small).mult_adds < count_costs(full).mult_adds
+    assert build_model(full).output_shape == (None, 10)
+
+
+def test_reduced_comparison(tmp_path):
+    results = run_compare(tmp_path / "compare", REDUCED, log=lambda line: None)
+    rows = results["rows"]
+    families = sorted({r["family"] for r in rows})
+    assert families == ["DenseNAS", "MobileNetV2", "fixed-block", "random search"]
+    assert len(rows) == len(REDUCED.lams) + 1 + len(REDUCED.mbv2_widths) + 1
+    for row in rows:
+        spec = ArchSpec.from_json(Path(row["arch_file"]).read_text())
+        assert spec.to_block_string() == row["arch"]
+        assert count_costs(spec).mult_adds == row["mult_adds"]
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["tflite_ms"] > 0
+        if row["family"] != "MobileNetV2":
+            assert row["predicted_ms"] > 0
+    random_row = next(r for r in rows if r["family"] == "random search")
+    low, high = random_row["latency_range_ms"]
+    assert low - 1e-9 <= random_row["predicted_ms"] <= high + 1e-9
+    assert 1 <= random_row["trials"] <= REDUCED.random_max_trials
+    out = tmp_path / "compare"
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert (out / "compare.md").read_text().strip() == format_results(results)
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
