@@ -34,11 +34,19 @@ def test_fixed_block_space_is_a_chain():
     assert [b.width for b in space.blocks] == [16, 24, 32, 64, 96, 160, 320]
     assert space.out_degrees() == (1,) * 7
     assert len(space.enumerate_paths()) == 1
+    fashion = load_space("fixed_block_fashion")
+    assert fashion.out_degrees() == (1,) * 6 and len(fashion.enumerate_paths()) == 1
+    dense = load_space("fashion_mnist")
+    assert (fashion.stem, fashion.head_ops, fashion.stacking_ops) == (
+        dense.stem,
+        dense.head_ops,
+        dense.stacking_ops,
+    )
 
 
 def test_presets_are_listed_and_load():
     presets = list_presets()
-    for name in ("imagenet_mbv2", "fashion_mnist", "fixed_block_mbv2", "tiny"):
+    for name in ("imagenet_mbv2", "fashion_mnist", "fixed_block_mbv2", "fixed_block_fashion", "tiny"):
         assert name in presets
         assert load_space(name).name == name
 
