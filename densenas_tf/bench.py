@@ -3,7 +3,9 @@
 For one space at one batch size: the median time of a weight step (one op per
 layer, drawn by softmax(alpha)), an architecture step (two ops per layer,
 cross-entropy plus the latency term, Adam) and an all-ops forward, each after
-warm-up, run through the same Searcher code the search uses. The input is a
+warm-up (every op's graph traced first, as over a search's first steps; the
+tracing time is reported as ``trace_s``), run through the same Searcher code
+the search uses. The input is a
 fixed batch of pixels: a step's cost does not depend on their values, so this
 measures compute only (the search's input pipeline prefetches in parallel).
 
@@ -72,7 +74,7 @@ def bench_space(
     from densenas_tf.search_config import SearchConfig
     from densenas_tf.search_space import load_space
     from densenas_tf.searcher import Searcher
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.supernet import OpSample, SuperNet
 
     space = load_space(space_name)
     table = LatencyTable.load(default_table_path(space.name))
@@ -80,6 +82,7 @@ def bench_space(
     keras.utils.set_random_seed(0)
     log(f"{space_name}: building the supernet")
     net = SuperNet.from_space(space)
+    initial = net.get_weights()
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
@@ -124,6 +127,22 @@ def bench_space(
             return net(images, mode="all", training=False).numpy()
 
         results: dict[str, Any] = {"space": space_name, "batch_size": batch_size}
+        # Trace every op's graphs first (a search does so over its first steps),
+        # so the timed steps are the steady state; the tracing time is reported.
+        log(f"{space_name}: tracing every op")
+        start = time.perf_counter()
+        rows_h, rows_s = len(space.head_edges), len(space.stacking_layers)
+        nh, ns = len(space.head_ops), len(space.stacking_ops)
+        for k in range(max(nh, ns)):  # op k of every layer in step k: every op once
+            one = OpSample(tf.fill([rows_h], k % nh), tf.fill([rows_s], k % ns))
+            two = OpSample(
+                tf.stack([one.head, (one.head + 1) % nh], axis=1),
+                tf.stack([one.stack, (one.stack + 1) % ns], axis=1),
+            )
+            searcher._weight_step(batch, one)
+            searcher._arch_step(batch, two)
+        net.set_weights(initial)  # the traced steps trained; start the timing afresh
+        results["trace_s"] = time.perf_counter() - start
         for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
             log(f"{space_name}: {name} x {warmup + runs}")
             times = _timed(fn, warmup, runs)
@@ -167,6 +186,7 @@ def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str
     lines.append(
         "peak RSS: "
         + ", ".join(f"{r['space']} {r['peak_rss_mb']:.0f} MB" for r in results)
-        + f"; dense float32 matmul: {matmul_macs_per_s / 1e9:.1f} GMAC/s"
+        + f"; dense float32 matmul: {matmul_macs_per_s / 1e9:.1f} GMAC/s; tracing every op once: "
+        + ", ".join(f"{r['space']} {r['trace_s']:.0f} s" for r in results)
     )
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def run_main_job(
     run_dir: str | Path,
     search_config: str = "fashion_mnist_quick",
     search_overrides: tuple[str, ...] = (),
-    train_epochs: int = 8,
+    train_epochs: int = 3,
     train_limit: int | None = None,
     test_limit: int | None = None,
     latency_runs: int = 200,
@@ -175,7 +175,7 @@ def _tf_version() -> str:
 def format_report(r: dict[str, Any]) -> str:
     mib = 1024 * 1024
     rows = [
-        ("architecture", r["arch"]),
+        ("architecture", "`" + r["arch"].replace("|", "\\|") + "`"),
         (
             "test accuracy (Keras / float TFLite / int8 TFLite)",
             f"{r['keras_test_accuracy']:.2%} / {r['float_tflite_test_accuracy']:.2%} / "

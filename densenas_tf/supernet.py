@@ -19,6 +19,7 @@ on every replica.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import keras
@@ -56,8 +57,12 @@ class _CompiledCall:
         key = (bool(training), bool(weight_gradients))
         compiled = self.__dict__.setdefault("_compiled_fns", {})
         if key not in compiled:
+            # A partial (not a lambda) so TensorFlow counts each op's traces apart
+            # and does not warn about "retracing" when hundreds of ops trace once.
             compiled[key] = tf.function(
-                lambda y: self._compute(y, *key), autograph=False, reduce_retracing=True
+                functools.partial(self._compute, training=key[0], weight_gradients=key[1]),
+                autograph=False,
+                reduce_retracing=True,
             )
         return compiled[key](x)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, count_costs
@@ -79,7 +80,6 @@ def check_data_matches(spec: ArchSpec, input_shape, num_classes: int) -> None:
 
 def build_trainable_model(spec: ArchSpec, mean, std, dropout: float = 0.0):
     """The derived net behind a per-channel normalisation layer: pixels -> logits."""
-    import keras
 
     from densenas_tf.models import build_model
 
@@ -95,7 +95,6 @@ def build_trainable_model(spec: ArchSpec, mean, std, dropout: float = 0.0):
 
 
 def _compile(model, config: TrainConfig, steps_per_epoch: int) -> None:
-    import keras
 
     schedule = keras.optimizers.schedules.CosineDecay(
         config.lr, steps_per_epoch * config.epochs, alpha=config.lr_min / config.lr
@@ -145,7 +144,6 @@ def train(
     Writes ``train_config.json``, ``ckpt/last.keras`` after every epoch,
     ``tensorboard/``, and at the end ``model.keras`` and ``metrics.json``.
     """
-    import keras
     import tensorflow as tf
 
     from densenas_tf.data import channel_stats, train_pipeline
@@ -207,8 +205,9 @@ def train(
             epochs=epoch + 1,
             initial_epoch=epoch,
             steps_per_epoch=steps_per_epoch,
-            verbose=2 if log else 0,
+            verbose=0,
             shuffle=False,  # the pipeline shuffles, by seed and epoch
+            callbacks=[ProgressCallback(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch)],
         ).history
         entry = {
             "epoch": epoch + 1,
@@ -258,6 +257,20 @@ def train(
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     log(f"test accuracy {test_acc:.4f} on {len(data.test_labels)} images")
     return metrics
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """The search's one-line progress bar with ETA, per training epoch."""
+
+    def __init__(self, label: str, steps: int):
+        super().__init__()
+        from densenas_tf.searcher import Progress
+
+        self.progress = Progress(label, steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.progress.update({k: float(logs[k]) for k in ("loss", "acc") if k in logs})
 
 
 def _save_model(model, path: Path) -> None:
