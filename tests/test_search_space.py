@@ -46,7 +46,13 @@ def test_fixed_block_space_is_a_chain():
 
 def test_presets_are_listed_and_load():
     presets = list_presets()
-    for name in ("imagenet_mbv2", "fashion_mnist", "fixed_block_mbv2", "fixed_block_fashion", "tiny"):
+    for name in (
+        "imagenet_mbv2",
+        "fashion_mnist",
+        "fixed_block_mbv2",
+        "fixed_block_fashion",
+        "tiny",
+    ):
         assert name in presets
         assert load_space(name).name == name
 
