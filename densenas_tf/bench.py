@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+VARIANTS = ("default", "eager_ops", "arch_kernel_grads")
+
 
 def matmul_rate(size: int = 1024, runs: int = 10) -> float:
     """Multiply-adds per second of a float32 size x size matmul (TensorFlow, this machine)."""
@@ -64,8 +66,16 @@ def bench_space(
     warmup: int = 3,
     runs: int = 10,
     log: Callable[[str], None] = lambda line: None,
+    variant: str = "default",
 ) -> dict[str, Any]:
-    """Times the three steps on ``space_name``; returns the figures (see module doc)."""
+    """Times the three steps on ``space_name``; returns the figures (see module doc).
+
+    ``variant`` undoes one speed-up, to measure what it is worth: ``eager_ops``
+    (ops run kernel by kernel from Python instead of as traced graphs) or
+    ``arch_kernel_grads`` (the architecture step computes kernel gradients too).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
     import keras
     import tensorflow as tf
 
@@ -83,6 +93,7 @@ def bench_space(
     log(f"{space_name}: building the supernet")
     net = SuperNet.from_space(space)
     initial = net.get_weights()
+    net.set_compiled_ops(variant != "eager_ops")
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
@@ -91,6 +102,7 @@ def bench_space(
 
     with tempfile.TemporaryDirectory() as run_dir:
         searcher = Searcher(config, net, table, split, split, run_dir, log=log)
+        searcher.lean_arch_step = variant != "arch_kernel_grads"
         images = tf.constant((pixels.astype(np.float32) / 255.0 - 0.5) / 0.25)
         batch = (images, tf.constant(labels))
         step = {"n": 0}
@@ -126,7 +138,11 @@ def bench_space(
         def forward_all():
             return net(images, mode="all", training=False).numpy()
 
-        results: dict[str, Any] = {"space": space_name, "batch_size": batch_size}
+        results: dict[str, Any] = {
+            "space": space_name,
+            "batch_size": batch_size,
+            "variant": variant,
+        }
         # Trace every op's graphs first (a search does so over its first steps),
         # so the timed steps are the steady state; the tracing time is reported.
         log(f"{space_name}: tracing every op")
@@ -170,15 +186,15 @@ def bench_space(
 
 def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str:
     head = (
-        "| space | batch | step | median s | images/s | achieved GMAC/s | of matmul rate |\n"
-        "|---|---|---|---|---|---|---|"
+        "| space | batch | variant | step | median s | images/s | achieved GMAC/s | of matmul rate |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in results:
         for step in ("weight_step", "arch_step", "forward_all"):
             rate = r[f"{step}_mult_adds_per_s"]
             lines.append(
-                f"| {r['space']} | {r['batch_size']} | {step} | {r[f'{step}_s']:.3f} | "
+                f"| {r['space']} | {r['batch_size']} | {r['variant']} | {step} | {r[f'{step}_s']:.3f} | "
                 f"{r[f'{step}_images_per_s']:.1f} | {rate / 1e9:.2f} | "
                 f"{rate / matmul_macs_per_s:.1%} |"
             )

@@ -182,6 +182,9 @@ class Searcher:
             self.checkpoint, self.run_dir / "ckpt", max_to_keep=2
         )
         self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        # The architecture step differentiates alpha and beta only (no kernel
+        # gradients); False restores the plain tape, for benchmarks.
+        self.lean_arch_step = True
         self._weight_step = self._wrap(self._weight_replica_step)
         self._arch_step = self._wrap(self._arch_replica_step)
 
@@ -247,11 +250,12 @@ class Searcher:
     def _arch_replica_step(self, images, labels, sample):
         variables = self.net.arch_variables
         replicas = self.strategy.num_replicas_in_sync
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
+        lean = self.lean_arch_step
+        with tf.GradientTape(watch_accessed_variables=not lean) as tape:
             tape.watch([v.value for v in variables])
             # Only alpha and beta are differentiated: no kernel gradients computed.
             logits = self.net(
-                images, mode="two", sample=sample, training=True, weight_gradients=False
+                images, mode="two", sample=sample, training=True, weight_gradients=not lean
             )
             ce = self._cross_entropy(labels, logits)
             latency = self.expected_latency.of_supernet(self.net, "two", sample)

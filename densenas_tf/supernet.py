@@ -52,7 +52,8 @@ class _CompiledCall:
         raise NotImplementedError
 
     def _run_compiled(self, x, training, weight_gradients=True):
-        if not tf.executing_eagerly() or op_layers.replicas_in_sync() > 1:
+        inline = not self.__dict__.get("compiled_ops", True)  # SuperNet.set_compiled_ops
+        if inline or not tf.executing_eagerly() or op_layers.replicas_in_sync() > 1:
             return self._compute(x, training, weight_gradients)
         key = (bool(training), bool(weight_gradients))
         compiled = self.__dict__.setdefault("_compiled_fns", {})
@@ -485,6 +486,13 @@ class SuperNet(keras.Model):
             conv.build(shapes[edge.src])
         self.classifier.build((None, space.final_conv_width))
         self.built = True
+
+    def set_compiled_ops(self, enabled: bool) -> None:
+        """Whether eager one-device calls run each op as its own traced graph
+        (the default) or op by op in Python (for benchmarks and debugging)."""
+        for layer in self._flatten_layers(include_self=False):
+            if isinstance(layer, _CompiledCall):
+                layer.__dict__["compiled_ops"] = bool(enabled)
 
     # ----- probabilities and sampling -------------------------------------------------
     def path_probabilities(self) -> tf.Tensor:

@@ -55,7 +55,7 @@ def test_bench_binary_on_a_small_batch(tmp_path):
     for step in ("weight_step", "arch_step", "forward_all"):
         assert figures[f"{step}_images_per_s"] == np.float64(2 / figures[f"{step}_s"])
         assert figures[f"{step}_mult_adds_per_s"] > 0
-        assert f"| fashion_mnist | 2 | {step} |" in result.stdout
+        assert f"| fashion_mnist | 2 | default | {step} |" in result.stdout
     assert figures["peak_rss_mb"] > 100
     space = load_space("fashion_mnist")
     assert figures["space"] == space.name

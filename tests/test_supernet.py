@@ -289,3 +289,29 @@ def test_arch_gradients_without_weight_gradients_are_the_same():
         lambda x: net(x, mode="two", sample=sample, training=True, weight_gradients=False)
     )
     np.testing.assert_allclose(traced(images).numpy(), logits, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_and_inline_ops_agree():
+    """Each op as a traced graph (the default) computes what running it kernel
+    by kernel computes, forward and backward."""
+    net = SuperNet.from_space(load_space("tiny"), arch_init_seed=2)
+    images, labels = _images(net.space, batch=4, seed=5), tf.constant([1, 2, 3, 0])
+    sample = net.sample_ops([3, 3], "uniform")
+
+    def run():
+        with tf.GradientTape() as tape:
+            logits = net(images, mode="one", sample=sample, training=False)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        grads = tape.gradient(loss, net.weight_variables)
+        return logits.numpy(), [
+            None if g is None else tf.convert_to_tensor(g).numpy() for g in grads
+        ]
+
+    logits, grads = run()
+    net.set_compiled_ops(False)
+    inline_logits, inline_grads = run()
+    np.testing.assert_allclose(inline_logits, logits, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, inline_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)

@@ -1,7 +1,7 @@
 """Speed and memory of the search steps, printed as a table (and JSON).
 
   python tools/bench_step.py [--presets=imagenet_mbv2:8,fashion_mnist:128]
-      [--warmup=3 --runs=10] [--json_out=bench.json]
+      [--warmup=3 --runs=10] [--json_out=bench.json] [--variants=default,eager_ops,arch_kernel_grads]
 
 Per preset (space:batch): median time and images per second of a weight step
 (one op per layer), an architecture step (two ops per layer with the latency
@@ -26,7 +26,14 @@ PRESETS = flags.DEFINE_list(
 WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.", lower_bound=0)
 RUNS = flags.DEFINE_integer("runs", 10, "Timed steps (the median is reported).", lower_bound=1)
 JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+VARIANTS = flags.DEFINE_list(
+    "variants",
+    ["default"],
+    "default, and to measure a speed-up by undoing it: eager_ops (ops run kernel by kernel "
+    "from Python), arch_kernel_grads (the architecture step computes kernel gradients).",
+)
 WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
+WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")
 
 
 def _parse(preset: str) -> tuple[str, int]:
@@ -46,28 +53,36 @@ def main(argv):
     if WORKER.value:
         name, batch = _parse(WORKER.value)
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-        print(json.dumps(bench.bench_space(name, batch, WARMUP.value, RUNS.value, log)))
+        figures = bench.bench_space(
+            name, batch, WARMUP.value, RUNS.value, log, variant=WORKER_VARIANT.value
+        )
+        print(json.dumps(figures))
         return 0
     presets = [_parse(p) for p in PRESETS.value]
+    unknown = sorted(set(VARIANTS.value) - set(bench.VARIANTS))
+    if unknown:
+        raise app.UsageError(f"unknown variants {unknown}; variants are {list(bench.VARIANTS)}")
     results = []
     for name, batch in presets:
-        start = time.time()
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                f"--worker={name}:{batch}",
-                f"--warmup={WARMUP.value}",
-                f"--runs={RUNS.value}",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        if done.returncode != 0:
-            print(f"error: benchmarking {name}:{batch} failed (see above)", file=sys.stderr)
-            return 1
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{name}:{batch} done in {time.time() - start:.0f} s", file=sys.stderr)
+        for variant in VARIANTS.value:
+            start = time.time()
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    f"--worker={name}:{batch}",
+                    f"--worker_variant={variant}",
+                    f"--warmup={WARMUP.value}",
+                    f"--runs={RUNS.value}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            if done.returncode != 0:
+                print(f"error: benchmarking {name}:{batch} failed (see above)", file=sys.stderr)
+                return 1
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"{name}:{batch} {variant} done in {time.time() - start:.0f} s", file=sys.stderr)
     rate = bench.matmul_rate()
     print(bench.format_table(results, rate))
     if JSON_OUT.value:
@@ -75,7 +90,14 @@ def main(argv):
 
         payload = {
             "matmul_mult_adds_per_s": rate,
-            "presets": {f"{r['space']}:{r['batch_size']}": r for r in results},
+            # "space:batch" for the default variant, "space:batch:variant" otherwise
+            "presets": {
+                ":".join(
+                    [r["space"], str(r["batch_size"])]
+                    + ([r["variant"]] if r["variant"] != "default" else [])
+                ): r
+                for r in results
+            },
         }
         write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")
     return 0
