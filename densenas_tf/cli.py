@@ -65,3 +65,26 @@ def load_data(source: dict[str, Any]):
     kwargs = dict(source)
     kwargs["seed"] = kwargs.pop("data_seed", 0)
     return load_image_data(**kwargs)
+
+
+def run_export(model_path: str, export) -> int:
+    """What both exporters do around their export: load the trained model and
+    its data (the training run's unless data flags are given), call
+    ``export(model, data)``, and map failures to exit codes (1: bad input,
+    2: the written export failed its check and was removed)."""
+    import sys
+
+    from densenas_tf.data import DataError
+    from densenas_tf.exporting import ExportCheckError, ExportError, load_trained_model
+
+    try:
+        model = load_trained_model(model_path)
+        data = load_data(data_source_from_flags(recorded_data_source(model_path)))
+        export(model, data)
+    except ExportCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ExportError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

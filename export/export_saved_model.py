@@ -10,7 +10,6 @@ is moved into place only when the check passes (exit 2 otherwise).
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,27 +28,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.data import DataError
-    from densenas_tf.exporting import (
-        ExportCheckError,
-        ExportError,
-        export_saved_model,
-        load_trained_model,
-    )
+    from densenas_tf.exporting import export_saved_model
 
-    try:
-        model = load_trained_model(MODEL.value)
-        source = cli.data_source_from_flags(cli.recorded_data_source(MODEL.value))
-        data = cli.load_data(source)
-        images = data.test_images[: CHECK_IMAGES.value]
-        export_saved_model(model, OUT.value, images, tolerance=TOLERANCE.value)
-    except ExportCheckError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ExportError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.run_export(
+        MODEL.value,
+        lambda model, data: export_saved_model(
+            model, OUT.value, data.test_images[: CHECK_IMAGES.value], tolerance=TOLERANCE.value
+        ),
+    )
 
 
 if __name__ == "__main__":

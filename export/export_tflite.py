@@ -12,7 +12,6 @@ otherwise).
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,33 +33,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.data import DataError
-    from densenas_tf.exporting import (
-        ExportCheckError,
-        ExportError,
-        export_tflite,
-        load_trained_model,
-    )
+    from densenas_tf.exporting import export_tflite
 
-    try:
-        model = load_trained_model(MODEL.value)
-        source = cli.data_source_from_flags(cli.recorded_data_source(MODEL.value))
-        data = cli.load_data(source)
-        export_tflite(
+    return cli.run_export(
+        MODEL.value,
+        lambda model, data: export_tflite(
             model,
             OUT.value,
             QUANTIZATION.value,
             data.test_images[: CHECK_IMAGES.value],
             data.test_labels[: CHECK_IMAGES.value],
             calibration_images=data.train_images[: CALIBRATION_IMAGES.value],
-        )
-    except ExportCheckError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ExportError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":
