@@ -31,28 +31,13 @@ def matmul_rate(size: int = 1024, runs: int = 10) -> float:
     """Multiply-adds per second of a float32 size x size matmul (TensorFlow, this machine)."""
     import tensorflow as tf
 
+    from densenas_tf.latency_measure import timed_runs
+
     a = tf.random.stateless_normal([size, size], seed=[1, 2])
     b = tf.random.stateless_normal([size, size], seed=[3, 4])
     matmul = tf.function(lambda x, y: tf.matmul(x, y))
-    for _ in range(3):
-        matmul(a, b).numpy()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        times.append(time.perf_counter() - start)
+    times = timed_runs(lambda: matmul(a, b).numpy(), warmup=3, runs=runs)
     return size**3 / statistics.median(times)
-
-
-def _timed(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def peak_rss_mb() -> float:
@@ -81,6 +66,7 @@ def bench_space(
 
     from densenas_tf.describe import supernet_mult_adds
     from densenas_tf.latency import LatencyTable, default_table_path
+    from densenas_tf.latency_measure import timed_runs
     from densenas_tf.search_config import SearchConfig
     from densenas_tf.search_space import load_space
     from densenas_tf.searcher import Searcher
@@ -161,7 +147,7 @@ def bench_space(
         results["trace_s"] = time.perf_counter() - start
         for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
             log(f"{space_name}: {name} x {warmup + runs}")
-            times = _timed(fn, warmup, runs)
+            times = timed_runs(fn, warmup, runs)
             median = statistics.median(times)
             results[f"{name}_s"] = median
             results[f"{name}_images_per_s"] = batch_size / median
@@ -170,7 +156,7 @@ def bench_space(
             # forward + backward (about twice the forward) of the drawn ops
             results[f"{name}_mult_adds_per_s"] = 3.0 * per_image * batch_size / median
         log(f"{space_name}: forward_all x {max(1, warmup // 2) + runs}")
-        times = _timed(forward_all, max(1, warmup // 2), runs)
+        times = timed_runs(forward_all, max(1, warmup // 2), runs)
         median = statistics.median(times)
         every = supernet_mult_adds(
             space,

@@ -83,7 +83,8 @@ def _stats(times_s: list[float]) -> LatencyEntry:
     )
 
 
-def _time(run: Callable[[], object], warmup: int, runs: int) -> LatencyEntry:
+def timed_runs(run: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of run, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         run()
     times = []
@@ -91,7 +92,11 @@ def _time(run: Callable[[], object], warmup: int, runs: int) -> LatencyEntry:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return _stats(times)
+    return times
+
+
+def _time(run: Callable[[], object], warmup: int, runs: int) -> LatencyEntry:
+    return _stats(timed_runs(run, warmup, runs))
 
 
 def time_tflite(content: bytes, threads: int, warmup: int, runs: int) -> LatencyEntry:
