@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("default", "eager_ops", "arch_kernel_grads")
+VARIANTS = ("default", "eager_ops", "layered_forward", "arch_kernel_grads")
 
 
 def matmul_rate(size: int = 1024, runs: int = 10) -> float:
@@ -56,8 +56,11 @@ def bench_space(
     """Times the three steps on ``space_name``; returns the figures (see module doc).
 
     ``variant`` undoes one speed-up, to measure what it is worth: ``eager_ops``
-    (ops run kernel by kernel from Python instead of as traced graphs) or
-    ``arch_kernel_grads`` (the architecture step computes kernel gradients too).
+    (ops run kernel by kernel from Python instead of as traced graphs),
+    ``layered_forward`` (the supernet forward goes layer by layer through
+    DenseBlock and MixedOp, with their per-layer slicing and mixing ops, instead
+    of ``SuperNet._direct_call``) or ``arch_kernel_grads`` (the architecture
+    step computes kernel gradients too).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
@@ -80,6 +83,7 @@ def bench_space(
     net = SuperNet.from_space(space)
     initial = net.get_weights()
     net.set_compiled_ops(variant != "eager_ops")
+    net.set_direct_forward(variant != "layered_forward")
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes

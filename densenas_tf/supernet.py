@@ -67,6 +67,23 @@ class _CompiledCall:
             )
         return compiled[key](x)
 
+    def _compute_scaled(self, x, scale, training, weight_gradients):
+        return scale * self._compute(x, training, weight_gradients)
+
+    def run_scaled(self, x, scale, training=None, weight_gradients=True):
+        """``scale * layer(x)`` as one traced graph (scale: a scalar tensor of
+        x's dtype): the supernet's eager one-device forward, where every op's
+        output is weighted by its op weight and path probability."""
+        key = ("scaled", bool(training), bool(weight_gradients))
+        compiled = self.__dict__.setdefault("_compiled_fns", {})
+        if key not in compiled:
+            compiled[key] = tf.function(
+                functools.partial(self._compute_scaled, training=key[1], weight_gradients=key[2]),
+                autograph=False,
+                reduce_retracing=True,
+            )
+        return compiled[key](x, scale)
+
 
 class CandidateOp(_CompiledCall, keras.layers.Layer):
     """One candidate op (an MBConv or skip) built from the registry's layers."""
@@ -115,6 +132,11 @@ class CandidateOp(_CompiledCall, keras.layers.Layer):
         if not self.op_layers:  # skip
             return x
         return self._run_compiled(x, training, weight_gradients)
+
+    def run_scaled(self, x, scale, training=None, weight_gradients=True):
+        if not self.op_layers:  # skip
+            return scale * x
+        return super().run_scaled(x, scale, training, weight_gradients)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -459,6 +481,7 @@ class SuperNet(keras.Model):
         }
         self._stack_rows = {b.index: ids(space.stacking_rows(b.index)) for b in space.blocks[1:]}
         self._final_edge_ids = ids(e.index for e in space.final_edges)
+        self._head_row_edges = ids(e.index for e in space.head_edges)
         self.build((None, *space.input_shape))
 
     # ----- variables ----------------------------------------------------------------
@@ -490,9 +513,16 @@ class SuperNet(keras.Model):
     def set_compiled_ops(self, enabled: bool) -> None:
         """Whether eager one-device calls run each op as its own traced graph
         (the default) or op by op in Python (for benchmarks and debugging)."""
+        self.__dict__["compiled_ops"] = bool(enabled)
         for layer in self._flatten_layers(include_self=False):
             if isinstance(layer, _CompiledCall):
                 layer.__dict__["compiled_ops"] = bool(enabled)
+
+    def set_direct_forward(self, enabled: bool) -> None:
+        """Whether eager one-device calls take the direct path (``_direct_call``,
+        the default) or go layer by layer through DenseBlock and MixedOp (as in
+        graphs and under several replicas; for benchmarks and tests)."""
+        self.__dict__["direct_forward"] = bool(enabled)
 
     # ----- probabilities and sampling -------------------------------------------------
     def path_probabilities(self) -> tf.Tensor:
@@ -533,6 +563,13 @@ class SuperNet(keras.Model):
         # and every softmax over them stay float32; logits come back float32.
         images = tf.cast(images, self.compute_dtype)
         kwargs = {"training": training, "weight_gradients": weight_gradients}
+        if (
+            self.__dict__.get("direct_forward", True)
+            and self.__dict__.get("compiled_ops", True)
+            and tf.executing_eagerly()
+            and op_layers.replicas_in_sync() == 1
+        ):
+            return self._direct_call(images, mode, sample, **kwargs)
         x = self.stem_conv(images, **kwargs)
         outputs = {0: self.stem_op(x, **kwargs)}
         probs = self.path_probabilities()
@@ -559,6 +596,78 @@ class SuperNet(keras.Model):
             out = conv(outputs[edge.src], **kwargs)
             term = tf.cast(final_weights[k], out.dtype) * out
             y = term if y is None else y + term
+        return tf.cast(self.classifier(self.pool(y)), tf.float32)
+
+    def _direct_call(self, images, mode, sample, training, weight_gradients):
+        """The eager one-device forward (the search steps): the same sums as the
+        layer-by-layer path, with the Python-side glue cut to a few ops per
+        step. Every op output's coefficient (path probability x op weight for
+        heads, op weight for stacking layers) is computed for all layers in one
+        go and unstacked once; each drawn op then runs as one traced graph that
+        also applies its coefficient, and each layer's terms are summed by one
+        AddN. Draws are read to the host once per step."""
+        space = self.space
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
+        dtype = self.compute_dtype
+        probs = self.path_probabilities()
+        alpha_head = tf.convert_to_tensor(self.alpha_head)
+        alpha_stack = tf.convert_to_tensor(self.alpha_stack)
+        head_p = tf.gather(probs, self._head_row_edges)[:, None]
+        rows_h, rows_s = alpha_head.shape[0], alpha_stack.shape[0]
+        if mode == "all":
+            head_ops = np.tile(np.arange(len(space.head_ops)), (rows_h, 1))
+            stack_ops = np.tile(np.arange(len(space.stacking_ops)), (rows_s, 1))
+            head_coef = tf.nn.softmax(alpha_head, axis=-1) * head_p
+            stack_coef = tf.nn.softmax(alpha_stack, axis=-1)
+        elif mode == "two":
+            head_ops, stack_ops = np.asarray(sample.head), np.asarray(sample.stack)
+            head_coef = tf.nn.softmax(tf.gather(alpha_head, sample.head, batch_dims=1)) * head_p
+            stack_coef = tf.nn.softmax(tf.gather(alpha_stack, sample.stack, batch_dims=1))
+        else:  # one: the stacking layers' single op has weight 1
+            head_ops = np.asarray(sample.head).reshape(rows_h, 1)
+            stack_ops = np.asarray(sample.stack).reshape(rows_s, 1)
+            head_coef, stack_coef = head_p, None
+
+        def scalars(coef):
+            return tf.unstack(tf.reshape(tf.cast(coef, dtype), [-1])) if coef.shape[0] else []
+
+        head_w, stack_w = scalars(head_coef), (None if stack_coef is None else scalars(stack_coef))
+        per_h, per_s = head_ops.shape[1], stack_ops.shape[1]
+
+        def add(terms):
+            return terms[0] if len(terms) == 1 else tf.add_n(terms)
+
+        x = self.stem_conv(images, **kwargs)
+        outputs = {0: self.stem_op(x, **kwargs)}
+        for block, layer in zip(space.blocks[1:], self.dense_blocks):
+            j = block.index
+            terms = []
+            for edge, head, row in zip(space.in_edges(j), layer.heads, self._head_rows[j]):
+                for t, op in enumerate(head_ops[row]):
+                    terms.append(
+                        head.candidates[op].run_scaled(
+                            outputs[edge.src], head_w[row * per_h + t], **kwargs
+                        )
+                    )
+            y = add(terms)
+            for mixed, row in zip(layer.stacking, self._stack_rows[j]):
+                if stack_w is None:
+                    y = mixed.candidates[stack_ops[row, 0]].call(y, **kwargs)
+                    continue
+                y = add(
+                    [
+                        mixed.candidates[op].run_scaled(y, stack_w[row * per_s + t], **kwargs)
+                        for t, op in enumerate(stack_ops[row])
+                    ]
+                )
+            outputs[j] = y
+        final_w = tf.unstack(tf.cast(tf.nn.softmax(tf.gather(probs, self._final_edge_ids)), dtype))
+        y = add(
+            [
+                conv.run_scaled(outputs[edge.src], final_w[k], **kwargs)
+                for k, (edge, conv) in enumerate(zip(space.final_edges, self.final_convs))
+            ]
+        )
         return tf.cast(self.classifier(self.pool(y)), tf.float32)
 
     def latency_weights(self, mode: str = "all", sample: OpSample | None = None):

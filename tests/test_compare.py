@@ -39,3 +39,23 @@ def test_reduced_comparison(tmp_path):
     assert json.loads((out / "results.json").read_text())["rows"] == rows
     assert (out / "compare.md").read_text().strip() == format_results(results)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_binary_refuses_bad_schedule_flags(tmp_path):
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "compare.py"
+    for flag, name in (
+        ("--train_epochs=0", "--train_epochs"),
+        ("--random_max_trials=0", "--random_max_trials"),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(tool), f"--run_dir={tmp_path / 'run'}", flag],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode != 0
+        assert f"{name} must be at least 1" in done.stderr
+        assert not (tmp_path / "run").exists()  # refused before anything was written

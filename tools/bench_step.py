@@ -1,7 +1,7 @@
 """Speed and memory of the search steps, printed as a table (and JSON).
 
   python tools/bench_step.py [--presets=imagenet_mbv2:8,fashion_mnist:128]
-      [--warmup=3 --runs=10] [--json_out=bench.json] [--variants=default,eager_ops,arch_kernel_grads]
+      [--warmup=3 --runs=10] [--json_out=bench.json] [--variants=default,eager_ops,layered_forward,arch_kernel_grads]
 
 Per preset (space:batch): median time and images per second of a weight step
 (one op per layer), an architecture step (two ops per layer with the latency
@@ -30,7 +30,8 @@ VARIANTS = flags.DEFINE_list(
     "variants",
     ["default"],
     "default, and to measure a speed-up by undoing it: eager_ops (ops run kernel by kernel "
-    "from Python), arch_kernel_grads (the architecture step computes kernel gradients).",
+    "from Python), layered_forward (the forward goes layer by layer through the Keras mixed "
+    "layers), arch_kernel_grads (the architecture step computes kernel gradients).",
 )
 WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
 WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")

@@ -1,7 +1,8 @@
 """The paper's Fig. 5 experiment on Fashion-MNIST: DenseNAS against a fixed-block
 search, MobileNetV2-style nets and keras-tuner random search, at equal latency.
 
-  python tools/compare.py --run_dir=runs/compare [--reduced] [--results_dir=docs/results]
+  python tools/compare.py --run_dir=runs/compare [--reduced] [--train_epochs=N]
+      [--results_dir=docs/results]
 
 Every net is retrained with the same recipe and seed, tested, and timed as
 float TFLite (1 thread, batch 1). Each stage is cached in the run directory, so
@@ -9,6 +10,7 @@ re-running resumes. --reduced runs the whole pipeline in minutes (tiny
 schedules; its numbers say nothing about the methods).
 """
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -20,6 +22,12 @@ from absl import app, flags, logging
 
 RUN_DIR = flags.DEFINE_string("run_dir", "runs/compare", "Run directory.")
 REDUCED = flags.DEFINE_bool("reduced", False, "Tiny schedules, for a check of the pipeline.")
+TRAIN_EPOCHS = flags.DEFINE_integer(
+    "train_epochs", None, "Retraining epochs per net (default: the plan's, 6; 1 with --reduced)."
+)
+RANDOM_MAX_TRIALS = flags.DEFINE_integer(
+    "random_max_trials", None, "Cap on keras-tuner random-search trials (default: the plan's, 40)."
+)
 RESULTS_DIR = flags.DEFINE_string(
     "results_dir", None, "Also copy compare.md, compare.png and results.json here."
 )
@@ -35,8 +43,21 @@ def main(argv):
     from densenas_tf.latency import LatencyTableError
     from densenas_tf.search_config import ConfigError
 
+    plan = REDUCED_PLAN if REDUCED.value else ComparePlan()
+    changes = {}
+    if TRAIN_EPOCHS.value is not None:
+        if TRAIN_EPOCHS.value < 1:
+            raise app.UsageError(f"--train_epochs must be at least 1, got {TRAIN_EPOCHS.value}")
+        changes["train_epochs"] = TRAIN_EPOCHS.value
+    if RANDOM_MAX_TRIALS.value is not None:
+        if RANDOM_MAX_TRIALS.value < 1:
+            raise app.UsageError(
+                f"--random_max_trials must be at least 1, got {RANDOM_MAX_TRIALS.value}"
+            )
+        changes["random_max_trials"] = RANDOM_MAX_TRIALS.value
+    plan = dataclasses.replace(plan, **changes)
     try:
-        results = run_compare(RUN_DIR.value, REDUCED_PLAN if REDUCED.value else ComparePlan())
+        results = run_compare(RUN_DIR.value, plan)
     except (ConfigError, DataError, LatencyTableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
