@@ -52,7 +52,7 @@ class ComparePlan:
     lams: tuple[float, ...] = (0.05, 0.15, 0.6)
     fixed_block_lam: float = 0.15
     mbv2_widths: tuple[float, ...] = (0.5, 0.75, 1.0)
-    train_epochs: int = 6
+    train_epochs: int = 3
     train_limit: int | None = None
     test_limit: int | None = None
     random_trial_images: int = 7680

@@ -23,7 +23,7 @@ from absl import app, flags, logging
 RUN_DIR = flags.DEFINE_string("run_dir", "runs/compare", "Run directory.")
 REDUCED = flags.DEFINE_bool("reduced", False, "Tiny schedules, for a check of the pipeline.")
 TRAIN_EPOCHS = flags.DEFINE_integer(
-    "train_epochs", None, "Retraining epochs per net (default: the plan's, 6; 1 with --reduced)."
+    "train_epochs", None, "Retraining epochs per net (default: the plan's, 3; 1 with --reduced)."
 )
 RANDOM_MAX_TRIALS = flags.DEFINE_integer(
     "random_max_trials", None, "Cap on keras-tuner random-search trials (default: the plan's, 40)."
