@@ -51,21 +51,26 @@ class _CompiledCall:
     def _compute(self, x, training, weight_gradients):
         raise NotImplementedError
 
-    def _run_compiled(self, x, training, weight_gradients=True):
-        inline = not self.__dict__.get("compiled_ops", True)  # SuperNet.set_compiled_ops
-        if inline or not tf.executing_eagerly() or op_layers.replicas_in_sync() > 1:
-            return self._compute(x, training, weight_gradients)
-        key = (bool(training), bool(weight_gradients))
+    def _graph(self, compute, training, weight_gradients):
+        """The traced graph of ``compute`` (``_compute`` or ``_compute_scaled``)
+        for one (training, weight_gradients) pair, made on first use."""
+        key = (compute.__name__, bool(training), bool(weight_gradients))
         compiled = self.__dict__.setdefault("_compiled_fns", {})
         if key not in compiled:
             # A partial (not a lambda) so TensorFlow counts each op's traces apart
             # and does not warn about "retracing" when hundreds of ops trace once.
             compiled[key] = tf.function(
-                functools.partial(self._compute, training=key[0], weight_gradients=key[1]),
+                functools.partial(compute, training=key[1], weight_gradients=key[2]),
                 autograph=False,
                 reduce_retracing=True,
             )
-        return compiled[key](x)
+        return compiled[key]
+
+    def _run_compiled(self, x, training, weight_gradients=True):
+        inline = not self.__dict__.get("compiled_ops", True)  # SuperNet.set_compiled_ops
+        if inline or not tf.executing_eagerly() or op_layers.replicas_in_sync() > 1:
+            return self._compute(x, training, weight_gradients)
+        return self._graph(self._compute, training, weight_gradients)(x)
 
     def _compute_scaled(self, x, scale, training, weight_gradients):
         return scale * self._compute(x, training, weight_gradients)
@@ -74,15 +79,7 @@ class _CompiledCall:
         """``scale * layer(x)`` as one traced graph (scale: a scalar tensor of
         x's dtype): the supernet's eager one-device forward, where every op's
         output is weighted by its op weight and path probability."""
-        key = ("scaled", bool(training), bool(weight_gradients))
-        compiled = self.__dict__.setdefault("_compiled_fns", {})
-        if key not in compiled:
-            compiled[key] = tf.function(
-                functools.partial(self._compute_scaled, training=key[1], weight_gradients=key[2]),
-                autograph=False,
-                reduce_retracing=True,
-            )
-        return compiled[key](x, scale)
+        return self._graph(self._compute_scaled, training, weight_gradients)(x, scale)
 
 
 class CandidateOp(_CompiledCall, keras.layers.Layer):
