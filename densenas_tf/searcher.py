@@ -185,7 +185,7 @@ class Searcher:
         # The architecture step differentiates alpha and beta only (no kernel
         # gradients); False restores the plain tape, for benchmarks.
         self.lean_arch_step = True
-        # Walking the layer tree for them costs ~10 ms a step; they never change.
+        # They never change: not worth walking the layer tree for them every step.
         self._weight_variables = supernet.weight_variables
         self._weight_step = self._wrap(self._weight_replica_step)
         self._arch_step = self._wrap(self._arch_replica_step)
