@@ -86,13 +86,14 @@ def additivity_report(
     warmup: int = 20,
     runs: int = 100,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    include_reference: bool = True,
 ) -> dict:
     from densenas_tf.latency_measure import measure_arch
 
     table.check_space(space)
     prov = table.provenance
     rng = np.random.default_rng(seed)
-    nets = reference_archs(space) + [
+    nets = (reference_archs(space) if include_reference else []) + [
         random_arch(space, rng, f"random_{i}") for i in range(num_random)
     ]
     rows = []

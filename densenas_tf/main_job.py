@@ -27,8 +27,15 @@ def run_main_job(
     train_limit: int | None = None,
     test_limit: int | None = None,
     latency_runs: int = 200,
+    latency_table: str | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
+    """Runs (or resumes) the whole job in run_dir; returns the report.
+
+    Without ``latency_table`` the search's latency table is measured on this
+    machine first (cached in ``run_dir/latency``), so the search optimises
+    the latency of the machine the job runs on; a given table is checked
+    against whole nets measured here when it names this kind of machine."""
     from densenas_tf.arch_spec import ArchSpec
     from densenas_tf.data import load_image_data
     from densenas_tf.exporting import (
@@ -54,8 +61,23 @@ def run_main_job(
     def done(name: str):
         times[name] = time.time() - times[name]
 
-    stage("search")
     config = load_search_config(search_config, search_overrides)
+    if latency_table is None:
+        stage("latency table")
+        from densenas_tf.latency import default_table_path
+        from densenas_tf.latency_measure import build_table
+        from densenas_tf.search_space import load_space
+
+        space = load_space(config.space)
+        table_path = run_dir / "latency" / default_table_path(space.name).name
+        build_table(space, table_path, log=log)
+        # Measured here moments ago: nothing to check it against.
+        overrides = (f"latency_table={table_path}", "latency_check=false")
+        done("latency table")
+    else:
+        overrides = (f"latency_table={latency_table}",)
+    config = load_search_config(search_config, (*search_overrides, *overrides))
+    stage("search")
     summary = run_search(config, run_dir / "search", log=log)
     spec = ArchSpec.from_json((run_dir / "search" / "arch.json").read_text())
     table = LatencyTable.load(run_dir / "search" / "latency_table.json")
@@ -121,6 +143,13 @@ def run_main_job(
         "machine": f"{platform.machine()}, {_cpu_name()}, TF {_tf_version()}",
         "arch": spec.to_block_string(),
         "path": summary.get("path"),
+        "path_margin": summary.get("path_margin"),
+        "runner_up_path": summary.get("runner_up_path"),
+        "min_op_margin": summary.get("min_op_margin"),
+        "near_ties": len(summary.get("near_ties") or []),
+        "warmup_end": summary.get("warmup_end"),
+        "latency_table": summary.get("latency_table", {}).get("path"),
+        "latency_device": summary.get("latency_table", {}).get("device"),
         "keras_test_accuracy": metrics["test_accuracy"],
         "int8_test_accuracy": measured["int8"]["test_accuracy"],
         "float_tflite_test_accuracy": measured["none"]["test_accuracy"],
@@ -174,8 +203,22 @@ def _tf_version() -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     mib = 1024 * 1024
+    warmup = r.get("warmup_end") or {}
     rows = [
         ("architecture", "`" + r["arch"].replace("|", "\\|") + "`"),
+        (
+            "supernet accuracy when the architecture stage began (architecture split)",
+            f"{warmup['supernet_accuracy']:.2%} after {warmup['warmup_epochs']} warm-up epochs"
+            if warmup
+            else "-",
+        ),
+        (
+            "path margin over the runner-up (log-odds) / smallest op margin / near-ties",
+            f"{r['path_margin']:.3f} (runner-up {r['runner_up_path']}) / "
+            f"{r['min_op_margin']:.3f} / {r['near_ties']}"
+            if r.get("path_margin") is not None
+            else "-",
+        ),
         (
             "test accuracy (Keras / float TFLite / int8 TFLite)",
             f"{r['keras_test_accuracy']:.2%} / {r['float_tflite_test_accuracy']:.2%} / "
@@ -199,6 +242,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"{r['saved_model_max_abs_diff']:.1e} / {r['float_tflite_max_abs_diff']:.1e}",
         ),
         ("machine", r["machine"]),
+        ("latency table (measured on)", f"{r.get('latency_table')} ({r.get('latency_device')})"),
         (
             "wall time (search / train / this run)",
             f"{r['search_wall_time_s'] / 60:.1f} / {r['train_wall_time_s'] / 60:.1f} / "

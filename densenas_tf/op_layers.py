@@ -114,15 +114,21 @@ def apply_op_layers(
 
 def direct_conv(layer: keras.layers.Layer, x, weight_gradients: bool = True):
     """A built Conv2D or DepthwiseConv2D (no bias, 'same' padding) as one raw
-    TensorFlow op on x, its kernel cast to x's dtype (mixed precision).
+    TensorFlow op on x (``kernel_conv`` on the layer's kernel)."""
+    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    return kernel_conv(x, layer.kernel, layer.strides[0], depthwise, weight_gradients)
+
+
+def kernel_conv(x, kernel, stride: int, depthwise: bool, weight_gradients: bool = True):
+    """A convolution ('same' padding, no bias) of x with ``kernel``, cast to
+    x's dtype (mixed precision); depthwise when ``depthwise``.
 
     ``weight_gradients=False``: the op's gradient is its input's only.
     TensorFlow's registered gradients always compute the kernel's too (for a
     depthwise conv on the CPU that is the slowest kernel of all, several times
     the forward), which the architecture step would throw away."""
-    kernel = tf.cast(layer.kernel, x.dtype)
-    strides = [1, layer.strides[0], layer.strides[1], 1]
-    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+    kernel = tf.cast(kernel, x.dtype)
+    strides = [1, stride, stride, 1]
 
     def forward(y):
         if depthwise:

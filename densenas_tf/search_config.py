@@ -38,19 +38,43 @@ class SearchConfig:
     )
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     batch_size: int = 128  # global batch
-    epochs: int = 150
+    epochs: int = 150  # in all, warm-up included
+    # Warm-up trains weights only (one op per layer drawn uniformly). It ends when
+    # the supernet's sampled-path accuracy on the architecture split reaches
+    # warmup_target_accuracy, or after warmup_epochs epochs, whichever comes
+    # first (null target: exactly warmup_epochs, as in the paper).
     warmup_epochs: int = 50
+    warmup_target_accuracy: float | None = None
+    # How the candidate ops of a mixed layer hold their weights: "none" (each op
+    # its own, as in the paper) or "nested" (the MBConv ops share one largest
+    # kernel; smaller ones use its centre and first channels; own batch norms).
+    weight_sharing: str = "none"
     weight_lr: float = 0.2
     weight_lr_min: float = 1e-5
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
-    arch_lr: float = 3e-4
+    # Adam on alpha (op choice) and beta (path choice), each its own optimizer.
+    alpha_lr: float = 3e-4
+    beta_lr: float = 3e-4
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
     arch_weight_decay: float = 1e-3
-    label_smoothing: float = 0.1
+    # The reference's search trains with plain cross-entropy; smoothing is for retraining.
+    label_smoothing: float = 0.0
     seed: int = 0
     checkpoint_every_steps: int = 200
+    # Selection as in the reference: from epoch select_from_epoch (1-based; null:
+    # the first architecture epoch) the keep_best derived architectures with the
+    # best supernet accuracy on the architecture split are kept (arch_best1.json...).
+    keep_best: int = 2
+    select_from_epoch: int | None = None
+    # A derivation choice whose margin (log-odds) is below this is a near-tie.
+    tie_threshold: float = 0.05
+    # Check a latency table measured on this kind of machine against whole nets
+    # measured here before searching (refused over 10 % MAPE).
+    latency_check: bool = True
+    # TensorFlow's op determinism: the same command and seed derive the same net.
+    deterministic: bool = True
     # float16 compute (Keras mixed_float16) with float32 alpha, beta, softmaxes and
     # latency, and dynamic loss scaling; for GPUs (float16 is slow on CPUs).
     mixed_precision: bool = False
@@ -62,19 +86,36 @@ class SearchConfig:
             raise ConfigError(
                 f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}"
             )
+        target = self.warmup_target_accuracy
+        if target is not None and not 0.0 < target <= 1.0:
+            raise ConfigError(f"warmup_target_accuracy must be in (0, 1] or null, got {target}")
+        from densenas_tf.supernet import WEIGHT_SHARING
+
+        if self.weight_sharing not in WEIGHT_SHARING:
+            raise ConfigError(
+                f"weight_sharing must be one of {list(WEIGHT_SHARING)}, got {self.weight_sharing!r}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.checkpoint_every_steps < 1:
             raise ConfigError("checkpoint_every_steps must be at least 1")
-        for name in ("weight_lr", "arch_lr"):
+        for name in ("weight_lr", "alpha_lr", "beta_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not isinstance(self.mixed_precision, bool):
+        if self.keep_best < 1:
+            raise ConfigError(f"keep_best must be at least 1, got {self.keep_best}")
+        if self.select_from_epoch is not None and not 1 <= self.select_from_epoch <= self.epochs:
             raise ConfigError(
-                f"mixed_precision must be true or false, got {self.mixed_precision!r}"
+                f"select_from_epoch must be in [1, epochs={self.epochs}] or null, "
+                f"got {self.select_from_epoch}"
             )
+        if self.tie_threshold < 0:
+            raise ConfigError(f"tie_threshold must be >= 0, got {self.tie_threshold}")
+        for name in ("mixed_precision", "latency_check", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         from densenas_tf.objectives import Objective
 
         try:
@@ -93,6 +134,11 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "search config") -> SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        if "arch_lr" in data:
+            raise ConfigError(
+                f"{source}: 'arch_lr' was split into 'alpha_lr' and 'beta_lr' (the reference's "
+                "two architecture learning rates); set those instead"
+            )
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(

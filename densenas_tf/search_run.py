@@ -11,22 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.io_utils import write_text_atomic
+from densenas_tf.io_utils import cached_json, write_text_atomic
+from densenas_tf.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
 from densenas_tf.search_config import SearchConfig
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
-def make_strategy(name: str):
-    import tensorflow as tf
-
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; strategies are {STRATEGIES}")
 
 
 def load_search_data(
@@ -92,6 +79,20 @@ def run_search(
             f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
         )
         return summary
+    prov = table.provenance
+    log(
+        f"optimising the latency of {prov.get('device', 'an unnamed device')} "
+        f"({prov.get('backend')}, {prov.get('threads')} thread(s), batch {prov.get('batch_size')}) "
+        f"from {table_path}"
+    )
+    check = {"checked": False, "reason": "latency_check is false"}
+    if config.latency_check:
+        from densenas_tf.latency_check import check_table_here
+
+        check = cached_json(
+            run_dir / "latency_check.json",
+            lambda: check_table_here(space, table, str(table_path), seed=config.seed, log=log),
+        )
     write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
     write_text_atomic(run_dir / "latency_table.json", table.to_json())
     weight_data, arch_data = load_search_data(config)
@@ -102,18 +103,32 @@ def run_search(
     from densenas_tf.supernet import SuperNet
 
     strategy = make_strategy(strategy_name)
+    if config.deterministic:
+        # The same command and seed derive the same net on one machine.
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with strategy.scope():
-            net = SuperNet.from_space(space, arch_init_seed=config.seed)
+            net = SuperNet.from_space(
+                space, arch_init_seed=config.seed, weight_sharing=config.weight_sharing
+            )
         searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
         searcher.restore()
-        return searcher.run()
+        summary = searcher.run()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    summary["latency_table"] = {
+        "path": str(table_path),
+        "device": prov.get("device"),
+        "check": {k: v for k, v in check.items() if k != "rows"},
+    }
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
@@ -128,6 +143,26 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
         f"predicted latency {summary['predicted_latency_ms']:.3f} ms, params {summary['params']:,}, "
         f"multiply-adds {summary['mult_adds']:,}",
     ]
+    warmup = summary.get("warmup_end")
+    if warmup:
+        lines.append(
+            f"warm-up: {warmup['warmup_epochs']} epochs, then the architecture stage "
+            f"({warmup['reason']})"
+        )
+    if summary.get("path_margin") is not None:
+        lines.append(
+            f"path probability {summary['path_probability']:.4f}, runner-up "
+            f"{summary['runner_up_path']} {summary['runner_up_probability']:.4f}: margin "
+            f"{summary['path_margin']:.4f} (log-odds); smallest op margin "
+            f"{summary['min_op_margin']:.4f}"
+        )
+    for tie in summary.get("near_ties") or []:
+        lines.append(f"near-tie: {tie}")
+    for kept in summary.get("best") or []:
+        lines.append(
+            f"best {kept['rank']}: epoch {kept['epoch']}, supernet accuracy {kept['acc']:.4f}: "
+            f"{kept['block_string']}"
+        )
     if weight:
         lines.append(
             f"last weight pass: cross-entropy {weight.get('ce', float('nan')):.4f}, accuracy {weight.get('acc', float('nan')):.4f}"
@@ -154,11 +189,10 @@ def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
     path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "ckpt"))
     if not path:
         raise FileNotFoundError(f"{run_dir / 'ckpt'}: no checkpoint yet")
+    from densenas_tf.searcher import ARCH_NAMES, checkpoint_key
+
     reader = tf.train.load_checkpoint(path)
-    arrays = {
-        name: reader.get_tensor(f"arch/{name}/.ATTRIBUTES/VARIABLE_VALUE")
-        for name in ("alpha_head", "alpha_stack", "beta")
-    }
+    arrays = {name: reader.get_tensor(checkpoint_key(name)) for name in ARCH_NAMES}
     step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
     epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
     return derive_arch(

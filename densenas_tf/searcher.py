@@ -2,15 +2,20 @@
 
 The Searcher is handed its data, supernet, expected-latency model, objective
 and strategy. Warm-up epochs train weights only (one op per layer, drawn
-uniformly). Each later epoch runs an architecture pass over the architecture
-split (two ops per layer drawn by softmax(alpha); cross-entropy plus the
-latency objective; Adam on alpha and beta; eq. 9 rebalancing of alpha), then a
+uniformly); after each epoch the supernet's accuracy on the architecture split
+is measured (single paths drawn as in the weight step, batch norm in training
+mode), and the architecture stage begins when it reaches the configured
+target or after the configured maximum of warm-up epochs. Each later epoch
+runs an architecture pass over the architecture split (two ops per layer drawn
+by softmax(alpha); cross-entropy plus the latency objective; Adam on alpha and
+on beta, each with its own learning rate; eq. 9 rebalancing of alpha), then a
 weight pass over the weight split (one op per layer by softmax(alpha); SGD
 with momentum and weight decay, cosine per step).
 
 Op draws are made from stateless seeds ``[seed, global step]`` outside
 ``strategy.run`` and handed to every replica, so all replicas run the same ops
-and a resumed run draws what the uninterrupted one drew.
+and a resumed run draws what the uninterrupted one drew. Reporting lives in
+``search_report``.
 """
 
 from __future__ import annotations
@@ -28,16 +33,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import derive
-from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf import derive, search_report
+from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.expected_latency import ExpectedLatency
-from densenas_tf.io_utils import write_bytes_atomic, write_text_atomic
+from densenas_tf.io_utils import write_text_atomic
 from densenas_tf.latency import LatencyTable
 from densenas_tf.objectives import Objective
 from densenas_tf.optimizers import DynamicLossScale, MomentumSGD
-from densenas_tf.pictures import supernet_png
+from densenas_tf.runtime import Progress
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.supernet import SuperNet, rebalance_alpha
+
+# The architecture parameters' names in a checkpoint: arch/<name>.
+ARCH_NAMES = ("alpha_head", "alpha_stack", "beta")
+# Evaluation draws use seeds [seed, EVAL_SEED_OFFSET + epoch * EVAL_SEED_STRIDE + batch],
+# apart from the training steps' [seed, global step].
+EVAL_SEED_OFFSET = 1 << 40
+EVAL_SEED_STRIDE = 1 << 20
+
+
+def checkpoint_key(name: str) -> str:
+    """The key of a checkpointed architecture parameter (for tf.train.load_checkpoint)."""
+    return f"arch/{name}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class SearchDivergedError(RuntimeError):
@@ -62,36 +79,6 @@ class PassStats:
 
     def means(self) -> dict[str, float]:
         return {k: v / max(self.steps, 1) for k, v in self.totals.items()}
-
-
-class Progress:
-    """A one-line progress bar with ETA on stderr."""
-
-    def __init__(self, label: str, total: int, start_at: int = 0, stream=sys.stderr):
-        self.label, self.total, self.done = label, total, start_at
-        self.first, self.start, self.stream = start_at, time.time(), stream
-
-    def update(self, metrics: dict[str, float]) -> None:
-        self.done += 1
-        elapsed = time.time() - self.start
-        per_step = elapsed / max(self.done - self.first, 1)
-        eta = per_step * (self.total - self.done)
-        width = 20
-        filled = int(width * self.done / max(self.total, 1))
-        shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        line = (
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-            f"{per_step:.2f} s/step ETA {eta:.0f} s {shown}"
-        )
-        self.stream.write(line[:200])
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _entropy(probs: np.ndarray) -> float:
-    p = np.clip(probs, 1e-12, 1.0)
-    return float(-(p * np.log(p)).sum(axis=-1).mean())
 
 
 class Searcher:
@@ -137,13 +124,19 @@ class Searcher:
                 momentum=config.weight_momentum,
                 weight_decay=config.weight_decay,
             )
-            self.arch_optimizer = keras.optimizers.Adam(
-                config.arch_lr,
-                beta_1=config.arch_beta1,
-                beta_2=config.arch_beta2,
-                weight_decay=config.arch_weight_decay,
+            # One Adam per variable group: alpha (ops) and beta (paths) learn at
+            # their own rates, as in the reference.
+            self.alpha_optimizer, self.beta_optimizer = (
+                keras.optimizers.Adam(
+                    lr,
+                    beta_1=config.arch_beta1,
+                    beta_2=config.arch_beta2,
+                    weight_decay=config.arch_weight_decay,
+                )
+                for lr in (config.alpha_lr, config.beta_lr)
             )
-            self.arch_optimizer.build(supernet.arch_variables)
+            self.alpha_optimizer.build(self._alpha_variables)
+            self.beta_optimizer.build([supernet.beta])
         # float16 compute needs loss scaling; alpha, beta, softmaxes, latency stay float32.
         self.loss_scale = DynamicLossScale() if config.mixed_precision else None
         # Every supernet variable (BN statistics included) by its path, and the
@@ -157,12 +150,16 @@ class Searcher:
         self.batch_in_phase = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_phase")
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.seed = tf.Variable(config.seed, dtype=tf.int64, trainable=False, name="seed")
+        # The first architecture epoch (0-based); -1 while the warm-up goes on.
+        self.arch_start_epoch = tf.Variable(
+            0 if config.warmup_epochs == 0 else -1, dtype=tf.int64, trainable=False
+        )
+        # Wall time of all processes so far, and the open epoch's pass statistics
+        # (JSON), so a resumed run reports the whole run.
+        self.elapsed_s = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.open_stats = tf.Variable("{}", dtype=tf.string, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
-            arch={
-                "alpha_head": supernet.alpha_head.value,
-                "alpha_stack": supernet.alpha_stack.value,
-                "beta": supernet.beta.value,
-            },
+            arch={name: getattr(supernet, name).value for name in ARCH_NAMES},
             supernet_weights={
                 # The path below the model's own (possibly auto-numbered) name.
                 v.path.split("/", 1)[-1].replace("/", "."): v.value
@@ -170,12 +167,16 @@ class Searcher:
                 if id(v) not in arch_ids
             },
             weight_optimizer=self.weight_optimizer,
-            arch_optimizer=self.arch_optimizer,
+            alpha_optimizer=self.alpha_optimizer,
+            beta_optimizer=self.beta_optimizer,
             epoch=self.epoch,
             phase=self.phase,
             batch_in_phase=self.batch_in_phase,
             global_step=self.global_step,
             seed=self.seed,
+            arch_start_epoch=self.arch_start_epoch,
+            elapsed_s=self.elapsed_s,
+            open_stats=self.open_stats,
             **({"loss_scale": self.loss_scale} if self.loss_scale else {}),
         )
         self.manager = tf.train.CheckpointManager(
@@ -189,6 +190,13 @@ class Searcher:
         self._weight_variables = supernet.weight_variables
         self._weight_step = self._wrap(self._weight_replica_step)
         self._arch_step = self._wrap(self._arch_replica_step)
+        self._eval_step = self._wrap(self._eval_replica_step)
+        self._stats: dict[str, PassStats] = {}
+        self._mark = time.time()
+
+    @property
+    def _alpha_variables(self) -> list:
+        return [self.net.alpha_head, self.net.alpha_stack]
 
     # ----- steps ---------------------------------------------------------------------
     def _wrap(self, replica_fn):
@@ -201,11 +209,28 @@ class Searcher:
 
         return step
 
+    def weight_step(self, batch, sample) -> dict[str, tf.Tensor]:
+        """One weight step on a (distributed) batch with drawn ops (one per layer):
+        SGD on the drawn ops' weights; alpha and beta untouched."""
+        return self._weight_step(batch, sample)
+
+    def arch_step(self, batch, sample) -> dict[str, tf.Tensor]:
+        """One architecture step with two drawn ops per layer: Adam on alpha and
+        beta, then eq. 9's rebalancing of the drawn alphas; weights untouched."""
+        before = [tf.identity(v) for v in self._alpha_variables]
+        values = self._arch_step(batch, sample)
+        finite = all(math.isfinite(float(v)) for k, v in values.items() if k in ("ce", "loss"))
+        if finite:
+            rebalance_alpha(self.net.alpha_head, before[0], sample.head)
+            rebalance_alpha(self.net.alpha_stack, before[1], sample.stack)
+        return values
+
     def _cross_entropy(self, labels, logits):
         num_classes = self.space.num_classes
         targets = tf.one_hot(labels, num_classes)
         smoothing = self.config.label_smoothing
-        targets = targets * (1.0 - smoothing) + smoothing / num_classes
+        if smoothing:
+            targets = targets * (1.0 - smoothing) + smoothing / num_classes
         per_example = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
         return tf.nn.compute_average_loss(per_example, global_batch_size=self.config.batch_size)
 
@@ -229,6 +254,14 @@ class Searcher:
                 [(g, v) for g, v in zip(grads, variables) if g is not None]
             )
         return {"ce": loss, "acc": self._accuracy_sum(labels, logits), **self._skipped(finite)}
+
+    def _eval_replica_step(self, images, labels, sample):
+        # Batch norm in training mode (batch statistics), as the reference evaluates.
+        logits = self.net(images, mode="one", sample=sample, training=True)
+        return {
+            "ce": self._cross_entropy(labels, logits),
+            "acc": self._accuracy_sum(labels, logits),
+        }
 
     def _scaled(self, loss):
         """The loss to differentiate: multiplied by the loss scale under mixed precision."""
@@ -265,9 +298,9 @@ class Searcher:
             scaled = self._scaled(loss)
         grads, finite = self._gradients(tape, scaled, variables)
         if finite:
-            self.arch_optimizer.apply_gradients(
-                zip([tf.convert_to_tensor(g) for g in grads], variables)
-            )
+            grads = [tf.convert_to_tensor(g) for g in grads]
+            self.alpha_optimizer.apply_gradients(zip(grads[:2], variables[:2]))
+            self.beta_optimizer.apply_gradients(zip(grads[2:], variables[2:]))
         return {
             "ce": ce,
             "loss": loss,
@@ -285,15 +318,41 @@ class Searcher:
         """The data order of one pass: fixed by the run's seed, the epoch and the phase."""
         return int(self.config.seed * 1_000_003 + epoch * 2 + phase)
 
-    def _batches(self, split: tuple[np.ndarray, np.ndarray], epoch: int, phase: int, skip: int):
+    def _batches(self, split, epoch: int | None, phase: int, skip: int):
         from densenas_tf.data import make_dataset
 
-        dataset = make_dataset(
-            *split, self.config.batch_size, shuffle_seed=self.shuffle_seed(epoch, phase)
-        )
+        seed = None if epoch is None else self.shuffle_seed(epoch, phase)
+        dataset = make_dataset(*split, self.config.batch_size, shuffle_seed=seed)
         if skip:
             dataset = dataset.skip(skip)
         return iter(self.strategy.experimental_distribute_dataset(dataset))
+
+    # ----- stages --------------------------------------------------------------------
+    def searching(self, epoch: int) -> bool:
+        """Whether epoch (0-based) belongs to the architecture stage."""
+        start = int(self.arch_start_epoch)
+        return 0 <= start <= epoch
+
+    def _end_warmup(self, epoch: int, accuracy: float) -> dict[str, Any] | None:
+        """After warm-up epoch ``epoch`` (0-based): starts the architecture stage
+        when the accuracy reached the target or the warm-up its maximum; says why."""
+        target = self.config.warmup_target_accuracy
+        reached = target is not None and accuracy >= target
+        if not reached and epoch + 1 < self.config.warmup_epochs:
+            return None
+        self.arch_start_epoch.assign(epoch + 1)
+        if reached:
+            reason = f"supernet accuracy {accuracy:.4f} reached the target {target}"
+        elif target is not None:
+            reason = (
+                f"the maximum of {self.config.warmup_epochs} warm-up epochs was reached "
+                f"(supernet accuracy {accuracy:.4f}, below the target {target})"
+            )
+        else:
+            reason = f"the {self.config.warmup_epochs} warm-up epochs are done"
+        info = {"warmup_epochs": epoch + 1, "supernet_accuracy": accuracy, "reason": reason}
+        self.log(f"architecture stage begins at epoch {epoch + 2}: {reason}")
+        return info
 
     # ----- passes --------------------------------------------------------------------
     def _check_finite(self, values: dict[str, float], kind: str) -> None:
@@ -305,6 +364,16 @@ class Searcher:
                     f"in {self.run_dir / 'ckpt'} was kept"
                 )
 
+    def _save(self) -> None:
+        """Checkpoints the whole state (open pass statistics and wall time included)."""
+        now = time.time()
+        self.elapsed_s.assign_add(now - self._mark)
+        self._mark = now
+        self.open_stats.assign(
+            json.dumps({k: dataclasses.asdict(v) for k, v in self._stats.items()})
+        )
+        self.manager.save(checkpoint_number=int(self.global_step))
+
     def _run_pass(self, phase: int, epoch: int) -> dict[str, float]:
         arch = phase == 0
         split = self.arch_data if arch else self.weight_data
@@ -312,22 +381,17 @@ class Searcher:
         start = int(self.batch_in_phase) if int(self.phase) == phase else 0
         self.phase.assign(phase)
         self.batch_in_phase.assign(start)
-        policy = "two" if arch else ("uniform" if epoch < self.config.warmup_epochs else "softmax")
+        policy = "two" if arch else ("softmax" if self.searching(epoch) else "uniform")
         label = f"epoch {epoch + 1}/{self.config.epochs} {'arch' if arch else 'weight'}"
         progress = Progress(label, total, start)
-        stats = PassStats()
+        key = "arch" if arch else "weight"
+        stats = self._stats.get(key) if start else None
+        stats = self._stats[key] = stats or PassStats()
         for batch in self._batches(split, epoch, phase, start):
             sample = self._sample(policy)
-            if arch:
-                before = (tf.identity(self.net.alpha_head), tf.identity(self.net.alpha_stack))
-                values = self._arch_step(batch, sample)
-                values = {k: float(v) for k, v in values.items()}
-                self._check_finite(values, "architecture loss")
-                rebalance_alpha(self.net.alpha_head, before[0], sample.head)
-                rebalance_alpha(self.net.alpha_stack, before[1], sample.stack)
-            else:
-                values = {k: float(v) for k, v in self._weight_step(batch, sample).items()}
-                self._check_finite(values, "weight loss")
+            step = self.arch_step if arch else self.weight_step
+            values = {k: float(v) for k, v in step(batch, sample).items()}
+            self._check_finite(values, "architecture loss" if arch else "weight loss")
             if self.loss_scale is not None:
                 self.loss_scale.update(values.pop("skipped") == 0.0)
                 values["loss_scale"] = float(self.loss_scale.scale)
@@ -336,83 +400,41 @@ class Searcher:
             self.batch_in_phase.assign_add(1)
             progress.update(stats.means())
             if int(self.global_step) % self.config.checkpoint_every_steps == 0:
-                self.manager.save(checkpoint_number=int(self.global_step))
+                self._save()
         return stats.means()
 
-    # ----- derivation and summaries --------------------------------------------------------
-    def derive(self, name: str = "derived") -> ArchSpec:
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """The supernet's accuracy and cross-entropy on the architecture split:
+        one path per batch drawn as in that epoch's weight step (uniform in
+        warm-up, softmax(alpha) after), BN in training mode; weights untouched."""
+        policy = "softmax" if self.searching(epoch) else "uniform"
+        progress = Progress(
+            f"epoch {epoch + 1}/{self.config.epochs} eval", self.arch_steps_per_epoch
+        )
+        stats = PassStats()
+        for b, batch in enumerate(self._batches(self.arch_data, None, 0, 0)):
+            seed = tf.constant(
+                [self.config.seed, EVAL_SEED_OFFSET + epoch * EVAL_SEED_STRIDE + b], tf.int64
+            )
+            sample = self.net.sample_ops(seed, policy)
+            stats.add({k: float(v) for k, v in self._eval_step(batch, sample).items()})
+            progress.update(stats.means())
+        return stats.means()
+
+    # ----- derivation ----------------------------------------------------------------
+    def derive(self, name: str = "derived", epoch: int | None = None) -> ArchSpec:
+        """The current ArchSpec; its provenance's ``epoch`` is 1-based (default:
+        the number of finished epochs)."""
         return derive.derive_arch(
             self.space,
             **self.net.arch_numpy(),
             name=name,
-            provenance={"epoch": int(self.epoch), "global_step": int(self.global_step)},
-        )
-
-    def _epoch_report(self, epoch: int, weight: dict, arch: dict | None) -> dict[str, Any]:
-        spec = self.derive(name=f"epoch_{epoch + 1:03d}")
-        cost = count_costs(spec)
-        predicted = self.table.predicted_ms(spec)
-        report = {
-            "epoch": epoch + 1,
-            "block_string": spec.to_block_string(),
-            "predicted_latency_ms": predicted,
-            "params": cost.params,
-            "mult_adds": cost.mult_adds,
-            "weight_pass": weight,
-            "arch_pass": arch,
-            "expected_latency_ms": float(self.expected_latency.of_supernet(self.net, "all")),
-        }
-        spec = dataclasses.replace(
-            spec,
             provenance={
-                **spec.provenance,
-                **{k: report[k] for k in ("predicted_latency_ms", "params", "mult_adds")},
+                "epoch": int(self.epoch) if epoch is None else epoch,
+                "global_step": int(self.global_step),
             },
+            tie_threshold=self.config.tie_threshold,
         )
-        spec.save(self.run_dir / "archs" / f"epoch_{epoch + 1:03d}.json")
-        self._summaries(epoch + 1, report, spec)
-        return report
-
-    def _summaries(self, step: int, report: dict, spec: ArchSpec) -> None:
-        arrays = self.net.arch_numpy()
-        head_p = tf.nn.softmax(arrays["alpha_head"]).numpy()
-        stack_p = tf.nn.softmax(arrays["alpha_stack"]).numpy()
-        path_p = self.net.path_probabilities().numpy()
-        with self.writer.as_default(step=step):
-            for k, v in report["weight_pass"].items():
-                tf.summary.scalar(f"weight/{k}", v)
-            for k, v in (report["arch_pass"] or {}).items():
-                tf.summary.scalar(f"arch/{k}", v)
-            if report["arch_pass"]:
-                tf.summary.scalar(
-                    "arch/latency_term", report["arch_pass"]["loss"] - report["arch_pass"]["ce"]
-                )
-            tf.summary.scalar("latency/expected_ms", report["expected_latency_ms"])
-            tf.summary.scalar("derived/predicted_latency_ms", report["predicted_latency_ms"])
-            tf.summary.scalar("derived/params", report["params"])
-            tf.summary.scalar("derived/mult_adds", report["mult_adds"])
-            tf.summary.scalar("lr/weight", float(self.weight_optimizer.current_learning_rate()))
-            tf.summary.scalar(
-                "lr/arch", float(tf.convert_to_tensor(self.arch_optimizer.learning_rate))
-            )
-            for name, values in arrays.items():
-                tf.summary.histogram(f"arch_params/{name}", values)
-            tf.summary.scalar("entropy/head_ops", _entropy(head_p))
-            tf.summary.scalar("entropy/stacking_ops", _entropy(stack_p))
-            block_entropies = []
-            for block in self.space.blocks:
-                ids = [e.index for e in self.space.out_edges(block.index)]
-                block_entropies.append(_entropy(path_p[ids][None]))
-            tf.summary.scalar("entropy/paths", float(np.mean(block_entropies)))
-            tf.summary.image("alpha/head_ops", _heatmap(head_p))
-            if stack_p.size:
-                tf.summary.image("alpha/stacking_ops", _heatmap(stack_p))
-            tf.summary.image("beta/path_probabilities", _heatmap(_beta_matrix(self.space, path_p)))
-            tf.summary.text("derived/architecture", spec.to_block_string())
-            picture = supernet_png(self.space, path_p, spec, f"{self.space.name}, epoch {step}")
-            tf.summary.image("supernet/paths", tf.io.decode_png(picture, channels=3)[None])
-        self.writer.flush()
-        write_bytes_atomic(self.run_dir / "pictures" / f"epoch_{step:03d}.png", picture)
 
     # ----- the loop --------------------------------------------------------------------
     def restore(self) -> bool:
@@ -420,82 +442,99 @@ class Searcher:
         latest = self.manager.latest_checkpoint
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self._stats = {
+                k: PassStats(**v) for k, v in json.loads(self.open_stats.numpy().decode()).items()
+            }
             self.log(
                 f"resuming from {latest}: epoch {int(self.epoch) + 1}, "
                 f"{'arch' if int(self.phase) == 0 else 'weight'} pass, batch {int(self.batch_in_phase)}"
             )
         return bool(latest)
 
+    def _finish_epoch(self, epoch: int, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        config = self.config
+        searching = self.searching(epoch)
+        evaluation = self.evaluate(epoch)
+        self._check_finite(evaluation, "evaluation")
+        warmup_end = None if searching else self._end_warmup(epoch, evaluation["acc"])
+        name = f"epoch_{epoch + 1:03d}"
+        spec = search_report.with_costs(self.derive(name=name, epoch=epoch + 1), self.table)
+        spec = dataclasses.replace(
+            spec, provenance={**spec.provenance, "supernet_accuracy": evaluation["acc"]}
+        )
+        spec.save(self.run_dir / "archs" / f"{name}.json")
+        stats = {k: v.means() for k, v in self._stats.items()}
+        report = search_report.epoch_report(
+            epoch + 1,
+            spec,
+            stats.get("weight", {}),
+            stats.get("arch") if searching else None,
+            evaluation,
+            float(self.expected_latency.of_supernet(self.net, "all")),
+            warmup_end,
+        )
+        search_report.write_report(self.run_dir, report)
+        search_report.write_summaries(self.writer, self, epoch + 1, report, spec)
+        reports.append(report)
+        if searching:
+            first = config.select_from_epoch or int(self.arch_start_epoch) + 1
+            search_report.keep_best(self.run_dir, reports, config.keep_best, first)
+        self.log(search_report.log_line(report))
+        for tie in report["near_ties"]:
+            self.log(f"  near-tie (margin below {config.tie_threshold}): {tie}")
+        return report
+
     def run(self) -> dict[str, Any]:
         config = self.config
-        start_time = time.time()
-        reports = []
+        self._mark = time.time()
+        reports = search_report.load_reports(self.run_dir, int(self.epoch))
         while int(self.epoch) < config.epochs:
             epoch = int(self.epoch)
-            arch_stats = None
-            if epoch >= config.warmup_epochs and int(self.phase) == 0:
-                arch_stats = self._run_pass(0, epoch)
+            if int(self.phase) == 0:
+                if self.searching(epoch):
+                    self._run_pass(0, epoch)
                 self.phase.assign(1)
                 self.batch_in_phase.assign(0)
-            elif int(self.phase) == 0:
-                self.phase.assign(1)
-                self.batch_in_phase.assign(0)
-            weight_stats = self._run_pass(1, epoch)
-            reports.append(self._epoch_report(epoch, weight_stats, arch_stats))
+            self._run_pass(1, epoch)
+            self._finish_epoch(epoch, reports)
+            self._stats = {}
             self.epoch.assign_add(1)
             self.phase.assign(0)
             self.batch_in_phase.assign(0)
-            self.manager.save(checkpoint_number=int(self.global_step))
-            self.log(
-                f"epoch {epoch + 1}: {reports[-1]['block_string']} "
-                f"(predicted {reports[-1]['predicted_latency_ms']:.3f} ms)"
-            )
-        final = self.derive(name="searched")
-        cost = count_costs(final)
-        final = dataclasses.replace(
-            final,
-            provenance={
-                **final.provenance,
-                "predicted_latency_ms": self.table.predicted_ms(final),
-                "params": cost.params,
-                "mult_adds": cost.mult_adds,
-                "search_config": config.to_dict(),
-            },
+            self._save()
+        return self._finish_run(reports)
+
+    def _finish_run(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        config = self.config
+        final = search_report.with_costs(
+            self.derive(name="searched"), self.table, search_config=config.to_dict()
         )
         final.save(self.run_dir / "arch.json")
         spread = 0.0
         for variable in self.net.arch_variables:
             values = [np.asarray(v) for v in self.strategy.experimental_local_results(variable)]
             spread = max([spread] + [float(np.abs(v - values[0]).max()) for v in values])
+        start = int(self.arch_start_epoch)
+        warmup = next((r["warmup_end"] for r in reports if "warmup_end" in r), None)
+        info = final.provenance
+        first = config.select_from_epoch or (start + 1 if start >= 0 else config.epochs + 1)
         summary = {
             "replicas": self.strategy.num_replicas_in_sync,
             "arch_replica_max_abs_diff": spread,
             "arch_params": {k: v.tolist() for k, v in self.net.arch_numpy().items()},
             "epochs": config.epochs,
+            "arch_stage_start_epoch": start + 1 if start >= 0 else None,
+            "warmup_end": warmup,
             "global_steps": int(self.global_step),
-            "wall_time_s": time.time() - start_time,
+            "wall_time_s": float(self.elapsed_s),
             "block_string": final.to_block_string(),
-            "predicted_latency_ms": final.provenance["predicted_latency_ms"],
-            "params": cost.params,
-            "mult_adds": cost.mult_adds,
-            "path": final.provenance["path"],
+            "predicted_latency_ms": info["predicted_latency_ms"],
+            "params": info["params"],
+            "mult_adds": info["mult_adds"],
+            **{k: info.get(k) for k in search_report.MARGIN_KEYS},
+            "op_margins": info.get("op_margins"),
+            "best": search_report.keep_best(self.run_dir, reports, config.keep_best, first),
             "epoch_reports": reports,
         }
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
-
-
-def _heatmap(matrix: np.ndarray, scale: int = 12) -> np.ndarray:
-    """A (1, H, W, 3) uint8 image of a probability matrix, one row per layer or block."""
-    values = np.clip(matrix, 0.0, 1.0)
-    image = np.repeat(np.repeat(values, scale, axis=0), scale, axis=1)
-    rgb = np.stack([image, image * 0.6, 1.0 - image], axis=-1)
-    return (rgb[None] * 255).astype(np.uint8)
-
-
-def _beta_matrix(space, path_probs: np.ndarray) -> np.ndarray:
-    """Blocks x nodes matrix of path probabilities (zero where there is no edge)."""
-    matrix = np.zeros((space.num_blocks, space.final_node + 1))
-    for edge in space.edges:
-        matrix[edge.src, edge.dst] = path_probs[edge.index]
-    return matrix

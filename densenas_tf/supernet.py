@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import op_layers
+from densenas_tf import op_layers, ops
 from densenas_tf.search_space import SearchSpace
 
 MODES = ("all", "one", "two")
@@ -82,6 +82,77 @@ class _CompiledCall:
         return self._graph(self._compute_scaled, training, weight_gradients)(x, scale)
 
 
+WEIGHT_SHARING = ("none", "nested")
+
+
+class NestedKernels(keras.layers.Layer):
+    """The convolution kernels that a mixed layer's MBConv candidates share
+    (``weight_sharing: nested``, as in Single-Path NAS and Once-for-All).
+
+    One expansion kernel (C_in -> C_in * largest expansion), one depthwise
+    kernel of the largest size and one projection kernel; an op of kernel k and
+    expansion e uses the centre k x k of the depthwise kernel and the first
+    C_in * e hidden channels of all three. Every draw of any op then trains
+    weights that the other ops use too, which is what lets a one-op-per-step
+    supernet learn in a CPU budget. Each op keeps its own batch norms.
+    """
+
+    def __init__(self, op_names: list[str], in_channels: int, out_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        convs = [ops.parse_op(name) for name in op_names]
+        convs = [op for op in convs if not op.is_skip]
+        if not convs:
+            raise ValueError(f"nested weight sharing needs an MBConv op, got {op_names}")
+        self.op_names = list(op_names)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.max_kernel = max(op.kernel_size for op in convs)
+        self.max_hidden = in_channels * max(op.expansion for op in convs)
+        self.expands = any(op.expansion != 1 for op in convs)
+
+    def build(self, input_shape=None):
+        init = "glorot_uniform"
+        if self.expands:
+            self.expand_kernel = self.add_weight(
+                shape=(1, 1, self.in_channels, self.max_hidden),
+                initializer=init,
+                name="expand_kernel",
+            )
+        self.dw_kernel = self.add_weight(
+            shape=(self.max_kernel, self.max_kernel, self.max_hidden, 1),
+            initializer=init,
+            name="dw_kernel",
+        )
+        self.project_kernel = self.add_weight(
+            shape=(1, 1, self.max_hidden, self.out_channels),
+            initializer=init,
+            name="project_kernel",
+        )
+        self.built = True
+
+    def slices(self, op_name: str) -> dict[str, tf.Tensor]:
+        """The kernels of one op: ``expand`` (when its expansion is not 1), ``dw``, ``project``."""
+        op = ops.parse_op(op_name)
+        hidden = self.in_channels * op.expansion
+        start = (self.max_kernel - op.kernel_size) // 2
+        stop = start + op.kernel_size
+        kernels = {
+            "dw": self.dw_kernel[start:stop, start:stop, :hidden, :],
+            "project": self.project_kernel[:, :, :hidden, :],
+        }
+        if op.expansion != 1:
+            kernels["expand"] = self.expand_kernel[:, :, :, :hidden]
+        return kernels
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "op_names": list(self.op_names),
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+        }
+
+
 class CandidateOp(_CompiledCall, keras.layers.Layer):
     """One candidate op (an MBConv or skip) built from the registry's layers."""
 
@@ -93,6 +164,7 @@ class CandidateOp(_CompiledCall, keras.layers.Layer):
         stride: int,
         bn_momentum: float = 0.9,
         synchronized_bn: bool = True,
+        shared: NestedKernels | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -102,7 +174,7 @@ class CandidateOp(_CompiledCall, keras.layers.Layer):
         self.stride = stride
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
-        self.op_layers = op_layers.make_op_layers(
+        layers = op_layers.make_op_layers(
             op_name,
             in_channels,
             out_channels,
@@ -111,9 +183,31 @@ class CandidateOp(_CompiledCall, keras.layers.Layer):
             bn_momentum=bn_momentum,
             synchronized_bn=synchronized_bn,
         )
+        if shared is not None and layers:
+            # Nested sharing: the convolutions' kernels are slices of the mixed
+            # layer's shared kernels; the batch norms stay this op's own. Kept out
+            # of Keras's tracking: the mixed layer owns the shared variables.
+            self.__dict__["_shared"] = shared
+            layers = {k: v for k, v in layers.items() if k.endswith("_bn")}
+        self.op_layers = layers
+
+    @property
+    def shared(self) -> NestedKernels | None:
+        return self.__dict__.get("_shared")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
+        if self.shared is not None:
+            hidden = self.in_channels * ops.parse_op(self.op_name).expansion
+            for role, width in (
+                ("expand_bn", hidden),
+                ("dw_bn", hidden),
+                ("project_bn", self.out_channels),
+            ):
+                if role in self.op_layers:
+                    self.op_layers[role].build((*shape[:-1], width))
+            self.built = True
+            return
         for key in op_layers.WEIGHTED_ROLES:
             if key in self.op_layers:
                 self.op_layers[key].build(shape)
@@ -121,9 +215,23 @@ class CandidateOp(_CompiledCall, keras.layers.Layer):
         self.built = True
 
     def _compute(self, x, training, weight_gradients):
-        return op_layers.apply_op_layers(
-            self.op_layers, x, training=training, direct=True, weight_gradients=weight_gradients
-        )
+        if self.shared is None:
+            return op_layers.apply_op_layers(
+                self.op_layers, x, training=training, direct=True, weight_gradients=weight_gradients
+            )
+        kernels = self.shared.slices(self.op_name)
+        layers = self.op_layers
+        y = x
+        if "expand_bn" in layers:
+            y = op_layers.kernel_conv(y, kernels["expand"], 1, False, weight_gradients)
+            y = tf.nn.relu6(op_layers.fused_batch_norm(layers["expand_bn"], y, training))
+        y = op_layers.kernel_conv(y, kernels["dw"], self.stride, True, weight_gradients)
+        y = tf.nn.relu6(op_layers.fused_batch_norm(layers["dw_bn"], y, training))
+        y = op_layers.kernel_conv(y, kernels["project"], 1, False, weight_gradients)
+        y = op_layers.fused_batch_norm(layers["project_bn"], y, training)
+        if ops.has_residual(self.in_channels, self.out_channels, self.stride):
+            y = x + y
+        return y
 
     def call(self, x, training=None, weight_gradients=True):
         if not self.op_layers:  # skip
@@ -168,15 +276,27 @@ class MixedOp(keras.layers.Layer):
         stride: int,
         bn_momentum: float = 0.9,
         synchronized_bn: bool = True,
+        weight_sharing: str = "none",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if weight_sharing not in WEIGHT_SHARING:
+            raise ValueError(
+                f"unknown weight_sharing {weight_sharing!r}; the choices are {WEIGHT_SHARING}"
+            )
         self.op_names = list(op_names)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
+        self.weight_sharing = weight_sharing
+        convs = [op for op in self.op_names if not ops.parse_op(op).is_skip]
+        self.shared = (
+            NestedKernels(convs, in_channels, out_channels, name=f"{self.name}_shared")
+            if weight_sharing == "nested" and len(convs) > 1
+            else None
+        )
         self.candidates = [
             CandidateOp(
                 op,
@@ -185,12 +305,15 @@ class MixedOp(keras.layers.Layer):
                 stride,
                 bn_momentum=bn_momentum,
                 synchronized_bn=synchronized_bn,
+                shared=self.shared,
                 name=f"{self.name}_{op}",
             )
             for op in self.op_names
         ]
 
     def build(self, input_shape):
+        if self.shared is not None:
+            self.shared.build(input_shape)
         for candidate in self.candidates:
             candidate.build(input_shape)
         self.built = True
@@ -232,6 +355,7 @@ class MixedOp(keras.layers.Layer):
             "stride": self.stride,
             "bn_momentum": self.bn_momentum,
             "synchronized_bn": self.synchronized_bn,
+            "weight_sharing": self.weight_sharing,
         }
 
 
@@ -249,6 +373,7 @@ class DenseBlock(keras.layers.Layer):
         stacking_ops: list[str],
         bn_momentum: float = 0.9,
         synchronized_bn: bool = True,
+        weight_sharing: str = "none",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -264,7 +389,12 @@ class DenseBlock(keras.layers.Layer):
         self.stacking_ops = list(stacking_ops)
         self.bn_momentum = bn_momentum
         self.synchronized_bn = synchronized_bn
-        common = {"bn_momentum": bn_momentum, "synchronized_bn": synchronized_bn}
+        self.weight_sharing = weight_sharing
+        common = {
+            "bn_momentum": bn_momentum,
+            "synchronized_bn": synchronized_bn,
+            "weight_sharing": weight_sharing,
+        }
         self.heads = [
             MixedOp(
                 self.head_ops,
@@ -334,6 +464,7 @@ class DenseBlock(keras.layers.Layer):
             "stacking_ops": list(self.stacking_ops),
             "bn_momentum": self.bn_momentum,
             "synchronized_bn": self.synchronized_bn,
+            "weight_sharing": self.weight_sharing,
         }
 
 
@@ -397,9 +528,11 @@ class SuperNet(keras.Model):
         synchronized_bn: bool = True,
         arch_init_std: float = 1e-3,
         arch_init_seed: int = 0,
+        weight_sharing: str = "none",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.weight_sharing = weight_sharing
         self.space_config = dict(space_config)
         self.space = SearchSpace.from_config(space_config, source="SuperNet.space_config")
         self.bn_momentum = bn_momentum
@@ -432,6 +565,7 @@ class SuperNet(keras.Model):
                     list(space.head_ops),
                     list(space.stacking_ops),
                     name=f"block{block.index}",
+                    weight_sharing=weight_sharing,
                     **common,
                 )
             )
@@ -687,6 +821,7 @@ class SuperNet(keras.Model):
             "synchronized_bn": self.synchronized_bn,
             "arch_init_std": self.arch_init_std,
             "arch_init_seed": self.arch_init_seed,
+            "weight_sharing": self.weight_sharing,
         }
 
     @classmethod

@@ -264,7 +264,7 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def __init__(self, label: str, steps: int):
         super().__init__()
-        from densenas_tf.searcher import Progress
+        from densenas_tf.runtime import Progress
 
         self.progress = Progress(label, steps)
 

@@ -83,3 +83,61 @@ def test_wrong_parameter_shapes_are_refused(tiny_space):
         derive.derive_arch(
             tiny_space, np.zeros((2, 6)), np.zeros((4, 7)), np.zeros(len(tiny_space.edges))
         )
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fashion_mnist"])
+@pytest.mark.parametrize("seed", range(4))
+def test_two_best_paths_equal_brute_force(preset, seed):
+    space = load_space(preset)
+    beta = np.random.default_rng(seed).normal(scale=1.0, size=len(space.edges))
+    probs = derive.path_probabilities(space, beta)
+    paths = space.enumerate_paths()
+    scores = np.array([derive.path_probability(space, probs, p) for p in paths])
+    order = np.argsort(-scores, kind="stable")
+    ranked = derive.best_paths(space, probs, k=2)
+    assert ranked[0][0] == derive.viterbi_path(space, probs) == paths[order[0]]
+    assert ranked[1][0] == paths[order[1]]
+    np.testing.assert_allclose([p for _, p in ranked], scores[order[:2]], rtol=1e-12)
+
+
+def test_uniform_beta_is_a_near_tie_and_a_clear_preference_is_not(fashion_space):
+    space = fashion_space
+    rows_h, rows_s = len(space.head_edges), len(space.stacking_layers)
+    alpha_head = np.zeros((rows_h, len(space.head_ops)))
+    alpha_stack = np.zeros((rows_s, len(space.stacking_ops)))
+    alpha_head[:, 1] = alpha_stack[:, 2] = 1e-3  # a choice by a hair
+    beta = np.zeros(len(space.edges))
+    spec = derive.derive_arch(space, alpha_head, alpha_stack, beta, tie_threshold=0.05)
+    info = spec.provenance
+    # Under uniform beta the widest block of each stage wins by hop count; its
+    # runner-up has exactly half its probability.
+    assert info["path"] == [0, 3, 6, 9, 10]
+    np.testing.assert_allclose(info["path_margin"], np.log(2.0), rtol=1e-9)
+    assert info["min_op_margin"] == pytest.approx(1e-3)
+    assert len(info["near_ties"]) == len(info["op_margins"])  # every op choice is a tie
+    assert all(m["margin"] == pytest.approx(1e-3) for m in info["op_margins"])
+    # Decisive alphas and a decisive path: no near-tie left.
+    alpha_head[:, 1] = alpha_stack[:, 2] = 2.0
+    for src, dst in [(0, 1), (1, 4), (4, 7), (7, 10)]:
+        beta[space.edge(src, dst).index] = 3.0
+    spec = derive.derive_arch(space, alpha_head, alpha_stack, beta, tie_threshold=0.05)
+    info = spec.provenance
+    assert info["path"] == [0, 1, 4, 7, 10]
+    assert info["path_margin"] > 0.05 and info["min_op_margin"] == pytest.approx(2.0)
+    assert info["near_ties"] == []
+
+
+def test_non_finite_parameters_get_a_clear_error(tiny_space):
+    space = tiny_space
+    alpha_head = np.zeros((len(space.head_edges), len(space.head_ops)))
+    alpha_stack = np.zeros((len(space.stacking_layers), len(space.stacking_ops)))
+    beta = np.zeros(len(space.edges))
+    beta[3] = np.nan
+    with pytest.raises(
+        derive.NonFiniteArchError, match=r"beta holds 1 non-finite value\(s\) \(at \(3,\)\)"
+    ):
+        derive.derive_arch(space, alpha_head, alpha_stack, beta)
+    beta[3] = 0.0
+    alpha_stack[0, 1] = np.inf
+    with pytest.raises(derive.NonFiniteArchError, match="alpha_stack holds 1 non-finite"):
+        derive.derive_arch(space, alpha_head, alpha_stack, beta)

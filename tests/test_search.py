@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.latency import LatencyTable, LatencyTableError
 from densenas_tf.latency_measure import build_table
 from densenas_tf.search_config import SearchConfig
@@ -64,7 +65,9 @@ def _config(micro, **overrides):
         "epochs": 2,
         "warmup_epochs": 1,
         "weight_lr": 0.05,
-        "arch_lr": 0.05,
+        "alpha_lr": 0.05,
+        "beta_lr": 0.05,
+        "latency_check": False,  # the table is measured here moments before
         "checkpoint_every_steps": 3,
         "seed": 3,
     }
@@ -145,7 +148,8 @@ def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
             tags.update(value.tag for value in event.summary.value)
     expected = {
         "weight/ce", "weight/acc", "arch/ce", "arch/acc", "arch/loss", "arch/latency_term",
-        "arch/latency_ms", "latency/expected_ms", "lr/weight", "lr/arch",
+        "arch/latency_ms", "latency/expected_ms", "lr/weight", "lr/alpha", "lr/beta",
+        "supernet/arch_split_acc", "derived/path_margin", "derived/min_op_margin",
         "arch_params/alpha_head", "arch_params/alpha_stack", "arch_params/beta",
         "entropy/head_ops", "entropy/stacking_ops", "entropy/paths",
         "alpha/head_ops", "alpha/stacking_ops", "beta/path_probabilities",
@@ -333,3 +337,179 @@ def test_dynamic_loss_scale_skips_overflow_and_grows_after_good_steps():
     assert float(scale.scale) == 4.0
     scale.update(True)
     assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0
+
+
+# ----- the search searches: warm-up, decisions, selection, latency -----------------------
+
+# Two widths in each of two stages: the widest block of each (2 and 4) lies on
+# the path with the fewest hops, 0 -> 2 -> 4 -> final, which near-uniform beta
+# favours by hop count alone.
+PLANTED_SPACE = {
+    **MICRO_SPACE,
+    "name": "planted",
+    "blocks": {
+        "widths": [8, 12, 16, 20, 24],
+        "feature_map_sizes": [28, 14, 14, 7, 7],
+        "stages": [0, 1, 1, 2, 2],
+        "stacking_layers": [0, 1, 1, 1, 1],
+    },
+    "connections_per_stage": [2, 2, 2],
+}
+WIDEST = (2, 4)
+
+
+def _planted_table(space, widest_ms, other_ms):
+    """A table (of no real device) where the widest blocks' heads and stacking
+    layers take widest_ms and every other op other_ms."""
+    from densenas_tf.latency import LatencyEntry, new_provenance, space_keys
+
+    keys = space_keys(space)
+    planted = set()
+    for edge, row in zip(space.head_edges, keys.head):
+        if edge.dst in WIDEST:
+            planted.update(k.key for k in row)
+    for layer, row in zip(space.stacking_layers, keys.stack):
+        if layer.block in WIDEST:
+            planted.update(k.key for k in row if k is not None)
+    provenance = new_provenance(space, "tflite", 1, 1, "planted (no device)", {})
+    table = LatencyTable(provenance, overhead_ms=0.0)
+    for name in space_keys(space).all_keys():
+        ms = widest_ms if name in planted else other_ms
+        table.entries[name] = LatencyEntry(ms, ms, 0.0, 1)
+    return table
+
+
+def _planted_search(tmp_path, widest_ms, other_ms, lam, epochs=4):
+    space_file = tmp_path / "planted.yaml"
+    space_file.write_text(yaml.safe_dump(PLANTED_SPACE))
+    space = SearchSpace.from_config(PLANTED_SPACE)
+    table_file = tmp_path / f"planted_lut_{widest_ms}_{other_ms}.json"
+    _planted_table(space, widest_ms, other_ms).save(table_file)
+    config = SearchConfig.from_dict(
+        {
+            "space": str(space_file),
+            "latency_table": str(table_file),
+            "objective": {"kind": "paper", "lam": lam, "tau_ms": 15.0},
+            "data": {"train_limit": 640, "arch_fraction": 0.25},
+            "batch_size": 32,
+            "epochs": epochs,
+            "warmup_epochs": 0,
+            "weight_lr": 0.05,
+            "alpha_lr": 0.05,
+            "beta_lr": 0.2,
+            "seed": 1,
+            "deterministic": False,
+        }
+    )
+    run_dir = tmp_path / f"run_{widest_ms}_{other_ms}_{lam}"
+    return run_search(config, run_dir, log=lambda line: None)
+
+
+def test_a_planted_slow_widest_block_is_avoided_under_a_large_lambda(tmp_path):
+    summary = _planted_search(tmp_path, widest_ms=1.0, other_ms=0.1, lam=3.0)
+    path = summary["path"]
+    assert not set(WIDEST) & set(path), path
+    assert summary["path_margin"] > 0.05  # chosen by its margin, not by a tie
+    assert summary["latency_table"]["check"]["checked"] is False  # no device to check against
+
+
+def test_cheap_widest_blocks_are_kept(tmp_path):
+    """Under latency pressure the path keeps the cheap widest blocks; without
+    it (lambda 0) the table has no say at all: a slow and a cheap table give
+    the same search, bit for bit, whatever path the data then choose."""
+    summary = _planted_search(tmp_path, widest_ms=0.01, other_ms=1.0, lam=3.0)
+    assert set(WIDEST) <= set(summary["path"]), summary["path"]
+    assert summary["path_margin"] > 0.05
+    cheap = _planted_search(tmp_path, widest_ms=0.01, other_ms=1.0, lam=0.0, epochs=2)
+    slow = _planted_search(tmp_path, widest_ms=1.0, other_ms=0.1, lam=0.0, epochs=2)
+    assert cheap["arch_params"] == slow["arch_params"]
+    assert (
+        cheap["epoch_reports"][-1]["arch_pass"]["latency_ms"]
+        != (slow["epoch_reports"][-1]["arch_pass"]["latency_ms"])
+    )
+
+
+def test_warm_up_ends_at_the_target_accuracy_and_the_best_archs_are_kept(micro, tmp_path):
+    config = _config(micro, epochs=3, warmup_epochs=2, warmup_target_accuracy=0.01)
+    logged = []
+    summary = run_search(config, tmp_path / "early", log=logged.append)
+    stages = [r["stage"] for r in summary["epoch_reports"]]
+    assert stages == ["warm-up", "search", "search"]  # ended after 1 of at most 2 epochs
+    assert summary["arch_stage_start_epoch"] == 2
+    warmup = summary["warmup_end"]
+    assert warmup["warmup_epochs"] == 1 and "reached the target 0.01" in warmup["reason"]
+    first_eval = summary["epoch_reports"][0]["supernet_eval"]["acc"]
+    assert warmup["supernet_accuracy"] == first_eval >= 0.01
+    assert any("architecture stage begins at epoch 2" in line for line in logged)
+    # The two search epochs' derived nets, best supernet accuracy first.
+    searched = [r for r in summary["epoch_reports"] if r["stage"] == "search"]
+    ranked = sorted(searched, key=lambda r: (-r["supernet_eval"]["acc"], -r["epoch"]))
+    kept = [ArchSpec.from_json((tmp_path / "early" / f"arch_best{k}.json").read_text())
+            for k in (1, 2)]  # fmt: skip
+    assert [s.provenance["epoch"] for s in kept] == [r["epoch"] for r in ranked]
+    assert [s.provenance["supernet_accuracy"] for s in kept] == [
+        r["supernet_eval"]["acc"] for r in ranked
+    ]
+    assert [b["epoch"] for b in summary["best"]] == [r["epoch"] for r in ranked]
+    # An unreachable target: the warm-up runs to its maximum and says so.
+    config = _config(micro, epochs=2, warmup_epochs=1, warmup_target_accuracy=1.0)
+    summary = run_search(config, tmp_path / "late", log=lambda line: None)
+    assert [r["stage"] for r in summary["epoch_reports"]] == ["warm-up", "search"]
+    assert "maximum of 1 warm-up epochs" in summary["warmup_end"]["reason"]
+    assert "below the target 1.0" in summary["warmup_end"]["reason"]
+
+
+def test_near_ties_are_flagged_in_the_arch_provenance(micro, tmp_path):
+    # A threshold above every possible margin makes every decision a near-tie.
+    summary = run_search(_config(micro, tie_threshold=1e6), tmp_path / "run", log=lambda line: None)
+    arch = json.loads((tmp_path / "run" / "arch.json").read_text())
+    info = arch["provenance"]
+    assert info["tie_threshold"] == 1e6
+    assert len(info["near_ties"]) == len(info["op_margins"]) + 1  # every op and the path
+    assert summary["near_ties"] == info["near_ties"]
+    assert info["runner_up_path"] != info["path"]
+
+
+def test_same_command_twice_derives_identical_arch_json(micro, tmp_path):
+    config_file = micro["folder"] / "determinism.json"
+    config_file.write_text(_config(micro, epochs=2, warmup_epochs=1, deterministic=True).to_json())
+    outputs = []
+    for name in ("first", "second"):
+        command = [sys.executable, str(ROOT / "tools" / "search.py"),
+                   f"--config={config_file}", f"--run_dir={tmp_path / name}"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(
+            (
+                (tmp_path / name / "arch.json").read_bytes(),
+                json.loads((tmp_path / name / "summary.json").read_text())["arch_params"],
+            )
+        )
+    assert outputs[0][0] == outputs[1][0]
+    assert outputs[0][1] == outputs[1][1]  # bit for bit
+
+
+def test_a_table_of_this_machine_that_misses_whole_nets_is_refused(micro, tmp_path):
+    from densenas_tf.latency_check import check_table_here
+    from densenas_tf.latency_measure import device_description
+
+    space = SearchSpace.from_config(MICRO_SPACE)
+    table = LatencyTable.load(micro["table"])
+    assert table.provenance["device"] == device_description()
+    for entry in table.entries.values():  # three times too slow
+        entry.median_ms *= 3.0
+    table.overhead_ms *= 3.0
+    scaled = tmp_path / "scaled.json"
+    table.save(scaled)
+    with pytest.raises(LatencyTableError, match=r"mean error .* tools/build_lut.py --space=micro"):
+        check_table_here(space, table, str(scaled), runs=10, log=lambda line: None)
+    # The search refuses it before anything trains, and takes it when told not to check.
+    config = _config(micro, latency_table=str(scaled), latency_check=True)
+    with pytest.raises(LatencyTableError, match="no longer describes this machine"):
+        run_search(config, tmp_path / "refused", log=lambda line: None)
+    assert not (tmp_path / "refused" / "ckpt").exists()
+    # A table of another device is used as it is, and the run says whose latency it is.
+    table.provenance["device"] = "a phone"
+    logged = []
+    result = check_table_here(space, table, "phone.json", log=logged.append)
+    assert result["checked"] is False and "measured on 'a phone'" in logged[0]

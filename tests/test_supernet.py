@@ -364,3 +364,61 @@ def test_direct_forward_matches_layer_by_layer(mode):
         assert (a is None) == (b is None), v.path
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
+
+
+@pytest.mark.parametrize(("stride", "cout"), [(1, 8), (2, 12)])
+def test_nested_sharing_ops_are_slices_of_one_kernel(stride, cout):
+    """Each op of a nested mixed layer computes what a plain op with the sliced
+    kernels (centre k x k, first e * C_in channels) computes, in training mode;
+    its gradient reaches exactly that slice of the shared kernels."""
+    from densenas_tf import op_layers
+
+    names = ["mbconv_k3_e3", "mbconv_k5_e6", "mbconv_k7_e3"] + (["skip"] if stride == 1 else [])
+    layer = MixedOp(names, 8, cout, stride, name=f"nested{stride}", weight_sharing="nested")
+    layer.build((None, 8, 8, 8))
+    shared = layer.shared
+    assert shared.dw_kernel.shape == (7, 7, 48, 1)
+    assert shared.expand_kernel.shape == (1, 1, 8, 48)
+    assert shared.project_kernel.shape == (1, 1, 48, cout)
+    # Conv kernels live once, in the shared layer; each op keeps only its BNs.
+    kernels = [v for v in layer.trainable_variables if "kernel" in v.path]
+    assert len(kernels) == 3
+    x = tf.random.stateless_normal((2, 8, 8, 8), seed=[3, 4])
+    for k, name in enumerate(names[:3]):
+        kernel, expansion = int(name[8]), int(name[-1])
+        hidden, start = 8 * expansion, (7 - kernel) // 2
+        plain = op_layers.make_op_layers(name, 8, cout, stride, name=f"plain_{name}{stride}")
+        model_layers = [plain[r] for r in op_layers.WEIGHTED_ROLES]
+        shape = (2, 8, 8, 8)
+        for role_layer in model_layers:
+            role_layer.build(shape)
+            shape = role_layer.compute_output_shape(shape)
+        plain["expand_conv"].kernel.assign(shared.expand_kernel[:, :, :, :hidden])
+        plain["dw_conv"].kernel.assign(
+            shared.dw_kernel[start : start + kernel, start : start + kernel, :hidden]
+        )
+        plain["project_conv"].kernel.assign(shared.project_kernel[:, :, :hidden])
+        expected = op_layers.apply_op_layers(plain, x, training=True)
+        with tf.GradientTape() as tape:
+            got = layer(x, tf.zeros(len(names)), tf.constant(k), mode="one", training=True)
+            loss = tf.reduce_sum(got * tf.random.stateless_normal(got.shape, seed=[k, 1]))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        grad = tape.gradient(loss, shared.dw_kernel).numpy()
+        inside = np.zeros_like(grad, dtype=bool)
+        inside[start : start + kernel, start : start + kernel, :hidden] = True
+        assert np.all(grad[~inside] == 0.0) and np.count_nonzero(grad[inside]) > 0.9 * inside.sum()
+
+
+def test_nested_supernet_trains_fewer_weights_and_matches_the_layered_forward(fashion_space):
+    plain = SuperNet.from_space(fashion_space)
+    nested = SuperNet.from_space(fashion_space, weight_sharing="nested")
+    count = lambda net: sum(int(np.prod(v.shape)) for v in net.weight_variables)  # noqa: E731
+    assert count(nested) < 0.35 * count(plain)
+    sample = nested.sample_ops(tf.constant([4, 5]), "two")
+    images = tf.random.stateless_uniform((4, 28, 28, 1), seed=[7, 8])
+    direct = nested(images, mode="two", sample=sample, training=True)
+    nested.set_direct_forward(False)
+    layered = nested(images, mode="two", sample=sample, training=True)
+    np.testing.assert_allclose(direct, layered, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown weight_sharing 'shared'"):
+        MixedOp(["mbconv_k3_e3"], 8, 8, 1, weight_sharing="shared")

@@ -24,6 +24,12 @@ TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 3, "Retraining epochs.")
 TRAIN_LIMIT = flags.DEFINE_integer("train_limit", None, "Retrain on N training images only.")
 TEST_LIMIT = flags.DEFINE_integer("test_limit", None, "Test on N test images only.")
 LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed TFLite runs per model.")
+LATENCY_TABLE = flags.DEFINE_string(
+    "latency_table",
+    None,
+    "Search against this latency table (default: measure one on this machine first, "
+    "cached in the run directory).",
+)
 
 
 def main(argv):
@@ -48,6 +54,7 @@ def main(argv):
             train_limit=TRAIN_LIMIT.value,
             test_limit=TEST_LIMIT.value,
             latency_runs=LATENCY_RUNS.value,
+            latency_table=LATENCY_TABLE.value,
         )
     except (
         ArchSpecError,

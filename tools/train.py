@@ -41,7 +41,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from densenas_tf.arch_spec import ArchSpecError, load_arch
     from densenas_tf.data import DataError
-    from densenas_tf.search_run import make_strategy
+    from densenas_tf.runtime import make_strategy
     from densenas_tf.train import TrainConfig, TrainError, train
 
     try:
