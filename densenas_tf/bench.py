@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("default", "eager_ops", "layered_forward", "arch_kernel_grads")
+VARIANTS = (
+    "default",
+    "eager_ops",
+    "layered_forward",
+    "arch_kernel_grads",
+    "nested",
+    "deterministic",
+)
 
 
 def matmul_rate(size: int = 1024, runs: int = 10) -> float:
@@ -60,7 +67,10 @@ def bench_space(
     ``layered_forward`` (the supernet forward goes layer by layer through
     DenseBlock and MixedOp, with their per-layer slicing and mixing ops, instead
     of ``SuperNet._direct_call``) or ``arch_kernel_grads`` (the architecture
-    step computes kernel gradients too).
+    step computes kernel gradients too). Two more variants measure what a
+    search option costs: ``nested`` (``weight_sharing: nested``: the ops of a
+    mixed layer slice one shared kernel) and ``deterministic`` (TensorFlow's
+    op determinism, ``deterministic: true``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
@@ -80,7 +90,9 @@ def bench_space(
     config = SearchConfig(space=space_name, batch_size=batch_size, epochs=2, warmup_epochs=0)
     keras.utils.set_random_seed(0)
     log(f"{space_name}: building the supernet")
-    net = SuperNet.from_space(space)
+    if variant == "deterministic":
+        tf.config.experimental.enable_op_determinism()
+    net = SuperNet.from_space(space, weight_sharing="nested" if variant == "nested" else "none")
     initial = net.get_weights()
     net.set_compiled_ops(variant != "eager_ops")
     net.set_direct_forward(variant != "layered_forward")
@@ -118,12 +130,12 @@ def bench_space(
         def weight_step():
             sample = draw("softmax")
             macs["weight"].append(supernet_mult_adds(space, *counts(sample)))
-            return {k: float(v) for k, v in searcher._weight_step(batch, sample).items()}
+            return {k: float(v) for k, v in searcher.weight_step(batch, sample).items()}
 
         def arch_step():
             sample = draw("two")
             macs["arch"].append(supernet_mult_adds(space, *counts(sample)))
-            return {k: float(v) for k, v in searcher._arch_step(batch, sample).items()}
+            return {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
 
         def forward_all():
             return net(images, mode="all", training=False).numpy()
@@ -145,8 +157,8 @@ def bench_space(
                 tf.stack([one.head, (one.head + 1) % nh], axis=1),
                 tf.stack([one.stack, (one.stack + 1) % ns], axis=1),
             )
-            searcher._weight_step(batch, one)
-            searcher._arch_step(batch, two)
+            searcher.weight_step(batch, one)
+            searcher.arch_step(batch, two)
         net.set_weights(initial)  # the traced steps trained; start the timing afresh
         results["trace_s"] = time.perf_counter() - start
         for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):

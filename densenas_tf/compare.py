@@ -58,7 +58,14 @@ class ComparePlan:
     random_trial_images: int = 7680
     random_max_trials: int = 40
     latency_runs: int = 100
-    seed: int = 0
+    seed: int = 0  # the data's subset and split
+    # Each seed runs every search and retraining again (seeded together); the
+    # table then gives the mean and standard error over seeds.
+    seeds: tuple[int, ...] = (0,)
+    # "measure": the searches and the random search use latency tables measured
+    # on this machine first (cached in the run directory); "shipped": the
+    # shipped tables, unchecked (for quick checks of the pipeline).
+    latency_tables: str = "measure"
 
 
 REDUCED = ComparePlan(
@@ -71,6 +78,7 @@ REDUCED = ComparePlan(
     random_trial_images=256,
     random_max_trials=3,
     latency_runs=5,
+    latency_tables="shipped",
 )
 
 
@@ -116,8 +124,11 @@ def random_search(
     arch_ids: np.ndarray,
     plan: ComparePlan,
     log: Callable[[str], None],
+    table=None,
+    seed: int = 0,
 ) -> tuple[ArchSpec, dict[str, Any]]:
-    """keras-tuner random search over the dense space within the latency range."""
+    """keras-tuner random search over the dense space within the latency range
+    (predicted by ``table``, default the shipped one)."""
     import keras
     import keras_tuner as kt
 
@@ -128,7 +139,7 @@ def random_search(
     from densenas_tf.train import build_trainable_model
 
     space = load_space(space_name)
-    table = LatencyTable.load(default_table_path(space.name))
+    table = table or LatencyTable.load(default_table_path(space.name))
     paths = space.enumerate_paths()
     hp = kt.HyperParameters()
     hp.Int("path", 0, len(paths) - 1)
@@ -180,7 +191,7 @@ def random_search(
     class ArchTuner(kt.Tuner):
         def run_trial(self, trial, *args, **kwargs):
             spec = decode(trial.hyperparameters.values)
-            keras.utils.set_random_seed(plan.seed)
+            keras.utils.set_random_seed(seed)
             model = build_trainable_model(spec, mean, std)
             steps = max(1, plan.random_trial_images // batch)
             schedule = keras.optimizers.schedules.CosineDecay(0.1, steps, alpha=1e-3)
@@ -189,7 +200,7 @@ def random_search(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
             )
-            dataset = train_pipeline(train_x, train_y, batch, seed=plan.seed, epoch=0)
+            dataset = train_pipeline(train_x, train_y, batch, seed=seed, epoch=0)
             model.fit(dataset.take(steps), epochs=1, verbose=0)
             _, accuracy = model.evaluate(eval_pipeline(val_x, val_y, 256), verbose=0)
             log(
@@ -201,7 +212,7 @@ def random_search(
     oracle = BudgetedRandomOracle(
         objective=kt.Objective("val_acc", "max"),
         max_trials=plan.random_max_trials,
-        seed=plan.seed,
+        seed=seed,
         hyperparameters=hp,
         tune_new_entries=False,
         allow_new_entries=False,
@@ -234,65 +245,129 @@ def _measure_tflite(model, runs: int) -> float:
     return time_tflite(content, threads=1, warmup=max(2, runs // 10), runs=runs).median_ms
 
 
+def _tables(run_dir: Path, plan: ComparePlan, log) -> dict[str, Path]:
+    """Latency tables by space name: measured here (cached) or the shipped ones."""
+    from densenas_tf.latency import default_table_path
+    from densenas_tf.latency_measure import build_table
+    from densenas_tf.search_space import load_space
+
+    if plan.latency_tables not in ("measure", "shipped"):
+        raise ValueError(
+            f"latency_tables must be 'measure' or 'shipped', got {plan.latency_tables!r}"
+        )
+    tables = {}
+    for name in ("fashion_mnist", "fixed_block_fashion"):
+        if plan.latency_tables == "shipped":
+            tables[name] = default_table_path(name)
+            continue
+        path = run_dir / "latency" / default_table_path(name).name
+        log(f"== latency table of {name} on this machine: {path}")
+        build_table(load_space(name), path, log=log)
+        tables[name] = path
+    return tables
+
+
 def run_compare(
     run_dir: str | Path,
     plan: ComparePlan = ComparePlan(),
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    from densenas_tf.data import load_image_data, split_indices
-    from densenas_tf.exporting import load_trained_model
-    from densenas_tf.latency import LatencyTable, LatencyTableError, default_table_path
-    from densenas_tf.search_config import load_search_config
-    from densenas_tf.search_run import run_search
-    from densenas_tf.train import TrainConfig, train
+    """Every seed's nets searched, retrained, tested and timed; then the table
+    over seeds. Each seed's stages live in ``run_dir/seed{N}``."""
+    from densenas_tf.data import load_image_data
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    tables = _tables(run_dir, plan, log)
+    data = load_image_data(
+        "fashion_mnist", train_limit=plan.train_limit, test_limit=plan.test_limit, seed=plan.seed
+    )
+    rows, wall = [], {}
+    for seed in plan.seeds:
+        seed_rows, seed_wall = _run_seed(run_dir / f"seed{seed}", plan, seed, tables, data, log)
+        rows += seed_rows
+        wall.update({f"seed{seed}/{k}": v for k, v in seed_wall.items()})
+    results = {
+        "plan": dataclasses.asdict(plan),
+        "rows": rows,
+        "summary": summarise(rows),
+        "test_images": len(data.test_labels),
+        "latency_tables": {k: str(v) for k, v in tables.items()},
+        "wall_times_s": wall,
+        "this_run_wall_time_s": time.time() - started,
+    }
+    results["outcome"] = outcome(results["summary"])
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "compare.md", format_results(results) + "\n")
+    write_bytes_atomic(run_dir / "compare.png", plot_results(results))
+    return results
+
+
+def _run_seed(
+    run_dir: Path, plan: ComparePlan, seed: int, tables: dict[str, Path], data, log
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    from densenas_tf.data import split_indices
+    from densenas_tf.exporting import load_trained_model
+    from densenas_tf.latency import LatencyTable
+    from densenas_tf.search_config import load_search_config
+    from densenas_tf.search_run import run_search
+    from densenas_tf.train import TrainConfig, train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
     wall: dict[str, float] = {}
     nets: list[tuple[str, str, ArchSpec, dict[str, Any]]] = []  # (label, family, spec, info)
+    loaded = {name: LatencyTable.load(path) for name, path in tables.items()}
 
-    def search(label: str, family: str, overrides: tuple[str, ...]) -> None:
+    def search(label: str, family: str, space: str, overrides: tuple[str, ...]) -> None:
         start = time.time()
+        overrides = (
+            f"space={space}",
+            f"seed={seed}",
+            f"latency_table={tables[space]}",
+            "latency_check=false",  # measured here moments ago, or shipped on purpose
+            *overrides,
+        )
         config = load_search_config(plan.search_config, plan.search_overrides + overrides)
-        log(f"== search {label}: {config.space}, {overrides}")
+        log(f"== seed {seed}: search {label}: {config.space}, {overrides}")
         summary = run_search(config, run_dir / label, log=log)
         spec = ArchSpec.from_json((run_dir / label / "arch.json").read_text())
-        nets.append(
-            (label, family, spec, {"search_wall_time_s": summary["wall_time_s"], "config": label})
-        )
+        info = {"search_wall_time_s": summary["wall_time_s"], "config": label}
+        if summary.get("path_margin") is not None:
+            info["path_margin"] = summary["path_margin"]
+        nets.append((label, family, spec, info))
         wall[label] = time.time() - start
 
     for lam in plan.lams:
-        search(f"densenas_lam{lam:g}", "DenseNAS", (f"objective.lam={lam}",))
+        search(f"densenas_lam{lam:g}", "DenseNAS", "fashion_mnist", (f"objective.lam={lam}",))
     search(
         "fixed_block",
         "fixed-block",
-        ("space=fixed_block_fashion", f"objective.lam={plan.fixed_block_lam}"),
+        "fixed_block_fashion",
+        (f"objective.lam={plan.fixed_block_lam}",),
     )
     for width in plan.mbv2_widths:
         nets.append((f"mobilenet_v2_x{width:g}", "MobileNetV2", mobilenet_v2_fashion(width), {}))
 
-    # Random search: the dense space, within the DenseNAS nets' predicted latency range.
-    fashion_table = LatencyTable.load(default_table_path("fashion_mnist"))
+    # Random search: the dense space, within 10 % of the DenseNAS nets' predicted latencies.
+    fashion_table = loaded["fashion_mnist"]
     dense = [spec for _, family, spec, _ in nets if family == "DenseNAS"]
     predicted = [fashion_table.predicted_ms(s) for s in dense]
     config = load_search_config(plan.search_config, plan.search_overrides)
-    data = load_image_data(
-        "fashion_mnist", train_limit=plan.train_limit, test_limit=plan.test_limit, seed=plan.seed
-    )
-    weight_ids, arch_ids = split_indices(len(data.train_labels), 0.2, plan.seed)
+    weight_ids, arch_ids = split_indices(len(data.train_labels), 0.2, seed)
     start = time.time()
     random_spec, random_info = random_search(
         run_dir / "random_search",
         "fashion_mnist",
-        (min(predicted), max(predicted)),
+        (0.9 * min(predicted), 1.1 * max(predicted)),
         _search_mult_adds(config),
         data,
         weight_ids,
         arch_ids,
         plan,
         log,
+        table=fashion_table,
+        seed=seed,
     )
     wall["random_search"] = time.time() - start
     nets.append(("random_best", "random search", random_spec, random_info))
@@ -303,10 +378,10 @@ def run_compare(
         "test_limit": plan.test_limit,
         "data_seed": plan.seed,
     }
-    train_config = TrainConfig(epochs=plan.train_epochs, seed=plan.seed)
+    train_config = TrainConfig(epochs=plan.train_epochs, seed=seed)
     rows = []
     for label, family, spec, info in nets:
-        log(f"== retrain {label}: {spec.to_block_string()}")
+        log(f"== seed {seed}: retrain {label}: {spec.to_block_string()}")
         spec.save(run_dir / "archs" / f"{label}.json")
         start = time.time()
         metrics = train(
@@ -323,15 +398,16 @@ def run_compare(
         )
         wall[f"train_{label}"] = time.time() - start
         cost = count_costs(spec)
-        try:
-            space_name = spec.provenance.get("search_space", "fashion_mnist")
-            predicted_ms = LatencyTable.load(default_table_path(space_name)).predicted_ms(spec)
-        except LatencyTableError:  # a net outside the shipped tables (MobileNetV2-style)
-            predicted_ms = None
+        space_name = spec.provenance.get("search_space", "fashion_mnist")
+        table = loaded.get(space_name)
+        predicted_ms = None
+        if table is not None and family != "MobileNetV2":
+            predicted_ms = table.predicted_ms(spec)
         rows.append(
             {
                 "net": label,
                 "family": family,
+                "seed": seed,
                 "arch": spec.to_block_string(),
                 "arch_file": str(run_dir / "archs" / f"{label}.json"),
                 "test_accuracy": metrics["test_accuracy"],
@@ -342,30 +418,105 @@ def run_compare(
                 **{k: v for k, v in info.items() if k != "config"},
             }
         )
-    results = {
-        "plan": dataclasses.asdict(plan),
-        "rows": rows,
-        "test_images": len(data.test_labels),
-        "wall_times_s": wall,
-        "this_run_wall_time_s": time.time() - started,
-    }
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(run_dir / "compare.md", format_results(results) + "\n")
-    write_bytes_atomic(run_dir / "compare.png", plot_results(results))
-    return results
+    return rows, wall
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), se
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per net (label): mean and standard error over seeds of test accuracy and
+    measured latency."""
+    by_net: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_net.setdefault(row["net"], []).append(row)
+    summary = []
+    for net, group in by_net.items():
+        acc, acc_se = _mean_se([r["test_accuracy"] for r in group])
+        ms, ms_se = _mean_se([r["tflite_ms"] for r in group])
+        summary.append(
+            {
+                "net": net,
+                "family": group[0]["family"],
+                "seeds": [r["seed"] for r in group],
+                "test_accuracy_mean": acc,
+                "test_accuracy_se": acc_se,
+                "tflite_ms_mean": ms,
+                "tflite_ms_se": ms_se,
+            }
+        )
+    return summary
+
+
+def outcome(summary: list[dict[str, Any]]) -> list[str]:
+    """Whether each DenseNAS net beats random search and the MobileNetV2 width
+    nearest in latency by more than two standard errors of the difference."""
+    lines = []
+    others = [s for s in summary if s["family"] in ("random search", "MobileNetV2", "fixed-block")]
+    for dense in (s for s in summary if s["family"] == "DenseNAS"):
+        for family in ("random search", "MobileNetV2", "fixed-block"):
+            pool = [s for s in others if s["family"] == family]
+            if not pool:
+                continue
+            other = min(pool, key=lambda s: abs(s["tflite_ms_mean"] - dense["tflite_ms_mean"]))
+            diff = dense["test_accuracy_mean"] - other["test_accuracy_mean"]
+            se = float(np.hypot(dense["test_accuracy_se"], other["test_accuracy_se"]))
+            n = min(len(dense["seeds"]), len(other["seeds"]))
+            if n < 2 or not np.isfinite(se):
+                verdict = "one seed: no standard error, no verdict"
+            elif abs(diff) > 2 * se:
+                verdict = (
+                    f"{'beats' if diff > 0 else 'loses to'} it by more than two standard errors"
+                )
+            else:
+                verdict = "within two standard errors: no difference shown"
+            lines.append(
+                f"{dense['net']} ({dense['tflite_ms_mean']:.3f} ms) vs {other['net']} "
+                f"({other['tflite_ms_mean']:.3f} ms): accuracy {100 * diff:+.2f} points "
+                f"(standard error {100 * se:.2f}); {verdict}"
+            )
+    return lines
 
 
 def format_results(results: dict[str, Any]) -> str:
+    seeds = results["plan"]["seeds"]
     lines = [
-        "| net | family | test accuracy | TFLite ms (measured) | predicted ms | params | multiply-adds | architecture |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Over {len(seeds)} seed(s) {list(seeds)}: mean ± standard error.",
+        "",
+        "| net | family | seeds | test accuracy | TFLite ms (measured) |",
+        "|---|---|---|---|---|",
     ]
-    for r in sorted(results["rows"], key=lambda r: r["tflite_ms"]):
+
+    def pm(mean, se, scale=1.0, digits=2, unit=""):
+        if not np.isfinite(se):
+            return f"{scale * mean:.{digits}f}{unit}"
+        return f"{scale * mean:.{digits}f} ± {scale * se:.{digits}f}{unit}"
+
+    for s in sorted(results["summary"], key=lambda s: s["tflite_ms_mean"]):
+        lines.append(
+            f"| {s['net']} | {s['family']} | {len(s['seeds'])} | "
+            f"{pm(s['test_accuracy_mean'], s['test_accuracy_se'], 100, 2, ' %')} | "
+            f"{pm(s['tflite_ms_mean'], s['tflite_ms_se'], 1, 3)} |"
+        )
+    lines += [
+        "",
+        "Each run:",
+        "",
+        "| net | seed | family | test accuracy | TFLite ms (measured) | predicted ms | params | multiply-adds | architecture |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results["rows"], key=lambda r: (r["seed"], r["tflite_ms"])):
         predicted = "" if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f}"
         lines.append(
-            f"| {r['net']} | {r['family']} | {r['test_accuracy']:.2%} | {r['tflite_ms']:.3f} | "
-            f"{predicted} | {r['params']:,} | {r['mult_adds'] / 1e6:.2f} M | `{r['arch']}` |"
+            f"| {r['net']} | {r['seed']} | {r['family']} | {r['test_accuracy']:.2%} | "
+            f"{r['tflite_ms']:.3f} | {predicted} | {r['params']:,} | {r['mult_adds'] / 1e6:.2f} M | "
+            f"`{r['arch']}` |"
         )
+    if results.get("outcome"):
+        lines += ["", "Outcome:", ""] + [f"- {line}" for line in results["outcome"]]
     return "\n".join(lines)
 
 
@@ -380,20 +531,31 @@ def plot_results(results: dict[str, Any]) -> bytes:
     markers = {"DenseNAS": "o", "fixed-block": "s", "MobileNetV2": "^", "random search": "x"}
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     for family, marker in markers.items():
-        rows = sorted(
-            (r for r in results["rows"] if r["family"] == family), key=lambda r: r["tflite_ms"]
+        points = sorted(
+            (s for s in results["summary"] if s["family"] == family),
+            key=lambda s: s["tflite_ms_mean"],
         )
-        if rows:
-            ax.plot(
-                [r["tflite_ms"] for r in rows],
-                [100 * r["test_accuracy"] for r in rows],
+        if points:
+
+            def err(key, scale=1.0, points=points):
+                values = [scale * s[key] for s in points]
+                return None if not all(np.isfinite(values)) else values
+
+            ax.errorbar(
+                [s["tflite_ms_mean"] for s in points],
+                [100 * s["test_accuracy_mean"] for s in points],
+                xerr=err("tflite_ms_se"),
+                yerr=err("test_accuracy_se", 100.0),
                 marker=marker,
-                linestyle="-" if len(rows) > 1 else "none",
+                linestyle="-" if len(points) > 1 else "none",
+                capsize=3,
                 label=family,
             )
     ax.set_xlabel("TFLite latency, 1 thread, batch 1 (ms, measured)")
     ax.set_ylabel(f"test accuracy (%, {results['test_images']} images)")
-    ax.set_title("Fashion-MNIST: accuracy against latency")
+    seeds = len(results["plan"]["seeds"])
+    title = "Fashion-MNIST: accuracy against latency"
+    ax.set_title(title + (f" (mean ± s.e., {seeds} seeds)" if seeds > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend()
     buffer = io.BytesIO()

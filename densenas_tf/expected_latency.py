@@ -6,7 +6,8 @@ Computed backwards from the last block:
   head(b->j) = sum_o w_o * lat_o of the head layer on edge b->j (the final 1x1
                conv's entry on edges into the final node)
   network = overhead + stem + lat(0) + classifier
-where w are the op weights of the forward mode (``supernet.op_weights``) and
+where w are the op weights of the forward mode (``arch_params.op_weights``;
+``SuperNet.latency_weights`` gives all three inputs) and
 every table entry counts without its per-invocation overhead.
 """
 
@@ -54,7 +55,3 @@ class ExpectedLatency:
                 total = total + probs[edge.index] * (edge_lat + node_lat[edge.dst])
             node_lat[block.index] = total
         return self.fixed_ms + node_lat[0]
-
-    def of_supernet(self, supernet, mode: str = "all", sample=None) -> tf.Tensor:
-        """Expected latency of a SuperNet's current parameters in a forward mode."""
-        return self(*supernet.latency_weights(mode, sample))

@@ -23,7 +23,7 @@ def run_main_job(
     run_dir: str | Path,
     search_config: str = "fashion_mnist_quick",
     search_overrides: tuple[str, ...] = (),
-    train_epochs: int = 3,
+    train_epochs: int = 2,
     train_limit: int | None = None,
     test_limit: int | None = None,
     latency_runs: int = 200,

@@ -53,6 +53,11 @@ class SearchConfig:
     weight_lr_min: float = 1e-5
     weight_momentum: float = 0.9
     weight_decay: float = 4e-5
+    # Whether the weights of ops not drawn in a weight step still take an SGD
+    # step from their momentum and weight decay (zero gradient), as under the
+    # PyTorch 1.0-1.2 the reference was run with (zero_grad zeroed gradients);
+    # false: they are left alone, as under today's PyTorch (gradients set to None).
+    undrawn_ops_step: bool = False
     # Adam on alpha (op choice) and beta (path choice), each its own optimizer.
     alpha_lr: float = 3e-4
     beta_lr: float = 3e-4
@@ -113,7 +118,7 @@ class SearchConfig:
             )
         if self.tie_threshold < 0:
             raise ConfigError(f"tie_threshold must be >= 0, got {self.tie_threshold}")
-        for name in ("mixed_precision", "latency_check", "deterministic"):
+        for name in ("mixed_precision", "latency_check", "deterministic", "undrawn_ops_step"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         from densenas_tf.objectives import Objective

@@ -195,9 +195,12 @@ def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
     arrays = {name: reader.get_tensor(checkpoint_key(name)) for name in ARCH_NAMES}
     step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
     epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    saved = run_dir / "config.json"
+    threshold = json.loads(saved.read_text()).get("tie_threshold") if saved.is_file() else None
     return derive_arch(
         space,
         **arrays,
         name=f"step_{step}",
         provenance={"checkpoint": str(path), "epoch": epoch, "global_step": step},
+        **({"tie_threshold": threshold} if threshold is not None else {}),
     )

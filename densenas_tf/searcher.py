@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from densenas_tf import derive, search_report
+from densenas_tf.arch_params import rebalance_alpha
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.expected_latency import ExpectedLatency
 from densenas_tf.io_utils import write_text_atomic
@@ -42,7 +43,7 @@ from densenas_tf.objectives import Objective
 from densenas_tf.optimizers import DynamicLossScale, MomentumSGD
 from densenas_tf.runtime import Progress
 from densenas_tf.search_config import SearchConfig
-from densenas_tf.supernet import SuperNet, rebalance_alpha
+from densenas_tf.supernet import SuperNet
 
 # The architecture parameters' names in a checkpoint: arch/<name>.
 ARCH_NAMES = ("alpha_head", "alpha_stack", "beta")
@@ -249,7 +250,11 @@ class Searcher:
             scaled = self._scaled(loss)
         grads, finite = self._gradients(tape, scaled, variables)
         if finite:
-            # Ops that were not drawn get no gradient and no update (as in the reference).
+            if self.config.undrawn_ops_step:
+                # PyTorch 1.0-1.2 (the reference's): undrawn ops' weights get a zero
+                # gradient, so momentum and weight decay still move them.
+                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            # Otherwise ops that were not drawn get no gradient and no update.
             self.weight_optimizer.apply_gradients(
                 [(g, v) for g, v in zip(grads, variables) if g is not None]
             )
@@ -293,7 +298,7 @@ class Searcher:
                 images, mode="two", sample=sample, training=True, weight_gradients=not lean
             )
             ce = self._cross_entropy(labels, logits)
-            latency = self.expected_latency.of_supernet(self.net, "two", sample)
+            latency = self.expected_latency(*self.net.latency_weights("two", sample))
             loss = self.objective.replica_loss(ce, latency, replicas)
             scaled = self._scaled(loss)
         grads, finite = self._gradients(tape, scaled, variables)
@@ -470,7 +475,7 @@ class Searcher:
             stats.get("weight", {}),
             stats.get("arch") if searching else None,
             evaluation,
-            float(self.expected_latency.of_supernet(self.net, "all")),
+            float(self.expected_latency(*self.net.latency_weights("all"))),
             warmup_end,
         )
         search_report.write_report(self.run_dir, report)

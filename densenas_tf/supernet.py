@@ -20,24 +20,23 @@ on every replica.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from densenas_tf import op_layers, ops
+from densenas_tf.arch_params import (  # noqa: F401 (the supernet's API)
+    MODES,
+    SAMPLING_POLICIES,
+    OpSample,
+    op_weights,
+    rebalance_alpha,
+    sample_op_indices,
+    segment_softmax,
+)
 from densenas_tf.search_space import SearchSpace
-
-MODES = ("all", "one", "two")
-SAMPLING_POLICIES = ("uniform", "softmax", "two")
-
-
-class OpSample(NamedTuple):
-    """Drawn op indices: (rows,) for one op per layer, (rows, 2) for two."""
-
-    head: tf.Tensor
-    stack: tf.Tensor
 
 
 class _CompiledCall:
@@ -645,9 +644,17 @@ class SuperNet(keras.Model):
         """Whether eager one-device calls run each op as its own traced graph
         (the default) or op by op in Python (for benchmarks and debugging)."""
         self.__dict__["compiled_ops"] = bool(enabled)
-        for layer in self._flatten_layers(include_self=False):
-            if isinstance(layer, _CompiledCall):
-                layer.__dict__["compiled_ops"] = bool(enabled)
+        for layer in self.compiled_layers():
+            layer.__dict__["compiled_ops"] = bool(enabled)
+
+    def compiled_layers(self) -> list[_CompiledCall]:
+        """Every layer that runs as its own traced graph: the stem, each
+        candidate op of every mixed layer, and the final convs."""
+        layers: list[_CompiledCall] = [self.stem_conv, self.stem_op, *self.final_convs]
+        for block in self.dense_blocks:
+            for mixed in (*block.heads, *block.stacking):
+                layers.extend(mixed.candidates)
+        return layers
 
     def set_direct_forward(self, enabled: bool) -> None:
         """Whether eager one-device calls take the direct path (``_direct_call``,
@@ -814,8 +821,7 @@ class SuperNet(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
+            **super().get_config(),
             "space_config": dict(self.space_config),
             "bn_momentum": self.bn_momentum,
             "synchronized_bn": self.synchronized_bn,
@@ -835,57 +841,3 @@ class SuperNet(keras.Model):
             "alpha_stack": np.asarray(self.alpha_stack.numpy()),
             "beta": np.asarray(self.beta.numpy()),
         }
-
-
-def op_weights(alpha: tf.Tensor, mode: str, sample: tf.Tensor | None = None) -> tf.Tensor:
-    """Each op's weight per row of alpha in a forward mode, as a (rows, ops) matrix:
-    softmax(alpha) for ``all``; one-hot of the drawn op for ``one``; for ``two``
-    the softmax over the two drawn alphas, zero elsewhere."""
-    num_ops = alpha.shape[-1]
-    if mode == "all":
-        return tf.nn.softmax(alpha, axis=-1)
-    if mode == "one":
-        return tf.one_hot(sample, num_ops, dtype=alpha.dtype)
-    if mode == "two":
-        pair = tf.nn.softmax(tf.gather(alpha, sample, batch_dims=1), axis=-1)
-        return tf.einsum("rk,rko->ro", pair, tf.one_hot(sample, num_ops, dtype=alpha.dtype))
-    raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
-
-
-def segment_softmax(logits: tf.Tensor, segment_ids: tf.Tensor, num_segments: int) -> tf.Tensor:
-    """Softmax of logits within each segment (here: a block's outgoing edges)."""
-    maxes = tf.math.unsorted_segment_max(logits, segment_ids, num_segments)
-    exps = tf.exp(logits - tf.gather(maxes, segment_ids))
-    sums = tf.math.unsorted_segment_sum(exps, segment_ids, num_segments)
-    return exps / tf.gather(sums, segment_ids)
-
-
-def sample_op_indices(alpha: tf.Tensor, seed: tf.Tensor, policy: str) -> tf.Tensor:
-    """Stateless draws per row of alpha; see SuperNet.sample_ops for the policies."""
-    rows, num_ops = alpha.shape
-    if policy == "uniform":
-        return tf.random.stateless_uniform([rows], seed, minval=0, maxval=num_ops, dtype=tf.int32)
-    if policy == "softmax":
-        draws = tf.random.stateless_categorical(alpha, 1, seed, dtype=tf.int32)
-        return tf.reshape(draws, [rows])
-    if policy == "two":
-        if num_ops < 2:
-            raise ValueError(f"policy 'two' needs at least two ops per layer, got {num_ops}")
-        # Gumbel top-k: the top two of alpha + Gumbel noise are two draws without
-        # replacement in proportion to softmax(alpha).
-        uniform = tf.random.stateless_uniform([rows, num_ops], seed, minval=1e-20, maxval=1.0)
-        gumbel = -tf.math.log(-tf.math.log(uniform))
-        return tf.math.top_k(alpha + gumbel, k=2, sorted=True).indices
-    raise ValueError(f"unknown sampling policy {policy!r}; policies are {SAMPLING_POLICIES}")
-
-
-def rebalance_alpha(alpha, alpha_before: tf.Tensor, sampled: tf.Tensor) -> None:
-    """Eq. 9: after an architecture step, shift each layer's two sampled alphas by
-    log(sum exp(old) / sum exp(new)) over the pair, so the ops that were not
-    sampled keep their softmax share."""
-    alpha_after = tf.convert_to_tensor(alpha)
-    old = tf.gather(alpha_before, sampled, batch_dims=1)
-    new = tf.gather(alpha_after, sampled, batch_dims=1)
-    shift = tf.reduce_logsumexp(old, axis=1) - tf.reduce_logsumexp(new, axis=1)
-    mask = tf.reduce_sum(tf.one_hot(sampled, alpha_after.shape[1], dtype=alpha_after.dtype), axis=1)
-    alpha.assign(alpha_after + mask * shift[:, None])

@@ -59,3 +59,34 @@ def test_bench_binary_on_a_small_batch(tmp_path):
     assert figures["peak_rss_mb"] > 100
     space = load_space("fashion_mnist")
     assert figures["space"] == space.name
+
+
+def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
+    out, cache = tmp_path / "ablation.json", tmp_path / "cache"
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "bench_warmup.py"),
+        "--config=fashion_mnist_quick",
+        '--variants=plain:weight_sharing="none",data.train_limit=640,batch_size=32;'
+        'nested:weight_sharing="nested",data.train_limit=640,batch_size=32',
+        "--eval_steps=1,3",
+        f"--json_out={out}",
+        f"--cache_dir={cache}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["eval_steps"] == [1, 3]
+    plain, nested = payload["variants"]
+    assert (plain["variant"], nested["variant"]) == ("plain", "nested")
+    for variant in (plain, nested):
+        assert sorted(variant["accuracy"]) == ["1", "3"]
+        # 128 architecture images in 4 batches of 32: accuracies are multiples of 1/128.
+        for acc in variant["accuracy"].values():
+            assert abs(acc * 128 - round(acc * 128)) < 1e-6
+        assert f"| {variant['variant']} | {variant['weight_params']:,} |" in result.stdout
+    assert nested["weight_params"] < plain["weight_params"] / 2
+    assert len(list(cache.glob("*.json"))) == 2
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stderr.count("cached in") == 2
+    assert json.loads(out.read_text()) == payload

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from densenas_tf import exporting
 from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.latency import default_table_path
 from densenas_tf.main_job import format_report, run_main_job
 
 REDUCED = (
@@ -14,6 +15,7 @@ REDUCED = (
     "batch_size=64",
     "epochs=2",
     "warmup_epochs=1",
+    "latency_check=false",  # the shipped table; the main job's own is measured by default
 )
 
 
@@ -30,6 +32,7 @@ def test_reduced_main_job(tmp_path, monkeypatch):
         train_limit=4000,
         test_limit=1000,
         latency_runs=5,
+        latency_table=str(default_table_path("fashion_mnist")),
         log=lambda line: None,
     )
     report = run_main_job(run_dir, **kwargs)
@@ -50,6 +53,11 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     assert abs(report["float_tflite_test_accuracy"] - report["keras_test_accuracy"]) < 1e-9
     assert report["int8_top1_agreement"] >= 0.9
     assert report["predicted_latency_ms"] > 0 and report["measured_latency_ms"] > 0
+    summary = json.loads((run_dir / "search" / "summary.json").read_text())
+    assert report["warmup_end"] == summary["warmup_end"]
+    assert report["warmup_end"]["warmup_epochs"] == 1
+    assert report["path_margin"] == summary["path_margin"]
+    assert report["latency_table"] == str(default_table_path("fashion_mnist"))
     assert json.loads((run_dir / "report.json").read_text()) == report
     table = (run_dir / "report.md").read_text()
     assert table.strip() == format_report(report)

@@ -68,6 +68,7 @@ def _config(micro, **overrides):
         "alpha_lr": 0.05,
         "beta_lr": 0.05,
         "latency_check": False,  # the table is measured here moments before
+        "deterministic": False,  # op determinism is process-wide: tested in its own processes
         "checkpoint_every_steps": 3,
         "seed": 3,
     }
@@ -513,3 +514,26 @@ def test_a_table_of_this_machine_that_misses_whole_nets_is_refused(micro, tmp_pa
     logged = []
     result = check_table_here(space, table, "phone.json", log=logged.append)
     assert result["checked"] is False and "measured on 'a phone'" in logged[0]
+
+
+@pytest.mark.parametrize("undrawn_ops_step", [False, True])
+def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(micro, tmp_path, undrawn_ops_step):
+    """Op 0 of every layer is drawn (its weights gain momentum), then op 1: op 0's
+    weights stay put, unless undrawn_ops_step (PyTorch 1.0-1.2's zeroed
+    gradients) lets momentum and weight decay move them."""
+    from densenas_tf.supernet import OpSample
+
+    searcher = _searcher(micro, tmp_path, undrawn_ops_step=undrawn_ops_step)
+    net = searcher.net
+    heads, stacks = len(net.space.head_edges), len(net.space.stacking_layers)
+
+    def draw(op):
+        return OpSample(tf.fill([heads], op), tf.fill([stacks], op))
+
+    batch = next(searcher._batches(searcher.weight_data, 0, 1, 0))
+    kernel = net.dense_blocks[0].heads[0].candidates[0].op_layers["dw_conv"].kernel
+    searcher.weight_step(batch, draw(0))
+    before = np.array(kernel.numpy())
+    searcher.weight_step(batch, draw(1))
+    moved = not np.array_equal(before, kernel.numpy())
+    assert moved == undrawn_ops_step

@@ -31,7 +31,8 @@ VARIANTS = flags.DEFINE_list(
     ["default"],
     "default, and to measure a speed-up by undoing it: eager_ops (ops run kernel by kernel "
     "from Python), layered_forward (the forward goes layer by layer through the Keras mixed "
-    "layers), arch_kernel_grads (the architecture step computes kernel gradients).",
+    "layers), arch_kernel_grads (the architecture step computes kernel gradients); and what "
+    "a search option costs: nested (weight_sharing: nested), deterministic (op determinism).",
 )
 WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
 WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")

@@ -3,7 +3,7 @@ step, for each training choice, printed as a table (and JSON).
 
   python tools/bench_warmup.py [--config=fashion_mnist_quick]
       [--variants='paper:weight_sharing="none";nested:weight_sharing="nested"']
-      [--eval_steps=60,120,300] [--json_out=docs/warmup_ablation.json]
+      [--eval_steps=60,120,300] [--json_out=docs/warmup_ablation.json] [--cache_dir=runs/ablation]
 
 A variant is NAME:OVERRIDE[,OVERRIDE...] (search-config key=value overrides);
 variants are separated by ';'. Each runs in its own process, one after the other.
@@ -27,6 +27,11 @@ VARIANTS = flags.DEFINE_string(
 )
 EVAL_STEPS = flags.DEFINE_list("eval_steps", ["60", "120", "300"], "Evaluate after these steps.")
 JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+CACHE_DIR = flags.DEFINE_string(
+    "cache_dir",
+    None,
+    "Keep each finished variant's figures here; a re-run with the same settings skips it.",
+)
 WORKER = flags.DEFINE_string("worker", None, "Internal: run one variant and print JSON.")
 
 
@@ -56,6 +61,17 @@ def main(argv):
     results = []
     for text in [v for v in VARIANTS.value.split(";") if v.strip()]:
         _parse_variant(text)
+        cached = None
+        if CACHE_DIR.value:
+            import hashlib
+            from pathlib import Path
+
+            key = hashlib.sha256(f"{CONFIG.value}|{text}|{steps}".encode()).hexdigest()[:16]
+            cached = Path(CACHE_DIR.value) / f"{key}.json"
+            if cached.is_file():
+                results.append(json.loads(cached.read_text()))
+                print(f"{text}: cached in {cached}", file=sys.stderr)
+                continue
         start = time.time()
         done = subprocess.run(
             [
@@ -73,6 +89,10 @@ def main(argv):
             return 1
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{text} done in {time.time() - start:.0f} s", file=sys.stderr)
+        if cached is not None:
+            from densenas_tf.io_utils import write_text_atomic
+
+            write_text_atomic(cached, json.dumps(results[-1], indent=2) + "\n")
     print(warmup_ablation.format_table(results))
     if JSON_OUT.value:
         from densenas_tf.io_utils import write_text_atomic

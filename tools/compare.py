@@ -2,7 +2,7 @@
 search, MobileNetV2-style nets and keras-tuner random search, at equal latency.
 
   python tools/compare.py --run_dir=runs/compare [--reduced] [--train_epochs=N]
-      [--results_dir=docs/results]
+      [--seeds=3 --lams=0.15 --mbv2_widths=0.5,0.75] [--results_dir=docs/results]
 
 Every net is retrained with the same recipe and seed, tested, and timed as
 float TFLite (1 thread, batch 1). Each stage is cached in the run directory, so
@@ -27,6 +27,16 @@ TRAIN_EPOCHS = flags.DEFINE_integer(
 )
 RANDOM_MAX_TRIALS = flags.DEFINE_integer(
     "random_max_trials", None, "Cap on keras-tuner random-search trials (default: the plan's, 40)."
+)
+SEEDS = flags.DEFINE_integer(
+    "seeds",
+    None,
+    "Run every search and retraining with seeds 0..N-1 and report mean and standard error "
+    "(default: the plan's single seed 0).",
+)
+LAMS = flags.DEFINE_list("lams", None, "DenseNAS latency weights (default: 0.05,0.15,0.6).")
+MBV2_WIDTHS = flags.DEFINE_list(
+    "mbv2_widths", None, "MobileNetV2-style width multipliers (default: 0.5,0.75,1.0)."
 )
 RESULTS_DIR = flags.DEFINE_string(
     "results_dir", None, "Also copy compare.md, compare.png and results.json here."
@@ -55,6 +65,19 @@ def main(argv):
                 f"--random_max_trials must be at least 1, got {RANDOM_MAX_TRIALS.value}"
             )
         changes["random_max_trials"] = RANDOM_MAX_TRIALS.value
+    if SEEDS.value is not None:
+        if SEEDS.value < 1:
+            raise app.UsageError(f"--seeds must be at least 1, got {SEEDS.value}")
+        changes["seeds"] = tuple(range(SEEDS.value))
+    for flag, key in ((LAMS, "lams"), (MBV2_WIDTHS, "mbv2_widths")):
+        if flag.value is not None:
+            try:
+                values = tuple(float(v) for v in flag.value)
+            except ValueError:
+                raise app.UsageError(f"--{key} must be numbers, got {flag.value}") from None
+            if not values or min(values) < 0:
+                raise app.UsageError(f"--{key} must be non-negative numbers, got {flag.value}")
+            changes[key] = values
     plan = dataclasses.replace(plan, **changes)
     try:
         results = run_compare(RUN_DIR.value, plan)

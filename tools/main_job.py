@@ -20,7 +20,7 @@ SEARCH_CONFIG = flags.DEFINE_string(
     "search_config", "fashion_mnist_quick", "Search config preset or file."
 )
 OVERRIDE = flags.DEFINE_multi_string("override", [], "Search config overrides, key=value.")
-TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 3, "Retraining epochs.")
+TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 2, "Retraining epochs.")
 TRAIN_LIMIT = flags.DEFINE_integer("train_limit", None, "Retrain on N training images only.")
 TEST_LIMIT = flags.DEFINE_integer("test_limit", None, "Test on N test images only.")
 LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed TFLite runs per model.")
