@@ -34,6 +34,23 @@ VARIANTS = (
 )
 
 
+def run_worker(script: str, args: list[str], label: str) -> dict[str, Any] | None:
+    """Runs ``script`` with ``args`` in its own process (so each measurement has
+    a fresh process and its own peak memory) and returns the JSON on its last
+    stdout line; None, with an error naming ``label``, when it failed."""
+    import json
+    import subprocess
+    import sys
+
+    start = time.time()
+    done = subprocess.run([sys.executable, script, *args], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(f"error: {label} failed (see above)", file=sys.stderr)
+        return None
+    print(f"{label} done in {time.time() - start:.0f} s", file=sys.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def matmul_rate(size: int = 1024, runs: int = 10) -> float:
     """Multiply-adds per second of a float32 size x size matmul (TensorFlow, this machine)."""
     import tensorflow as tf

@@ -12,9 +12,7 @@ against this machine's dense float32 matmul rate.
 
 import json
 import os
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -67,24 +65,19 @@ def main(argv):
     results = []
     for name, batch in presets:
         for variant in VARIANTS.value:
-            start = time.time()
-            done = subprocess.run(
+            result = bench.run_worker(
+                __file__,
                 [
-                    sys.executable,
-                    __file__,
                     f"--worker={name}:{batch}",
                     f"--worker_variant={variant}",
                     f"--warmup={WARMUP.value}",
                     f"--runs={RUNS.value}",
                 ],
-                stdout=subprocess.PIPE,
-                text=True,
+                f"benchmarking {name}:{batch} {variant}",
             )
-            if done.returncode != 0:
-                print(f"error: benchmarking {name}:{batch} failed (see above)", file=sys.stderr)
+            if result is None:
                 return 1
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{name}:{batch} {variant} done in {time.time() - start:.0f} s", file=sys.stderr)
+            results.append(result)
     rate = bench.matmul_rate()
     print(bench.format_table(results, rate))
     if JSON_OUT.value:

@@ -11,9 +11,7 @@ variants are separated by ';'. Each runs in its own process, one after the other
 
 import json
 import os
-import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -72,23 +70,20 @@ def main(argv):
                 results.append(json.loads(cached.read_text()))
                 print(f"{text}: cached in {cached}", file=sys.stderr)
                 continue
-        start = time.time()
-        done = subprocess.run(
+        from densenas_tf.bench import run_worker
+
+        result = run_worker(
+            __file__,
             [
-                sys.executable,
-                __file__,
                 f"--worker={text}",
                 f"--config={CONFIG.value}",
                 f"--eval_steps={','.join(map(str, steps))}",
             ],
-            stdout=subprocess.PIPE,
-            text=True,
+            f"variant {text!r}",
         )
-        if done.returncode != 0:
-            print(f"error: variant {text!r} failed (see above)", file=sys.stderr)
+        if result is None:
             return 1
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{text} done in {time.time() - start:.0f} s", file=sys.stderr)
+        results.append(result)
         if cached is not None:
             from densenas_tf.io_utils import write_text_atomic
 
