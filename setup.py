@@ -18,9 +18,10 @@ setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboard>=2.21,<2.22",
-        "ai-edge-litert>=2.0",
+        "ai-edge-litert==2.3.0",  # pinned: the tested TFLite runtime
         "matplotlib>=3.8",
         "pyyaml>=6.0",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    # Pinned: a new linter release must not turn CI red.
+    extras_require={"test": ["pytest==9.0.3", "ruff==0.17.6"]},
 )

@@ -336,8 +336,8 @@ def _run_seed(
         )
         config = load_search_config(plan.search_config, plan.search_overrides + overrides)
         log(f"== seed {seed}: search {label}: {config.space}, {overrides}")
-        summary = run_search(config, run_dir / label, log=log)
-        spec = ArchSpec.from_json((run_dir / label / "arch.json").read_text())
+        searched = run_search(config, run_dir / label, log=log)
+        spec, summary = searched.arch, searched.summary
         info = {"search_wall_time_s": summary["wall_time_s"], "config": label}
         if summary.get("path_margin") is not None:
             info["path_margin"] = summary["path_margin"]

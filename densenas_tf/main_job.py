@@ -36,7 +36,6 @@ def run_main_job(
     machine first (cached in ``run_dir/latency``), so the search optimises
     the latency of the machine the job runs on; a given table is checked
     against whole nets measured here when it names this kind of machine."""
-    from densenas_tf.arch_spec import ArchSpec
     from densenas_tf.data import load_image_data
     from densenas_tf.exporting import (
         TFLiteRunner,
@@ -78,8 +77,8 @@ def run_main_job(
         overrides = (f"latency_table={latency_table}",)
     config = load_search_config(search_config, (*search_overrides, *overrides))
     stage("search")
-    summary = run_search(config, run_dir / "search", log=log)
-    spec = ArchSpec.from_json((run_dir / "search" / "arch.json").read_text())
+    searched = run_search(config, run_dir / "search", log=log)
+    spec, summary = searched.arch, searched.summary
     table = LatencyTable.load(run_dir / "search" / "latency_table.json")
     done("search")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.io_utils import cached_json, write_text_atomic
 from densenas_tf.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
 from densenas_tf.search_config import SearchConfig
@@ -55,14 +57,25 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig, overwrite: bool) -> boo
     return False
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """A finished search: the derived net (as written to ``run_dir/arch.json``)
+    and the run's summary (as written to ``run_dir/summary.json``)."""
+
+    arch: ArchSpec
+    summary: dict[str, Any]
+    run_dir: Path
+
+
 def run_search(
     config: SearchConfig,
     run_dir: str | Path,
     strategy_name: str = "default",
     overwrite: bool = False,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
-) -> dict[str, Any]:
-    """Runs (or resumes, or reports the finished) search in run_dir; returns its summary."""
+) -> SearchResult:
+    """Runs (or resumes, or reports the finished) search in run_dir; returns the
+    derived ArchSpec with the run's summary."""
     from densenas_tf.latency import LatencyTable, default_table_path
     from densenas_tf.search_space import load_space
 
@@ -78,7 +91,9 @@ def run_search(
         log(
             f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
         )
-        return summary
+        return SearchResult(
+            ArchSpec.from_json((run_dir / "arch.json").read_text()), summary, run_dir
+        )
     prov = table.provenance
     log(
         f"optimising the latency of {prov.get('device', 'an unnamed device')} "
@@ -119,7 +134,7 @@ def run_search(
             )
         searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
         searcher.restore()
-        summary = searcher.run()
+        arch, summary = searcher.run()
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     summary["latency_table"] = {
@@ -128,7 +143,7 @@ def run_search(
         "check": {k: v for k, v in check.items() if k != "rows"},
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return SearchResult(arch, summary, run_dir)
 
 
 def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:

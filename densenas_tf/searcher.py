@@ -489,7 +489,8 @@ class Searcher:
             self.log(f"  near-tie (margin below {config.tie_threshold}): {tie}")
         return report
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> tuple[ArchSpec, dict[str, Any]]:
+        """Runs the remaining epochs; returns the derived net and the run's summary."""
         config = self.config
         self._mark = time.time()
         reports = search_report.load_reports(self.run_dir, int(self.epoch))
@@ -509,7 +510,7 @@ class Searcher:
             self._save()
         return self._finish_run(reports)
 
-    def _finish_run(self, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    def _finish_run(self, reports: list[dict[str, Any]]) -> tuple[ArchSpec, dict[str, Any]]:
         config = self.config
         final = search_report.with_costs(
             self.derive(name="searched"), self.table, search_config=config.to_dict()
@@ -542,4 +543,4 @@ class Searcher:
             "epoch_reports": reports,
         }
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        return summary
+        return final, summary

@@ -297,7 +297,7 @@ def test_two_workers_on_localhost_derive_the_same_arch(micro, tmp_path):
 
 def test_mixed_precision_search_keeps_arch_params_and_latency_in_float32(micro, tmp_path):
     config = _config(micro, mixed_precision=True)
-    summary = run_search(config, tmp_path / "run", log=lambda line: None)
+    summary = run_search(config, tmp_path / "run", log=lambda line: None).summary
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     reports = summary["epoch_reports"]
     assert all(np.isfinite(r["weight_pass"]["ce"]) for r in reports)
@@ -403,7 +403,7 @@ def _planted_search(tmp_path, widest_ms, other_ms, lam, epochs=4):
         }
     )
     run_dir = tmp_path / f"run_{widest_ms}_{other_ms}_{lam}"
-    return run_search(config, run_dir, log=lambda line: None)
+    return run_search(config, run_dir, log=lambda line: None).summary
 
 
 def test_a_planted_slow_widest_block_is_avoided_under_a_large_lambda(tmp_path):
@@ -433,7 +433,7 @@ def test_cheap_widest_blocks_are_kept(tmp_path):
 def test_warm_up_ends_at_the_target_accuracy_and_the_best_archs_are_kept(micro, tmp_path):
     config = _config(micro, epochs=3, warmup_epochs=2, warmup_target_accuracy=0.01)
     logged = []
-    summary = run_search(config, tmp_path / "early", log=logged.append)
+    summary = run_search(config, tmp_path / "early", log=logged.append).summary
     stages = [r["stage"] for r in summary["epoch_reports"]]
     assert stages == ["warm-up", "search", "search"]  # ended after 1 of at most 2 epochs
     assert summary["arch_stage_start_epoch"] == 2
@@ -454,7 +454,7 @@ def test_warm_up_ends_at_the_target_accuracy_and_the_best_archs_are_kept(micro, 
     assert [b["epoch"] for b in summary["best"]] == [r["epoch"] for r in ranked]
     # An unreachable target: the warm-up runs to its maximum and says so.
     config = _config(micro, epochs=2, warmup_epochs=1, warmup_target_accuracy=1.0)
-    summary = run_search(config, tmp_path / "late", log=lambda line: None)
+    summary = run_search(config, tmp_path / "late", log=lambda line: None).summary
     assert [r["stage"] for r in summary["epoch_reports"]] == ["warm-up", "search"]
     assert "maximum of 1 warm-up epochs" in summary["warmup_end"]["reason"]
     assert "below the target 1.0" in summary["warmup_end"]["reason"]
@@ -462,8 +462,15 @@ def test_warm_up_ends_at_the_target_accuracy_and_the_best_archs_are_kept(micro, 
 
 def test_near_ties_are_flagged_in_the_arch_provenance(micro, tmp_path):
     # A threshold above every possible margin makes every decision a near-tie.
-    summary = run_search(_config(micro, tie_threshold=1e6), tmp_path / "run", log=lambda line: None)
+    result = run_search(_config(micro, tie_threshold=1e6), tmp_path / "run", log=lambda line: None)
+    summary = result.summary
     arch = json.loads((tmp_path / "run" / "arch.json").read_text())
+    assert result.arch == ArchSpec.from_json(json.dumps(arch))  # the net run_search hands back
+    # A finished run is reported, not searched again: the same net and summary.
+    again = run_search(_config(micro, tie_threshold=1e6), tmp_path / "run", log=lambda line: None)
+    assert again.arch == result.arch and again.summary == json.loads(
+        (tmp_path / "run" / "summary.json").read_text()
+    )
     info = arch["provenance"]
     assert info["tie_threshold"] == 1e6
     assert len(info["near_ties"]) == len(info["op_margins"]) + 1  # every op and the path

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the test suite: the README's test command.
 #   bash tools/run_tests.sh [extra pytest arguments]
+# PYTHON names the interpreter the virtual environment is made from (see
+# tools/setup.sh); lint and tests run in that environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+VENV="${DENSENAS_VENV:-.venv}"
 
 bash tools/setup.sh test
+PY="$VENV/bin/python"
 
 echo "==> ruff"
-"$PYTHON" -m ruff check .
-"$PYTHON" -m ruff format --check .
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
 
 echo "==> pytest"
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@" tests
+"$PY" -m pytest -q -p no:cacheprovider "$@" tests

@@ -64,7 +64,7 @@ def main(argv):
         if MIXED_PRECISION.value is not None:
             overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
         config = load_search_config(CONFIG.value, overrides)
-        summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value)
+        summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value).summary
     except SearchDivergedError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 3
