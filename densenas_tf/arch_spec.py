@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from densenas_tf import ops
+from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import write_text_atomic
 from densenas_tf.search_space import CONFIG_DIR, Stem
 
@@ -28,7 +29,7 @@ SCHEMA_VERSION = 1
 ARCHS_DIR = CONFIG_DIR / "archs"
 
 
-class ArchSpecError(ValueError):
+class ArchSpecError(DenseNASError, ValueError):
     """An ArchSpec document or block string that cannot be read."""
 
 

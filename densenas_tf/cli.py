@@ -1,12 +1,60 @@
-"""absl flags shared by the binaries that read image data (train, export, main job)."""
+"""What the binaries share: the one place their errors are caught, and the
+absl flags of the binaries that read image data (train, export, main job)."""
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from absl import flags
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a file-system fault, naming the file and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    reason = err.strerror or str(err)
+    fixes = {
+        errno.ENOSPC: "free some disk space (or pick a run directory on another disk) and re-run",
+        errno.EDQUOT: "free some disk space (or pick a run directory on another disk) and re-run",
+        errno.EROFS: "pick a writable directory",
+        errno.EACCES: "pick a directory you may write to, or fix its permissions",
+        errno.EPERM: "pick a directory you may write to, or fix its permissions",
+        errno.ENOENT: "check the path",
+        errno.EISDIR: "give a file, not a directory",
+        errno.ENOTDIR: "check the path: a part of it is a file",
+    }
+    fix = fixes.get(err.errno, "check the path and the disk")
+    return f"{reason}:{where}; {fix}"
+
+
+def main(
+    run: Callable[[list[str]], int | None],
+) -> Callable[[list[str]], int | None]:
+    """Wraps a binary's ``main(argv)``: every error a user can act on
+    (:class:`densenas_tf.errors.DenseNASError`, or a file-system fault) is
+    printed as one line, ``error: ...``, and the binary exits with the error's
+    exit code (1 unless the error class says otherwise); nothing else is
+    caught, so a bug still shows its traceback."""
+    from densenas_tf.errors import DenseNASError
+
+    @functools.wraps(run)
+    def wrapped(argv: list[str]) -> int | None:
+        try:
+            return run(argv)
+        except DenseNASError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+        except OSError as err:
+            print(f"error: {describe_os_error(err)}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
 
 DATA_FLAGS = (
     "dataset",
@@ -69,22 +117,12 @@ def load_data(source: dict[str, Any]):
 
 def run_export(model_path: str, export) -> int:
     """What both exporters do around their export: load the trained model and
-    its data (the training run's unless data flags are given), call
-    ``export(model, data)``, and map failures to exit codes (1: bad input,
+    its data (the training run's unless data flags are given) and call
+    ``export(model, data)``. Failures reach :func:`main` (exit 1: bad input;
     2: the written export failed its check and was removed)."""
-    import sys
+    from densenas_tf.exporting import load_trained_model
 
-    from densenas_tf.data import DataError
-    from densenas_tf.exporting import ExportCheckError, ExportError, load_trained_model
-
-    try:
-        model = load_trained_model(model_path)
-        data = load_data(data_source_from_flags(recorded_data_source(model_path)))
-        export(model, data)
-    except ExportCheckError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ExportError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    model = load_trained_model(model_path)
+    data = load_data(data_source_from_flags(recorded_data_source(model_path)))
+    export(model, data)
     return 0

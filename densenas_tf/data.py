@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from densenas_tf.errors import DenseNASError
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
@@ -58,7 +60,7 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
 
-class DataError(ValueError):
+class DataError(DenseNASError, ValueError):
     """Data that is missing or malformed; the message says what and how to fix it."""
 
 

@@ -14,13 +14,14 @@ import numpy as np
 
 from densenas_tf import ops
 from densenas_tf.arch_spec import ArchSpec, BlockSpec
+from densenas_tf.errors import DenseNASError
 from densenas_tf.search_space import SearchSpace
 
 # Log-odds below which a choice counts as a near-tie (about a 5 % probability ratio).
 DEFAULT_TIE_THRESHOLD = 0.05
 
 
-class NonFiniteArchError(ValueError):
+class NonFiniteArchError(DenseNASError, ValueError):
     """Architecture parameters holding NaN or infinity: nothing can be derived."""
 
 

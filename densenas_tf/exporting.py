@@ -25,18 +25,22 @@ from typing import Any
 
 import numpy as np
 
+from densenas_tf.errors import DenseNASError
+
 QUANTIZATIONS = ("none", "fp16", "int8")
 # Pass criteria of the self-checks (float: logits max abs difference; int8: top-1).
 FLOAT_TOLERANCE = {"none": 1e-4, "fp16": 5e-2}
 INT8_MIN_AGREEMENT = 0.98
 
 
-class ExportError(ValueError):
+class ExportError(DenseNASError, ValueError):
     """An export that cannot be made (bad model path, bad option)."""
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(DenseNASError, RuntimeError):
     """An export that was written but failed its check; nothing was kept."""
+
+    exit_code = 2
 
 
 def load_trained_model(path: str | os.PathLike):

@@ -26,6 +26,7 @@ from typing import Any
 
 from densenas_tf import ops
 from densenas_tf.arch_spec import ArchSpec
+from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import write_text_atomic
 from densenas_tf.search_space import CONFIG_DIR, SearchSpace, Stem
 
@@ -34,7 +35,7 @@ LATENCY_DIR = CONFIG_DIR / "latency"
 BACKENDS = ("tflite", "tf")
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(DenseNASError, ValueError):
     """A latency table that cannot serve the request; the message says how to fix it."""
 
 

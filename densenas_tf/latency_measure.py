@@ -124,7 +124,7 @@ def measure(model: keras.Model, backend: str, threads: int, warmup: int, runs: i
         return time_tflite(to_tflite(model), threads, warmup, runs)
     if backend == "tf":
         return time_tf(model, warmup, runs)
-    raise ValueError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+    raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
 
 
 def measure_arch(
@@ -191,7 +191,7 @@ def build_table(
     rewritten atomically every ``save_every`` entries and at the end.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+        raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
     out = Path(out)
     settings = {"backend": backend, "threads": threads, "batch_size": batch_size}
     if out.is_file():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from densenas_tf.errors import DenseNASError
+
 SKIP = "skip"
 KERNEL_SIZES = (3, 5, 7)
 EXPANSIONS = (1, 3, 4, 6)
@@ -23,7 +25,7 @@ _MBCONV_RE = re.compile(r"^mbconv_k(\d+)_e(\d+)$")
 _SHORT_RE = re.compile(r"^k(\d+)e(\d+)$")
 
 
-class UnknownOpError(ValueError):
+class UnknownOpError(DenseNASError, ValueError):
     """An op name that the registry does not know."""
 
 

@@ -12,12 +12,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from densenas_tf.errors import DenseNASError
 from densenas_tf.search_space import CONFIG_DIR, read_config_file
 
 SEARCH_CONFIGS_DIR = CONFIG_DIR / "search"
 
 
-class ConfigError(ValueError):
+class ConfigError(DenseNASError, ValueError):
     """A search config that breaks a rule; the message names the field."""
 
 

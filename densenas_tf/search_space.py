@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from densenas_tf import ops
+from densenas_tf.errors import DenseNASError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get("DENSENAS_CONFIG_DIR", REPO_ROOT / "configs"))
 SPACES_DIR = CONFIG_DIR / "spaces"
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(DenseNASError, ValueError):
     """A search-space config that breaks a rule; the message names field and rule."""
 
 
@@ -238,7 +239,7 @@ class SearchSpace:
             if path[-1] == self.final_node:
                 paths.append(path)
                 if len(paths) > limit:
-                    raise ValueError(f"space {self.name!r} has more than {limit} paths")
+                    raise SearchSpaceError(f"space {self.name!r} has more than {limit} paths")
                 continue
             for e in reversed(self.out_edges(path[-1])):
                 stack.append((*path, e.dst))

@@ -36,6 +36,7 @@ import tensorflow as tf
 from densenas_tf import derive, search_report
 from densenas_tf.arch_params import rebalance_alpha
 from densenas_tf.arch_spec import ArchSpec
+from densenas_tf.errors import DenseNASError
 from densenas_tf.expected_latency import ExpectedLatency
 from densenas_tf.io_utils import write_text_atomic
 from densenas_tf.latency import LatencyTable
@@ -58,11 +59,13 @@ def checkpoint_key(name: str) -> str:
     return f"arch/{name}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-class SearchDivergedError(RuntimeError):
+class SearchDivergedError(DenseNASError, RuntimeError):
     """A non-finite loss: the run stops and the last good checkpoint stays."""
 
+    exit_code = 3
 
-class RunDirError(ValueError):
+
+class RunDirError(DenseNASError, ValueError):
     """A run directory that holds another run."""
 
 

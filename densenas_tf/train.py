@@ -24,10 +24,11 @@ import keras
 import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import write_text_atomic
 
 
-class TrainError(ValueError):
+class TrainError(DenseNASError, ValueError):
     """A training request that cannot run; the message says what and how to fix it."""
 
 

@@ -10,11 +10,12 @@ interrupted build resumes.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
+
+from densenas_tf import cli
 
 SPACE = flags.DEFINE_string(
     "space", None, "Search-space preset name or YAML/JSON file.", required=True
@@ -35,22 +36,18 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.latency import LatencyTableError, default_table_path
+    from densenas_tf.latency import default_table_path
     from densenas_tf.latency_measure import build_table, pin_threads
     from densenas_tf.search_space import load_space
 
     pin_threads(THREADS.value)
-    try:
-        space = load_space(SPACE.value)
-        out = OUT.value or default_table_path(
-            space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
-        )
-        table, measured = build_table(
-            space, out, BACKEND.value, THREADS.value, BATCH_SIZE.value, WARMUP.value, RUNS.value
-        )
-    except (LatencyTableError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    space = load_space(SPACE.value)
+    out = OUT.value or default_table_path(
+        space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
+    )
+    table, measured = build_table(
+        space, out, BACKEND.value, THREADS.value, BATCH_SIZE.value, WARMUP.value, RUNS.value
+    )
     print(
         f"{out}: {len(table.entries)} entries ({measured} measured now), overhead {table.overhead_ms:.4f} ms"
     )
@@ -58,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -20,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
 
+from densenas_tf import cli
+
 RUN_DIR = flags.DEFINE_string("run_dir", "runs/compare", "Run directory.")
 REDUCED = flags.DEFINE_bool("reduced", False, "Tiny schedules, for a check of the pipeline.")
 TRAIN_EPOCHS = flags.DEFINE_integer(
@@ -49,9 +51,6 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from densenas_tf.compare import REDUCED as REDUCED_PLAN
     from densenas_tf.compare import ComparePlan, format_results, run_compare
-    from densenas_tf.data import DataError
-    from densenas_tf.latency import LatencyTableError
-    from densenas_tf.search_config import ConfigError
 
     plan = REDUCED_PLAN if REDUCED.value else ComparePlan()
     changes = {}
@@ -79,11 +78,7 @@ def main(argv):
                 raise app.UsageError(f"--{key} must be non-negative numbers, got {flag.value}")
             changes[key] = values
     plan = dataclasses.replace(plan, **changes)
-    try:
-        results = run_compare(RUN_DIR.value, plan)
-    except (ConfigError, DataError, LatencyTableError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    results = run_compare(RUN_DIR.value, plan)
     print(format_results(results))
     if RESULTS_DIR.value:
         out = Path(RESULTS_DIR.value)
@@ -95,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -6,11 +6,12 @@ Prints the ArchSpec JSON on stdout (and writes it to --out when given).
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
+
+from densenas_tf import cli
 
 RUN_DIR = flags.DEFINE_string("run_dir", None, "Run directory of a search.", required=True)
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: the latest).")
@@ -23,11 +24,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from densenas_tf.search_run import derive_from_checkpoint
 
-    try:
-        spec = derive_from_checkpoint(RUN_DIR.value, CHECKPOINT.value)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    spec = derive_from_checkpoint(RUN_DIR.value, CHECKPOINT.value)
     if OUT.value:
         spec.save(OUT.value)
     print(spec.to_json(), end="")
@@ -35,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+from densenas_tf import cli
 from densenas_tf.arch_spec import load_arch
 from densenas_tf.describe import describe_arch, describe_space, resize_arch
 from densenas_tf.search_space import load_space
@@ -31,18 +32,14 @@ def main(argv):
     if (SPACE.value is None) == (ARCH.value is None):
         print("error: give exactly one of --space or --arch", file=sys.stderr)
         return 2
-    try:
-        if SPACE.value is not None:
-            result = describe_space(load_space(SPACE.value))
-        else:
-            spec = resize_arch(load_arch(ARCH.value), INPUT_SIZE.value, NUM_CLASSES.value)
-            result = describe_arch(spec)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if SPACE.value is not None:
+        result = describe_space(load_space(SPACE.value))
+    else:
+        spec = resize_arch(load_arch(ARCH.value), INPUT_SIZE.value, NUM_CLASSES.value)
+        result = describe_arch(spec)
     print(json.dumps(result))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

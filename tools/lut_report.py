@@ -13,9 +13,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
-import sys
 
 from absl import app, flags, logging
+
+from densenas_tf import cli
 
 SPACE = flags.DEFINE_string(
     "space", None, "Search-space preset name or YAML/JSON file.", required=True
@@ -35,21 +36,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.latency import LatencyTable, LatencyTableError, default_table_path
+    from densenas_tf.latency import LatencyTable, default_table_path
     from densenas_tf.latency_measure import pin_threads
     from densenas_tf.lut_report import additivity_report, format_report, plot_report
     from densenas_tf.search_space import load_space
 
-    try:
-        space = load_space(SPACE.value)
-        table = LatencyTable.load(TABLE.value or default_table_path(space.name))
-        pin_threads(table.provenance["threads"])
-        report = additivity_report(
-            space, table, NUM_RANDOM.value, SEED.value, WARMUP.value, RUNS.value
-        )
-    except (LatencyTableError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    space = load_space(SPACE.value)
+    table = LatencyTable.load(TABLE.value or default_table_path(space.name))
+    pin_threads(table.provenance["threads"])
+    report = additivity_report(space, table, NUM_RANDOM.value, SEED.value, WARMUP.value, RUNS.value)
     if PLOT.value:
         plot_report(report, PLOT.value)
     print(json.dumps(report) if JSON.value else format_report(report))
@@ -57,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -9,11 +9,12 @@ table. Re-running the command resumes: finished stages are skipped.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
+
+from densenas_tf import cli
 
 RUN_DIR = flags.DEFINE_string("run_dir", "runs/main", "Run directory.")
 SEARCH_CONFIG = flags.DEFINE_string(
@@ -36,42 +37,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.arch_spec import ArchSpecError
-    from densenas_tf.data import DataError
-    from densenas_tf.exporting import ExportCheckError, ExportError
-    from densenas_tf.latency import LatencyTableError
     from densenas_tf.main_job import format_report, run_main_job
-    from densenas_tf.search_config import ConfigError
-    from densenas_tf.searcher import RunDirError, SearchDivergedError
-    from densenas_tf.train import TrainError
 
-    try:
-        report = run_main_job(
-            RUN_DIR.value,
-            SEARCH_CONFIG.value,
-            tuple(OVERRIDE.value),
-            train_epochs=TRAIN_EPOCHS.value,
-            train_limit=TRAIN_LIMIT.value,
-            test_limit=TEST_LIMIT.value,
-            latency_runs=LATENCY_RUNS.value,
-            latency_table=LATENCY_TABLE.value,
-        )
-    except (
-        ArchSpecError,
-        ConfigError,
-        DataError,
-        ExportCheckError,
-        ExportError,
-        LatencyTableError,
-        RunDirError,
-        SearchDivergedError,
-        TrainError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    report = run_main_job(
+        RUN_DIR.value,
+        SEARCH_CONFIG.value,
+        tuple(OVERRIDE.value),
+        train_epochs=TRAIN_EPOCHS.value,
+        train_limit=TRAIN_LIMIT.value,
+        test_limit=TEST_LIMIT.value,
+        latency_runs=LATENCY_RUNS.value,
+        latency_table=LATENCY_TABLE.value,
+    )
     print(format_report(report))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

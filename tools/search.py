@@ -9,11 +9,12 @@ unless --overwrite is given.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging
+
+from densenas_tf import cli
 
 CONFIG = flags.DEFINE_string(
     "config", "fashion_mnist", "Search config preset (configs/search/) or YAML/JSON file."
@@ -53,34 +54,17 @@ def main(argv):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS.value
         )
-    from densenas_tf.data import DataError
-    from densenas_tf.latency import LatencyTableError
-    from densenas_tf.search_config import ConfigError, load_search_config
+    from densenas_tf.search_config import load_search_config
     from densenas_tf.search_run import format_summary, run_search
-    from densenas_tf.searcher import RunDirError, SearchDivergedError
 
-    try:
-        overrides = list(OVERRIDE.value)
-        if MIXED_PRECISION.value is not None:
-            overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
-        config = load_search_config(CONFIG.value, overrides)
-        summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value).summary
-    except SearchDivergedError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        return 3
-    except (
-        ConfigError,
-        DataError,
-        LatencyTableError,
-        RunDirError,
-        ValueError,
-        FileNotFoundError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    overrides = list(OVERRIDE.value)
+    if MIXED_PRECISION.value is not None:
+        overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
+    config = load_search_config(CONFIG.value, overrides)
+    summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value).summary
     print(format_summary(summary, RUN_DIR.value))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -9,7 +9,6 @@ the same command resumes after the last finished epoch.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,31 +38,26 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.arch_spec import ArchSpecError, load_arch
-    from densenas_tf.data import DataError
+    from densenas_tf.arch_spec import load_arch
     from densenas_tf.runtime import make_strategy
-    from densenas_tf.train import TrainConfig, TrainError, train
+    from densenas_tf.train import TrainConfig, train
 
-    try:
-        spec = load_arch(ARCH.value)
-        config = TrainConfig(
-            epochs=EPOCHS.value,
-            batch_size=BATCH_SIZE.value,
-            lr=LR.value,
-            lr_min=LR_MIN.value,
-            momentum=MOMENTUM.value,
-            weight_decay=WEIGHT_DECAY.value,
-            label_smoothing=LABEL_SMOOTHING.value,
-            dropout=DROPOUT.value,
-            augment=AUGMENT.value,
-            seed=SEED.value,
-        )
-        source = cli.data_source_from_flags()
-        data = cli.load_data(source)
-        metrics = train(spec, data, RUN_DIR.value, config, make_strategy(STRATEGY.value), source)
-    except (ArchSpecError, DataError, TrainError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    spec = load_arch(ARCH.value)
+    config = TrainConfig(
+        epochs=EPOCHS.value,
+        batch_size=BATCH_SIZE.value,
+        lr=LR.value,
+        lr_min=LR_MIN.value,
+        momentum=MOMENTUM.value,
+        weight_decay=WEIGHT_DECAY.value,
+        label_smoothing=LABEL_SMOOTHING.value,
+        dropout=DROPOUT.value,
+        augment=AUGMENT.value,
+        seed=SEED.value,
+    )
+    source = cli.data_source_from_flags()
+    data = cli.load_data(source)
+    metrics = train(spec, data, RUN_DIR.value, config, make_strategy(STRATEGY.value), source)
     print(
         f"{metrics['arch']}: test accuracy {metrics['test_accuracy']:.4f} "
         f"({metrics['test_images']} images), {metrics['params']:,} params, "
@@ -73,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

@@ -1,0 +1,67 @@
+"""The one error base class and the one place the binaries catch it."""
+
+import errno
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import densenas_tf
+from densenas_tf import cli
+from densenas_tf.errors import DenseNASError
+from densenas_tf.exporting import ExportCheckError
+from densenas_tf.searcher import SearchDivergedError
+
+
+def _error_classes():
+    for info in pkgutil.iter_modules(densenas_tf.__path__):
+        module = importlib.import_module(f"densenas_tf.{info.name}")
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, Exception)
+                and value.__module__ == module.__name__
+            ):
+                yield name, value
+
+
+def test_every_error_class_of_the_package_derives_from_the_base():
+    classes = dict(_error_classes())
+    assert {"DataError", "ConfigError", "LatencyTableError", "RunDirError", "TrainError"} <= set(
+        classes
+    )
+    assert [n for n, c in classes.items() if not issubclass(c, DenseNASError)] == []
+
+
+def test_main_prints_one_line_and_returns_the_error_exit_code(capsys):
+    def raising(error):
+        return cli.main(lambda argv: (_ for _ in ()).throw(error))
+
+    assert raising(DenseNASError("bad thing; do this"))([]) == 1
+    assert capsys.readouterr().err == "error: bad thing; do this\n"
+    assert raising(SearchDivergedError("nan"))([]) == 3
+    assert raising(ExportCheckError("mismatch"))([]) == 2
+    full = OSError(errno.ENOSPC, "No space left on device", "/runs/x/ckpt")
+    assert raising(full)([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and "No space left on device: /runs/x/ckpt; free some disk" in err
+    assert cli.main(lambda argv: 7)([]) == 7  # a normal return passes through
+
+
+def test_main_leaves_bugs_alone():
+    with pytest.raises(ZeroDivisionError):
+        cli.main(lambda argv: 1 / 0)([])
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.EROFS, "pick a writable directory"),
+        (errno.EACCES, "fix its permissions"),
+        (errno.ENOENT, "check the path"),
+    ],
+)
+def test_os_errors_name_the_file_and_the_fix(code, fix):
+    text = cli.describe_os_error(OSError(code, "reason", "/some/file"))
+    assert text.startswith("reason: /some/file; ") and fix in text
