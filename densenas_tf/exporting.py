@@ -6,19 +6,27 @@
   are refused with an error naming the expected shape.
 - TFLite, builtin ops only: ``none`` (float32), ``fp16`` (float16 weights) or
   ``int8`` (full-integer, calibrated on training images; uint8 pixels in,
-  int8 logits out, dequantised by ``TFLiteRunner``).
+  int8 logits out, dequantised by ``TFLiteRunner``). ``convert_tflite`` is
+  also the converter of the latency tables, so they time what is exported.
 
 Every export is written to a temporary path, reloaded and compared with the
 Keras model on real images, and renamed into place only when it passes; a
 failed check raises ExportCheckError and leaves nothing at the output path.
+
+An export never deletes what it did not write: the output path must be new,
+an empty directory (SavedModel), or an earlier export of ours, which is
+replaced. A SavedModel of ours holds ``EXPORT_MARKER``; a .tflite of ours is
+recognised by the TFLite file identifier. Anything else is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,14 @@ QUANTIZATIONS = ("none", "fp16", "int8")
 # Pass criteria of the self-checks (float: logits max abs difference; int8: top-1).
 FLOAT_TOLERANCE = {"none": 1e-4, "fp16": 5e-2}
 INT8_MIN_AGREEMENT = 0.98
+# Written inside every SavedModel this module exports: how a later export
+# recognises a directory it may replace.
+EXPORT_MARKER = "densenas_export.json"
+_MARKER_WRITER = "densenas_tf.exporting.export_saved_model"
+_SAVED_MODEL_ENTRIES = frozenset(
+    {"saved_model.pb", "fingerprint.pb", "variables", "assets", EXPORT_MARKER}
+)
+_TFLITE_IDENTIFIER = b"TFL3"  # bytes 4-8 of a TFLite flatbuffer
 
 
 class ExportError(DenseNASError, ValueError):
@@ -51,7 +67,42 @@ def load_trained_model(path: str | os.PathLike):
         raise ExportError(
             f"{path}: not a .keras model file; pass the model.keras written by tools/train.py"
         )
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except PermissionError:
+        raise  # not a damaged file: cli.main names the file and the fix
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        if zipfile.is_zipfile(path):
+            reason = " ".join(str(err).split()) or type(err).__name__
+        else:  # Keras would say "file not found"
+            reason = "not a zip archive"
+        raise ExportError(
+            f"{path}: cannot load the model, the file is truncated or corrupt ({reason}); "
+            "re-run tools/train.py to write it again"
+        ) from err
+
+
+def _format_shape(shape) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def check_image_shape(model, images: np.ndarray, what: str) -> None:
+    """Refuses images the model cannot take (another size or channel count), or none."""
+    expected = tuple(model.input_shape[1:])
+    got = tuple(images.shape[1:])
+    if len(images) == 0:
+        flag = "--" + what.replace(" ", "_")
+        raise ExportError(
+            f"no {what}: the export needs at least one; pass {flag} of 1 or more and data "
+            "that has such images"
+        )
+    fits = len(got) == len(expected) and all(e is None or e == g for e, g in zip(expected, got))
+    if not fits:
+        raise ExportError(
+            f"the {what} are {_format_shape(got)} (height x width x channels) but the model "
+            f"takes {_format_shape(expected)}; pass the data the model was trained on (the data "
+            f"flags, e.g. --image_size={expected[0]}, or none to use the training run's data)"
+        )
 
 
 def keras_logits(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -70,9 +121,10 @@ def _serving_fns(model):
 
     def run(image):
         shape = tf.shape(image)
-        ok = tf.logical_and(
-            tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(shape[1:], expected))
-        )
+        # Height, width, channels of an image of any rank (padded so a rank-3
+        # image compares without a shape error of its own, and fails the check).
+        dims = tf.concat([shape, tf.zeros([4], tf.int32)], 0)[1:4]
+        ok = tf.logical_and(tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(dims, expected)))
         message = (
             f"image must have shape [batch, {expected[0]}, {expected[1]}, {expected[2]}] "
             "(height, width, channels of the trained model)"
@@ -89,21 +141,87 @@ def _serving_fns(model):
     return uint8_fn, float_fn
 
 
+def _is_our_saved_model(path: Path) -> bool:
+    try:
+        marker = json.loads((path / EXPORT_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in path.iterdir()}
+    return (
+        isinstance(marker, dict)
+        and marker.get("written_by") == _MARKER_WRITER
+        and names <= _SAVED_MODEL_ENTRIES
+    )
+
+
+def _is_tflite_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return not head or head[4:8] == _TFLITE_IDENTIFIER
+
+
+def check_out_path(out: str | os.PathLike, kind: str) -> Path:
+    """Refuses an output path whose content the export would destroy: for a
+    SavedModel (``kind`` "saved_model") anything but a new path, an empty
+    directory or an earlier SavedModel export of ours; for a TFLite file
+    (``kind`` "tflite") a directory or a file that is not a .tflite."""
+    out = Path(out)
+    if kind == "saved_model":
+        if out.is_dir():
+            if any(out.iterdir()) and not _is_our_saved_model(out):
+                raise ExportError(
+                    f"{out} is a non-empty directory that is not a SavedModel written by this "
+                    f"exporter (it has no {EXPORT_MARKER} or holds other files); it is left "
+                    "alone: pass a new or empty directory as --out"
+                )
+        elif out.exists() or out.is_symlink():
+            raise ExportError(
+                f"{out} exists and is not a directory; a SavedModel is a directory: pass a new "
+                "directory path as --out"
+            )
+    elif kind == "tflite":
+        if out.is_dir():
+            raise ExportError(
+                f"{out} is a directory; a TFLite export is one file: pass a file path as --out, "
+                f"e.g. {out / 'model.tflite'}"
+            )
+        if out.exists() and not _is_tflite_file(out):
+            raise ExportError(
+                f"{out} exists and is not a .tflite model; it is left alone: pass a new file "
+                "path (or an earlier .tflite export to replace) as --out"
+            )
+    else:
+        raise ValueError(f"unknown export kind {kind!r}")
+    return out
+
+
 @contextlib.contextmanager
-def _staged(out: Path):
-    """A temporary path beside ``out``, moved over it on success, removed on failure."""
+def _staged(out: Path, kind: str):
+    """A temporary path beside ``out``, moved over it on success, removed on
+    failure. ``out`` is checked again (``check_out_path``) before it is
+    replaced; an earlier export there is moved aside and deleted only once the
+    new one is in place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
     try:
         yield tmp
-        if out.is_dir():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        check_out_path(out, kind)  # again: out may have changed during the export
+        if out.is_dir() and any(out.iterdir()):
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+        else:
+            os.replace(tmp, out)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        elif tmp.exists():
-            tmp.unlink()
+        for path in (tmp, old):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
 
 def export_saved_model(
@@ -117,8 +235,9 @@ def export_saved_model(
     import keras
     import tensorflow as tf
 
-    out = Path(out)
-    with _staged(out) as tmp:
+    out = check_out_path(out, "saved_model")
+    check_image_shape(model, check_images, "check images")
+    with _staged(out, "saved_model") as tmp:
         uint8_fn, float_fn = _serving_fns(model)
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -151,6 +270,8 @@ def export_saved_model(
                 f"SavedModel check failed: logits differ from Keras by {worst:.3g} "
                 f"(tolerance {tolerance:g}); nothing was written to {out}"
             )
+        marker = {"written_by": _MARKER_WRITER, "check": result}
+        (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         result["size_bytes"] = _dir_size(tmp)
     log(
         f"SavedModel {out}: signatures {result['signatures']}, max |logits - Keras| "
@@ -171,7 +292,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 # ----- TFLite --------------------------------------------------------------------------------
 def convert_tflite(model, quantization: str, calibration_images: np.ndarray | None = None) -> bytes:
-    """A .tflite flatbuffer of model with builtin ops only."""
+    """A .tflite flatbuffer of model with builtin ops only: the exporter's, and
+    the latency tables' converter (``none``: float32 in and out, the model's
+    own input shape, batch size included)."""
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
@@ -184,6 +307,7 @@ def convert_tflite(model, quantization: str, calibration_images: np.ndarray | No
     elif quantization == "int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise ExportError("int8 quantization needs calibration images (training images)")
+        check_image_shape(model, calibration_images, "calibration images")
 
         def representative():
             for image in calibration_images:
@@ -236,6 +360,8 @@ class TFLiteRunner:
             if np.issubdtype(out.dtype, np.integer) and scale:
                 out = (out.astype(np.float32) - zero) * scale
             outputs.append(out.astype(np.float32))
+        if not outputs:  # no images: no logits, of the model's output shape
+            return np.zeros((0, *self.output["shape"][1:]), np.float32)
         return np.concatenate(outputs)
 
 
@@ -248,12 +374,13 @@ def check_tflite(
 ) -> dict[str, Any]:
     """Compares a .tflite with the Keras model on real images."""
     reference = keras_logits(model, images)
-    tflite = TFLiteRunner(content)(images)
+    runner = TFLiteRunner(content)
+    tflite = runner(images)
     ref_top1, tfl_top1 = reference.argmax(-1), tflite.argmax(-1)
     result = {
         "quantization": quantization,
         "check_images": len(images),
-        "input_dtype": np.dtype(TFLiteRunner(content).input["dtype"]).name,
+        "input_dtype": np.dtype(runner.input["dtype"]).name,
         "max_abs_diff_logits": float(np.abs(tflite - reference).max()),
         "top1_agreement": float(np.mean(ref_top1 == tfl_top1)),
     }
@@ -281,9 +408,10 @@ def export_tflite(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Converts, writes, re-reads and checks a .tflite; returns the check's figures."""
-    out = Path(out)
+    out = check_out_path(out, "tflite")
+    check_image_shape(model, check_images, "check images")
     content = convert_tflite(model, quantization, calibration_images)
-    with _staged(out) as tmp:
+    with _staged(out, "tflite") as tmp:
         tmp.write_bytes(content)
         result = check_tflite(tmp.read_bytes(), model, quantization, check_images, check_labels)
         result.update(path=str(out), size_bytes=len(content))

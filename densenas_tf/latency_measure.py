@@ -1,14 +1,14 @@
 """Measuring latency on this device: table pieces and whole derived models.
 
-Backend ``tflite`` converts each model to its own .tflite (builtin ops) and
-times ``invoke()`` with the LiteRT interpreter; backend ``tf`` times a
-``tf.function`` with a fixed input signature. Both warm up, then time each run.
+Backend ``tflite`` converts each model to its own float32 .tflite with the
+exporter's converter (``exporting.convert_tflite``, builtin ops: a table times
+what is exported) and times ``invoke()`` with the LiteRT interpreter; backend
+``tf`` times a ``tf.function`` with a fixed input signature. Both warm up, then
+time each run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import platform
 import sys
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import op_layers
+from densenas_tf import exporting, op_layers
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.latency import (
     BACKENDS,
@@ -63,14 +63,6 @@ def overhead_model(batch_size: int = 1) -> keras.Model:
     """The smallest model (one ReLU6 on one value): its latency is the invocation cost."""
     inputs = keras.Input(shape=(1, 1, 1), batch_size=batch_size)
     return keras.Model(inputs, keras.layers.Activation("relu6")(inputs))
-
-
-def to_tflite(model: keras.Model) -> bytes:
-    """Float TFLite flatbuffer with builtin ops only (the converter's chatter suppressed)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    with contextlib.redirect_stdout(io.StringIO()):
-        return converter.convert()
 
 
 def _stats(times_s: list[float]) -> LatencyEntry:
@@ -121,7 +113,7 @@ def time_tf(model: keras.Model, warmup: int, runs: int) -> LatencyEntry:
 
 def measure(model: keras.Model, backend: str, threads: int, warmup: int, runs: int) -> LatencyEntry:
     if backend == "tflite":
-        return time_tflite(to_tflite(model), threads, warmup, runs)
+        return time_tflite(exporting.convert_tflite(model, "none"), threads, warmup, runs)
     if backend == "tf":
         return time_tf(model, warmup, runs)
     raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")

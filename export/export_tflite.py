@@ -8,7 +8,8 @@ calibrated on training images, uint8 pixels in and int8 logits out. The file
 is run with the LiteRT interpreter on real test images and compared with the
 Keras model (float: max |logits difference|; int8: top-1 agreement and the
 accuracy change) and moved into place only when the check passes (exit 2
-otherwise).
+otherwise). ``--out`` must be a file path: a new file or an earlier .tflite
+(which is replaced); a directory or any other file is refused and left alone.
 """
 
 import os
@@ -22,9 +23,11 @@ from densenas_tf import cli
 MODEL = flags.DEFINE_string("model", None, "model.keras from tools/train.py.", required=True)
 OUT = flags.DEFINE_string("out", None, "Output .tflite file.", required=True)
 QUANTIZATION = flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "Quantization.")
-CHECK_IMAGES = flags.DEFINE_integer("check_images", 1000, "Test images used by the check.")
+CHECK_IMAGES = flags.DEFINE_integer(
+    "check_images", 1000, "Test images used by the check.", lower_bound=1
+)
 CALIBRATION_IMAGES = flags.DEFINE_integer(
-    "calibration_images", 200, "Training images used to calibrate int8."
+    "calibration_images", 200, "Training images used to calibrate int8.", lower_bound=1
 )
 cli.define_data_flags()
 
@@ -33,8 +36,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.exporting import export_tflite
+    from densenas_tf.exporting import check_out_path, export_tflite
 
+    check_out_path(OUT.value, "tflite")  # before the model and data are loaded
     return cli.run_export(
         MODEL.value,
         lambda model, data: export_tflite(
