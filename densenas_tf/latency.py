@@ -12,6 +12,11 @@ Each piece is timed as its own small model, so each entry includes one model
 invocation's fixed cost; the table records that cost (``overhead_ms``, the
 latency of a one-op model) and predictions count it once:
 ``predicted = overhead + sum(entry - overhead)``.
+
+Loading a table checks every value (see :meth:`LatencyTable.from_data`): a
+NaN, negative or non-numeric timing is refused with the keys at fault and the
+command that rebuilds the file, rather than surfacing later as a non-finite
+loss or as a prediction of 0 ms.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,13 @@ from densenas_tf import ops
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import write_text_atomic
-from densenas_tf.search_space import CONFIG_DIR, SearchSpace, Stem
+from densenas_tf.search_space import (
+    CONFIG_DIR,
+    SPACES_DIR,
+    SearchSpace,
+    Stem,
+    read_config_file,
+)
 
 SCHEMA_VERSION = 1
 LATENCY_DIR = CONFIG_DIR / "latency"
@@ -153,6 +166,10 @@ def arch_keys(spec: ArchSpec) -> list[LatencyKey]:
     return [k for k in keys if k is not None]
 
 
+ENTRY_FIELDS = ("median_ms", "mean_ms", "std_ms", "count")
+_SHOWN = 3  # offending keys a message names; the rest are counted
+
+
 @dataclasses.dataclass
 class LatencyEntry:
     median_ms: float
@@ -164,13 +181,159 @@ class LatencyEntry:
         return dataclasses.asdict(self)
 
 
+def _kind(value: Any) -> str:
+    """How a JSON value reads in a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"
+
+
+def _number_problem(name: str, value: Any, strictly_positive: bool) -> str | None:
+    """Why value is not a finite number > 0 (or >= 0); None when it is."""
+    rule = "a finite number > 0" if strictly_positive else "a finite number >= 0"
+    problem = f"{name} = {value!r} (must be {rule})"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return problem
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return problem
+    if not finite or value < 0 or (strictly_positive and value == 0):
+        return problem
+    return None
+
+
+def _count_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return f"{name} = {value!r} (must be an integer >= 1)"
+    return None
+
+
+def _entry_problem(value: Any) -> str | None:
+    """Why a table entry is unusable; None when it is a valid measurement."""
+    if not isinstance(value, dict):
+        return f"is {_kind(value)} (must be a mapping of {', '.join(ENTRY_FIELDS)})"
+    missing = [f for f in ENTRY_FIELDS if f not in value]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    unknown = sorted(set(value) - set(ENTRY_FIELDS))
+    if unknown:
+        return f"has the unknown field {unknown[0]!r} (the fields are {', '.join(ENTRY_FIELDS)})"
+    return (
+        _number_problem("median_ms", value["median_ms"], strictly_positive=True)
+        or _number_problem("mean_ms", value["mean_ms"], strictly_positive=True)
+        or _number_problem("std_ms", value["std_ms"], strictly_positive=False)
+        or _count_problem("count", value["count"])
+    )
+
+
+def _provenance_problem(prov: Any) -> str | None:
+    """Why the provenance cannot serve; None when the settings it records are usable."""
+    if not isinstance(prov, dict):
+        return f"provenance is {_kind(prov)} (must be a mapping)"
+    if "backend" in prov and prov["backend"] not in BACKENDS:
+        return f"provenance.backend = {prov['backend']!r} (must be one of {', '.join(BACKENDS)})"
+    for field in ("threads", "batch_size"):
+        if field in prov and (problem := _count_problem(f"provenance.{field}", prov[field])):
+            return problem
+    return None
+
+
+def space_argument(
+    name: str | None, fingerprint: str | None = None, source: str | os.PathLike | None = None
+) -> str | None:
+    """The ``--space`` value that makes tools/build_lut.py measure this space.
+
+    The preset called ``name`` when it has this content (same fingerprint; any
+    content when the fingerprint is unknown), else the file the space was loaded
+    from, else None: no command can name the space.
+    """
+    if name:
+        for suffix in (".yaml", ".json"):
+            preset = SPACES_DIR / f"{name}{suffix}"
+            if preset.is_file():
+                if fingerprint is None:
+                    return name
+                try:
+                    preset_fingerprint = SearchSpace.from_config(
+                        read_config_file(preset)
+                    ).fingerprint()
+                except (DenseNASError, OSError):  # a broken preset names nothing
+                    break
+                if preset_fingerprint == fingerprint:
+                    return name
+                break
+    if source is not None and Path(source).is_file():
+        return str(source)
+    return None
+
+
+def _space_hint(
+    name: str | None, fingerprint: str | None, source: str | os.PathLike | None
+) -> tuple[str, str]:
+    """(the --space value of a build_lut command, what a placeholder in it stands for)."""
+    argument = space_argument(name, fingerprint, source)
+    if argument is not None:
+        return argument, ""
+    if not name:
+        return "SPACE", " (SPACE: the preset name or YAML/JSON file of the table's search space)"
+    note = f"SPACE_FILE: the YAML/JSON file that defines space {name!r}"
+    if any((SPACES_DIR / f"{name}{suffix}").is_file() for suffix in (".yaml", ".json")):
+        note += f", not the preset {name!r}, whose content differs"
+    return "SPACE_FILE", f" ({note})"
+
+
+def _space_source(space: SearchSpace, source: str | os.PathLike | None) -> Any:
+    """The file a space came from: the caller's, else the space's own record if it keeps one."""
+    return source if source is not None else getattr(space, "source", None)
+
+
+def build_lut_command(
+    provenance: Mapping[str, Any], space: str, out: str | os.PathLike | None
+) -> str:
+    """The tools/build_lut.py command that measures a table with the settings of provenance."""
+    return " ".join(
+        [
+            "python tools/build_lut.py",
+            f"--space={shlex.quote(space)}",
+            f"--backend={shlex.quote(str(provenance.get('backend', 'tflite')))}",
+            f"--threads={shlex.quote(str(provenance.get('threads', 1)))}",
+            f"--batch_size={shlex.quote(str(provenance.get('batch_size', 1)))}",
+            f"--out={shlex.quote(str(out)) if out is not None else 'THIS_TABLE'}",
+        ]
+    )
+
+
+def _replace_command(
+    provenance: Mapping[str, Any], space: str, out: str | os.PathLike | None, suffix: str
+) -> str:
+    """Moves the table at out aside (to out + suffix), then builds a new one there."""
+    path = str(out) if out is not None else "THIS_TABLE"
+    moved = shlex.quote(path + suffix)
+    path = shlex.quote(path) if out is not None else path
+    return f"mv {path} {moved} && {build_lut_command(provenance, space, out)}"
+
+
 @dataclasses.dataclass
 class LatencyTable:
-    """A keyed, versioned latency table with its provenance."""
+    """A keyed, versioned latency table with its provenance.
+
+    ``path`` is the file the table was last loaded from or saved to (None for a
+    table made in code); messages name it and the commands they give write it.
+    """
 
     provenance: dict[str, Any]
     entries: dict[str, LatencyEntry] = dataclasses.field(default_factory=dict)
     overhead_ms: float = 0.0
+    path: Path | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         data = {
@@ -183,6 +346,7 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> None:
         write_text_atomic(path, self.to_json())
+        self.path = Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyTable:
@@ -194,18 +358,85 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise LatencyTableError(f"{path}: not valid JSON: {err}") from None
+            raise LatencyTableError(
+                f"{path}: not valid JSON ({err}); {_rebuild_hint(path, None)}"
+            ) from None
+        return cls.from_data(data, path)
+
+    @classmethod
+    def from_json(cls, text: str, path: str | os.PathLike | None = None) -> LatencyTable:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            where = path if path is not None else "latency table"
+            raise LatencyTableError(
+                f"{where}: not valid JSON ({err}); {_rebuild_hint(path, None)}"
+            ) from None
+        return cls.from_data(data, path)
+
+    @classmethod
+    def from_data(cls, data: Any, path: str | os.PathLike | None = None) -> LatencyTable:
+        """A table from its parsed JSON, every value checked.
+
+        Every entry must be a measurement: ``median_ms`` and ``mean_ms``
+        finite and > 0 (skip ops have no entry at all, and every measured model,
+        even the one-op overhead model, takes time, so 0 ms only comes from a
+        broken file), ``std_ms`` finite and >= 0 (runs may time alike),
+        ``count`` an integer >= 1. ``overhead_ms`` must be finite and >= 0:
+        zero is allowed, it means no per-invocation cost is subtracted (a table
+        planted by hand, whose entries are already net latencies). Anything
+        else raises LatencyTableError naming the file, a few of the keys at
+        fault with their count, and the command that rebuilds the file.
+        """
+        path = Path(path) if path is not None else None
+        where = str(path) if path is not None else "latency table"
+        if not isinstance(data, dict):
+            raise LatencyTableError(
+                f"{where}: the top level is {_kind(data)}, not a mapping of schema_version, "
+                f"provenance, overhead_ms and entries; {_rebuild_hint(path, None)}"
+            )
+        prov = data.get("provenance")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise LatencyTableError(
-                f"{path}: schema_version {version!r} is not supported; this densenas_tf reads "
-                f"{SCHEMA_VERSION}; rebuild the table with tools/build_lut.py"
+                f"{where}: schema_version {version!r} is not supported; this densenas_tf reads "
+                f"{SCHEMA_VERSION}; {_rebuild_hint(path, prov)}"
             )
-        try:
-            entries = {k: LatencyEntry(**v) for k, v in data["entries"].items()}
-            return cls(dict(data["provenance"]), entries, float(data["overhead_ms"]))
-        except (KeyError, TypeError) as err:
-            raise LatencyTableError(f"{path}: malformed latency table: {err}") from None
+        missing = [f for f in ("provenance", "overhead_ms", "entries") if f not in data]
+        if missing:
+            raise LatencyTableError(
+                f"{where}: the field {missing[0]} is missing; {_rebuild_hint(path, prov)}"
+            )
+        problem = _provenance_problem(prov) or _number_problem(
+            "overhead_ms", data["overhead_ms"], strictly_positive=False
+        )
+        if problem:
+            raise LatencyTableError(f"{where}: {problem}; {_rebuild_hint(path, prov)}")
+        raw = data["entries"]
+        if not isinstance(raw, dict):
+            raise LatencyTableError(
+                f"{where}: entries is {_kind(raw)}, not a mapping of latency key to timing; "
+                f"{_rebuild_hint(path, prov)}"
+            )
+        bad = {key: problem for key, value in raw.items() if (problem := _entry_problem(value))}
+        if bad:
+            shown = "; ".join(f"{key!r} {problem}" for key, problem in list(bad.items())[:_SHOWN])
+            more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+            raise LatencyTableError(
+                f"{where}: {len(bad)} of {len(raw)} entr{'y' if len(raw) == 1 else 'ies'} "
+                f"{'is' if len(bad) == 1 else 'are'} not a valid timing: {shown}{more}; "
+                f"{_rebuild_hint(path, prov)}"
+            )
+        entries = {
+            key: LatencyEntry(
+                float(value["median_ms"]),
+                float(value["mean_ms"]),
+                float(value["std_ms"]),
+                value["count"],
+            )
+            for key, value in raw.items()
+        }
+        return cls(dict(prov), entries, float(data["overhead_ms"]), path)
 
     # ----- lookups -------------------------------------------------------------------
     def net_ms(self, key: LatencyKey | None) -> float:
@@ -221,31 +452,78 @@ class LatencyTable:
     def missing(self, keys: Iterable[str]) -> list[str]:
         return sorted(k for k in set(keys) if k not in self.entries)
 
-    def _missing_message(self, missing: list[str], space_name: str | None = None) -> str:
+    def _missing_message(
+        self,
+        missing: list[str],
+        space: SearchSpace | None = None,
+        space_source: str | os.PathLike | None = None,
+    ) -> str:
         prov = self.provenance
-        command = (
-            f"python tools/build_lut.py --space={space_name or prov.get('space', 'SPACE')} "
-            f"--backend={prov.get('backend', 'tflite')} --threads={prov.get('threads', 1)} "
-            f"--batch_size={prov.get('batch_size', 1)} --out=THIS_TABLE"
-        )
+        if space is not None:
+            argument, note = _space_hint(
+                space.name, space.fingerprint(), _space_source(space, space_source)
+            )
+        else:
+            argument, note = _space_hint(prov.get("space"), prov.get("space_fingerprint"), None)
+        command = build_lut_command(prov, argument, self.path)
         listed = "\n  ".join(missing)
+        table = f"the latency table {self.path}" if self.path is not None else "the latency table"
         return (
-            f"the latency table lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'}:\n  {listed}\n"
-            f"measure them (re-running on an existing table measures only what is missing) with:\n  {command}"
+            f"{table} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'}:\n  {listed}\n"
+            f"measure them (re-running on an existing table measures only what is missing)"
+            f"{note} with:\n  {command}"
         )
 
-    def check_space(self, space: SearchSpace) -> None:
-        """Refuses a table built for another space or shape; names every missing key."""
+    def _other_space_message(
+        self, space: SearchSpace, space_source: str | os.PathLike | None = None
+    ) -> str:
+        prov = self.provenance
+        built, fingerprint = prov.get("space"), prov.get("space_fingerprint")
+        argument, note = _space_hint(
+            space.name, space.fingerprint(), _space_source(space, space_source)
+        )
+        where = f"{self.path}: " if self.path is not None else ""
+        if built == space.name:
+            return (
+                f"{where}the content of space {space.name!r} changed since this latency table "
+                f"was built (fingerprint {fingerprint} then, {space.fingerprint()} now), so its "
+                f"entries do not describe the space; move the stale table aside and rebuild it"
+                f"{note} with: {_replace_command(prov, argument, self.path, '.stale')}"
+            )
+        out = default_table_path(
+            space.name,
+            prov.get("backend", "tflite"),
+            prov.get("threads", 1),
+            prov.get("batch_size", 1),
+        )
+        return (
+            f"{where}this latency table was built for space {built!r} "
+            f"(fingerprint {fingerprint}), not for {space.name!r} ({space.fingerprint()}); "
+            f"build a table for this space{note} with: {build_lut_command(prov, argument, out)}"
+        )
+
+    def check_fingerprint(
+        self, space: SearchSpace, space_source: str | os.PathLike | None = None
+    ) -> None:
+        """Refuses a table built for another space, or for an earlier content of this
+        one (same name, other fingerprint); ``space_source`` as in check_space."""
         fingerprint = self.provenance.get("space_fingerprint")
         if fingerprint is not None and fingerprint != space.fingerprint():
-            raise LatencyTableError(
-                f"this latency table was built for space {self.provenance.get('space')!r} "
-                f"(fingerprint {fingerprint}), not for {space.name!r} ({space.fingerprint()}); "
-                "build a table for this space with tools/build_lut.py"
-            )
+            raise LatencyTableError(self._other_space_message(space, space_source))
+
+    def check_space(
+        self, space: SearchSpace, space_source: str | os.PathLike | None = None
+    ) -> None:
+        """Refuses a table built for another space or shape; names every missing key.
+
+        ``space_source`` is the file the space was loaded from, if any: the
+        commands in the messages measure that file's space (a preset name
+        serves when the preset has the space's content).
+        """
+        self.check_fingerprint(space, space_source)
         missing = self.missing(space_keys(space).all_keys())
         if missing:
-            raise LatencyTableError(self._missing_message(missing, space.name))
+            raise LatencyTableError(self._missing_message(missing, space, space_source))
 
     def predicted_ms(self, spec: ArchSpec) -> float:
         """Predicted latency of a derived net: overhead once plus its entries."""
@@ -254,6 +532,17 @@ class LatencyTable:
         if missing:
             raise LatencyTableError(self._missing_message(missing))
         return self.overhead_ms + sum(self.net_ms(k) for k in keys)
+
+
+def _rebuild_hint(path: Path | None, provenance: Any) -> str:
+    """How to replace an unreadable table file: move it aside, then measure anew."""
+    prov = provenance if isinstance(provenance, dict) else {}
+    if _provenance_problem(prov):
+        prov = {}
+    argument, note = _space_hint(prov.get("space"), prov.get("space_fingerprint"), None)
+    return (
+        f"move it aside and rebuild it{note} with: {_replace_command(prov, argument, path, '.bad')}"
+    )
 
 
 def new_provenance(

@@ -9,16 +9,26 @@ error and Spearman's rank correlation.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, list_reference_archs, load_arch
 from densenas_tf.derive import arch_from_path
+from densenas_tf.errors import DenseNASError
 from densenas_tf.latency import LatencyTable, arch_keys, space_keys
 from densenas_tf.search_space import SearchSpace
+
+# Bytes written (and synced) to probe a plot's directory: more than a report's PNG takes.
+PLOT_PROBE_BYTES = 256 * 1024
+
+
+class ReportOutputError(DenseNASError):
+    """An output file of the report that cannot be written; found before any timing."""
 
 
 def random_arch(space: SearchSpace, rng: np.random.Generator, name: str = "random") -> ArchSpec:
@@ -45,6 +55,13 @@ def reference_archs(space: SearchSpace) -> list[ArchSpec]:
         if spec.input_shape == space.input_shape and {k.key for k in arch_keys(spec)} <= keys:
             found.append(spec)
     return found
+
+
+def mape_percent(predicted, measured) -> float:
+    """Mean absolute percentage error of predicted against measured, in percent."""
+    predicted = np.asarray(predicted, dtype=float)
+    measured = np.asarray(measured, dtype=float)
+    return float(np.mean(np.abs(predicted - measured) / measured) * 100.0)
 
 
 def spearman(a, b) -> float:
@@ -87,10 +104,13 @@ def additivity_report(
     runs: int = 100,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     include_reference: bool = True,
+    space_source: str | os.PathLike | None = None,
 ) -> dict:
+    """Measures the nets and compares them with the table's predictions;
+    ``space_source`` (the space's file, if any) goes into the table's messages."""
     from densenas_tf.latency_measure import measure_arch
 
-    table.check_space(space)
+    table.check_space(space, space_source)
     prov = table.provenance
     rng = np.random.default_rng(seed)
     nets = (reference_archs(space) if include_reference else []) + [
@@ -118,7 +138,7 @@ def additivity_report(
         "batch_size": prov["batch_size"],
         "n_paths": len(rows),
         "n_reference": len(rows) - num_random,
-        "mape_percent": float(np.mean(np.abs(predicted - measured) / measured) * 100.0),
+        "mape_percent": mape_percent(predicted, measured),
         "spearman": spearman(predicted, measured),
         "rows": [dataclasses.asdict(r) | {"error_percent": r.error_percent} for r in rows],
     }
@@ -138,6 +158,42 @@ def format_report(report: dict) -> str:
         f"{report['n_paths']} nets: MAPE {report['mape_percent']:.2f} %, Spearman {report['spearman']:.3f}"
     )
     return "\n".join(lines)
+
+
+def check_writable(path: str | os.PathLike, what: str = "--plot") -> None:
+    """Fails now, not after minutes of timing, when ``path`` cannot be written.
+
+    Does what the atomic write will do beside ``path``: creates its directory
+    (a missing one is made, as every writer of the package does), then writes,
+    syncs and removes a probe file of a plot's size. A read-only or unmakeable
+    directory, a full disk or a directory in the way raises ReportOutputError.
+    """
+    from densenas_tf.cli import describe_os_error
+
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            data = memoryview(bytes(PLOT_PROBE_BYTES))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        reason = describe_os_error(OSError(err.errno, err.strerror, str(path)))  # not the probe
+        raise ReportOutputError(
+            f"cannot write the {what} file (checked before timing): {reason}"
+        ) from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def plot_report(report: dict, path: str | os.PathLike) -> None:

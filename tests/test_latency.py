@@ -2,6 +2,7 @@
 
 import copy
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -93,8 +94,175 @@ def test_coverage_error_names_every_missing_key(tiny_space):
 
 
 def test_table_for_another_space_is_refused(tiny_space, fashion_space):
-    with pytest.raises(LatencyTableError, match="built for space 'tiny'"):
+    with pytest.raises(LatencyTableError, match="built for space 'tiny'") as info:
         synthetic_table(tiny_space).check_space(fashion_space)
+    out = latency.default_table_path("fashion_mnist")
+    assert str(info.value).endswith(
+        "build a table for this space with: python tools/build_lut.py --space=fashion_mnist "
+        f"--backend=tflite --threads=1 --batch_size=1 --out={shlex.quote(str(out))}"
+    )
+
+
+# ----- validation on load -------------------------------------------------------------
+def _saved_json(space, tmp_path, edit):
+    """A synthetic table of space written as JSON after edit(data); returns (path, keys)."""
+    data = json.loads(synthetic_table(space).to_json())
+    keys = sorted(data["entries"])
+    edit(data, keys)
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(data))
+    return path, keys
+
+
+def _set_entry(field, value):
+    def edit(data, keys):
+        data["entries"][keys[0]][field] = value
+
+    return edit
+
+
+def _set(field, value):
+    def edit(data, keys):
+        data[field] = value
+
+    return edit
+
+
+def _rebuild_command(path, space="tiny"):
+    quoted = shlex.quote(str(path))
+    return (
+        f"mv {quoted} {shlex.quote(f'{path}.bad')} && python tools/build_lut.py "
+        f"--space={space} --backend=tflite --threads=1 --batch_size=1 --out={quoted}"
+    )
+
+
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (_set_entry("median_ms", float("nan")), "median_ms = nan (must be a finite number > 0)"),
+        (_set_entry("median_ms", -0.2), "median_ms = -0.2 (must be a finite number > 0)"),
+        (_set_entry("median_ms", 0.0), "median_ms = 0.0 (must be a finite number > 0)"),
+        (_set_entry("median_ms", "0.5"), "median_ms = '0.5' (must be a finite number > 0)"),
+        (_set_entry("median_ms", None), "median_ms = None (must be a finite number > 0)"),
+        (_set_entry("mean_ms", float("inf")), "mean_ms = inf (must be a finite number > 0)"),
+        (_set_entry("std_ms", -0.01), "std_ms = -0.01 (must be a finite number >= 0)"),
+        (_set_entry("count", 0), "count = 0 (must be an integer >= 1)"),
+        (_set_entry("count", "10"), "count = '10' (must be an integer >= 1)"),
+        (_set_entry("count", True), "count = True (must be an integer >= 1)"),
+        (_set_entry("count", 2.5), "count = 2.5 (must be an integer >= 1)"),
+        (
+            _set_entry("spread", 1.0),
+            "has the unknown field 'spread' (the fields are median_ms, mean_ms, std_ms, count)",
+        ),
+    ],
+)
+def test_a_bad_entry_is_refused_on_load_naming_file_key_and_rebuild(
+    tiny_space, tmp_path, edit, problem
+):
+    path, keys = _saved_json(tiny_space, tmp_path, edit)
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert message == (
+        f"{path}: 1 of {len(keys)} entries is not a valid timing: {keys[0]!r} {problem}; "
+        f"move it aside and rebuild it with: {_rebuild_command(path)}"
+    )
+
+
+@pytest.mark.parametrize(
+    "edit,problem",
+    [
+        (lambda data, keys: data["entries"].__setitem__(keys[0], [1.0, 1.0, 0.0, 5]), "is a list"),
+        (lambda data, keys: data["entries"].__setitem__(keys[0], 0.7), "is a number"),
+        (lambda data, keys: data["entries"][keys[0]].pop("count"), "lacks count"),
+    ],
+)
+def test_an_entry_of_another_shape_is_refused_on_load(tiny_space, tmp_path, edit, problem):
+    path, keys = _saved_json(tiny_space, tmp_path, edit)
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert f"1 of {len(keys)} entries is not a valid timing: {keys[0]!r} {problem}" in message
+    assert message.endswith(f"; move it aside and rebuild it with: {_rebuild_command(path)}")
+
+
+def test_many_bad_entries_are_counted_and_a_few_named(tiny_space, tmp_path):
+    def edit(data, keys):
+        for key in keys[:5]:
+            data["entries"][key]["median_ms"] = float("nan")
+
+    path, keys = _saved_json(tiny_space, tmp_path, edit)
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: 5 of {len(keys)} entries are not a valid timing: ")
+    assert all(f"{key!r} median_ms = nan" in message for key in keys[:3])
+    assert not any(key in message for key in keys[3:5])
+    assert "; and 2 more; move it aside" in message
+
+
+@pytest.mark.parametrize(
+    "edit,problem,space",
+    [
+        (
+            _set("overhead_ms", float("nan")),
+            "overhead_ms = nan (must be a finite number >= 0)",
+            "tiny",
+        ),
+        (_set("overhead_ms", -0.05), "overhead_ms = -0.05 (must be a finite number >= 0)", "tiny"),
+        (
+            _set("overhead_ms", "0.05"),
+            "overhead_ms = '0.05' (must be a finite number >= 0)",
+            "tiny",
+        ),
+        (_set("entries", []), "entries is a list, not a mapping of latency key to timing", "tiny"),
+        (_set("provenance", []), "provenance is a list (must be a mapping)", "SPACE"),
+        (
+            _set("provenance", {"backend": "gpu"}),
+            "provenance.backend = 'gpu' (must be one of tflite, tf)",
+            "SPACE",
+        ),
+        (lambda data, keys: data.pop("entries"), "the field entries is missing", "tiny"),
+    ],
+)
+def test_a_bad_table_field_is_refused_on_load(tiny_space, tmp_path, edit, problem, space):
+    path, _ = _saved_json(tiny_space, tmp_path, edit)
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {problem}; move it aside and rebuild it")
+    assert "\n" not in message
+    assert message.endswith(f" with: {_rebuild_command(path, space)}")
+
+
+def test_a_list_shaped_table_is_refused(tmp_path):
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps([{"median_ms": 1.0}]))
+    with pytest.raises(LatencyTableError) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"{path}: the top level is a list, not a mapping of schema_version, provenance, "
+        "overhead_ms and entries; move it aside and rebuild it (SPACE: the preset name or "
+        "YAML/JSON file of the table's search space) with: "
+    )
+    assert message.endswith(f" with: {_rebuild_command(path, 'SPACE')}")
+    with pytest.raises(LatencyTableError, match=r"^latency table: the top level is a list"):
+        LatencyTable.from_json("[]")
+
+
+def test_zero_overhead_and_zero_spread_load(tiny_space, tmp_path):
+    """Zero overhead (nothing subtracted: entries already net) and zero std_ms
+    (runs that timed alike) are valid; only timings must be > 0."""
+    table = synthetic_table(tiny_space, overhead_ms=0.0)
+    for entry in table.entries.values():
+        entry.std_ms = 0.0
+    path = tmp_path / "lut.json"
+    table.save(path)
+    again = LatencyTable.load(path)
+    assert again == table
+    assert again.overhead_ms == 0.0 and again.path == path
 
 
 @pytest.mark.parametrize("preset", ["fashion_mnist", "imagenet_mbv2"])
@@ -240,3 +408,86 @@ def test_predicted_latency_counts_overhead_once(tiny_space):
         smaller = copy.deepcopy(table)
         del smaller.entries[keys[1].key]
         smaller.predicted_ms(spec)
+
+
+# ----- messages that name the space's file -------------------------------------------
+def _space_file(tmp_path, config, name):
+    path = tmp_path / "my spaces" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_missing_keys_hint_builds_the_space_from_its_file(tiny_config, tmp_path):
+    tiny_config["name"] = "tiny_from_file"
+    space_file = _space_file(tmp_path, tiny_config, "tiny_from_file.json")
+    space = load_space(space_file)
+    synthetic_table(space).save(tmp_path / "lut.json")
+    table = LatencyTable.load(tmp_path / "lut.json")
+    dropped = sorted(table.entries)[:2]
+    for key in dropped:
+        del table.entries[key]
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(space, space_file)
+    message = str(info.value)
+    assert message.startswith(f"the latency table {tmp_path / 'lut.json'} lacks 2 entries:")
+    assert all(key in message for key in dropped)
+    assert message.endswith(
+        f"with:\n  python tools/build_lut.py --space={shlex.quote(str(space_file))} "
+        f"--backend=tflite --threads=1 --batch_size=1 --out={tmp_path / 'lut.json'}"
+    )
+    # Not knowing the file, the hint says what to put there instead of a name
+    # that is no preset.
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(space)
+    assert (
+        "(SPACE_FILE: the YAML/JSON file that defines space 'tiny_from_file') with:\n"
+        "  python tools/build_lut.py --space=SPACE_FILE "
+    ) in str(info.value)
+
+
+def test_missing_keys_hint_never_names_a_preset_of_other_content(tiny_config, tmp_path):
+    tiny_config["final_conv_width"] = 64  # still named 'tiny'
+    space_file = _space_file(tmp_path, tiny_config, "tiny.yaml")
+    space = load_space(space_file)
+    table = synthetic_table(space)
+    del table.entries[sorted(table.entries)[0]]
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(space)
+    message = str(info.value)
+    assert "--space=tiny " not in message
+    assert (
+        "(SPACE_FILE: the YAML/JSON file that defines space 'tiny', not the preset 'tiny', "
+        "whose content differs) with:\n  python tools/build_lut.py --space=SPACE_FILE "
+    ) in message
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(space, space_file)
+    assert f"python tools/build_lut.py --space={shlex.quote(str(space_file))} " in str(info.value)
+
+
+def test_edited_space_is_refused_as_changed_content_with_the_rebuild(
+    tiny_space, tiny_config, tmp_path
+):
+    table_path = tmp_path / "lut.json"
+    synthetic_table(tiny_space).save(table_path)
+    table = LatencyTable.load(table_path)
+    tiny_config["final_conv_width"] = 64  # an edited copy, name kept
+    space_file = _space_file(tmp_path, tiny_config, "tiny.yaml")
+    edited = load_space(space_file)
+    assert edited.name == tiny_space.name
+    with pytest.raises(LatencyTableError) as info:
+        table.check_space(edited, space_file)
+    message = str(info.value)
+    quoted = shlex.quote(str(space_file))
+    assert message == (
+        f"{table_path}: the content of space 'tiny' changed since this latency table was built "
+        f"(fingerprint {tiny_space.fingerprint()} then, {edited.fingerprint()} now), so its "
+        "entries do not describe the space; move the stale table aside and rebuild it with: "
+        f"mv {table_path} {table_path}.stale && python tools/build_lut.py --space={quoted} "
+        f"--backend=tflite --threads=1 --batch_size=1 --out={table_path}"
+    )
+    assert "not for 'tiny'" not in message
+    # The same refusal from the entry point that sees only the fingerprint.
+    with pytest.raises(LatencyTableError, match="the content of space 'tiny' changed"):
+        table.check_fingerprint(edited, space_file)
+    table.check_fingerprint(tiny_space)  # the unedited space passes

@@ -6,7 +6,8 @@
 Each entry (stem, every head op per edge shape, every stacking op per block,
 the final conv per input, the classifier) is timed as its own small model.
 Re-running on an existing file measures only what is missing, so an
-interrupted build resumes.
+interrupted build resumes; a file measured for another space, or for an
+earlier content of this one, is refused with the command that rebuilds it.
 """
 
 import os
@@ -36,7 +37,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.latency import default_table_path
+    from densenas_tf.latency import LatencyTable, default_table_path
     from densenas_tf.latency_measure import build_table, pin_threads
     from densenas_tf.search_space import load_space
 
@@ -45,6 +46,9 @@ def main(argv):
     out = OUT.value or default_table_path(
         space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
     )
+    if os.path.isfile(out):
+        # Checked (every entry, and the space's content) before anything is measured.
+        LatencyTable.load(out).check_fingerprint(space, SPACE.value)
     table, measured = build_table(
         space, out, BACKEND.value, THREADS.value, BATCH_SIZE.value, WARMUP.value, RUNS.value
     )

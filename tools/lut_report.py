@@ -5,7 +5,8 @@
       --plot=docs/lut_fashion_mnist.png [--json]
 
 Prints a table (or, with --json, one JSON object with mape_percent, spearman
-and n_paths) and writes a scatter plot when --plot is given.
+and n_paths) and writes a scatter plot when --plot is given. An unwritable
+--plot location is refused before any timing.
 """
 
 import os
@@ -38,13 +39,28 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from densenas_tf.latency import LatencyTable, default_table_path
     from densenas_tf.latency_measure import pin_threads
-    from densenas_tf.lut_report import additivity_report, format_report, plot_report
+    from densenas_tf.lut_report import (
+        additivity_report,
+        check_writable,
+        format_report,
+        plot_report,
+    )
     from densenas_tf.search_space import load_space
 
+    if PLOT.value:
+        check_writable(PLOT.value)  # now, not after the timing
     space = load_space(SPACE.value)
     table = LatencyTable.load(TABLE.value or default_table_path(space.name))
     pin_threads(table.provenance["threads"])
-    report = additivity_report(space, table, NUM_RANDOM.value, SEED.value, WARMUP.value, RUNS.value)
+    report = additivity_report(
+        space,
+        table,
+        NUM_RANDOM.value,
+        SEED.value,
+        WARMUP.value,
+        RUNS.value,
+        space_source=SPACE.value,
+    )
     if PLOT.value:
         plot_report(report, PLOT.value)
     print(json.dumps(report) if JSON.value else format_report(report))
