@@ -212,21 +212,6 @@ class ArchSpec:
     def stem_output_size(self) -> int:
         return -(-self.input_shape[0] // self.stem.stride)
 
-    def block_input_sizes(self) -> list[int]:
-        """Spatial input size of each block's head op."""
-        sizes, size = [], self.stem_output_size
-        for b in self.blocks:
-            sizes.append(size)
-            size = -(-size // b.stride)
-        return sizes
-
-    @property
-    def final_feature_map_size(self) -> int:
-        size = self.stem_output_size
-        for b in self.blocks:
-            size = -(-size // b.stride)
-        return size
-
     @property
     def last_width(self) -> int:
         return self.blocks[-1].width if self.blocks else self.stem.width

@@ -22,6 +22,7 @@ import dataclasses
 import gzip
 import os
 import struct
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -79,23 +80,42 @@ def _find(data_dir: Path, stem: str) -> Path:
     )
 
 
+# How to replace a damaged IDX file.
+_IDX_FIX = (
+    "reinstall Debian's package with 'apt-get install --reinstall dataset-fashion-mnist', "
+    "or replace the file with an intact copy"
+)
+
+
 def _read_idx(
     path: Path, magic: int, what: str, dims: int, expected_count: int | None
 ) -> np.ndarray:
     """An IDX file with ``dims`` dimensions, its header checked, as uint8."""
     header_size = 4 * (1 + dims)
-    with _open(path) as f:
-        header = f.read(header_size)
-        if len(header) < header_size:
-            raise DataError(f"{path}: truncated IDX header ({len(header)} bytes)")
-        found, *shape = struct.unpack(f">{1 + dims}I", header)
-        if found != magic:
-            raise DataError(f"{path}: magic number {found}, expected {magic} for IDX {what}")
-        if expected_count is not None and shape[0] != expected_count:
-            raise DataError(f"{path}: header says {shape[0]} {what}, expected {expected_count}")
-        data = f.read()
-    if len(data) != int(np.prod(shape)):
-        raise DataError(f"{path}: {len(data)} data bytes for {'x'.join(map(str, shape))} {what}")
+    try:
+        with _open(path) as f:
+            header = f.read(header_size)
+            if len(header) < header_size:
+                raise DataError(
+                    f"{path}: truncated IDX header ({len(header)} of {header_size} bytes); "
+                    f"the file is damaged: {_IDX_FIX}"
+                )
+            found, *shape = struct.unpack(f">{1 + dims}I", header)
+            if found != magic:
+                raise DataError(f"{path}: magic number {found}, expected {magic} for IDX {what}")
+            if expected_count is not None and shape[0] != expected_count:
+                raise DataError(f"{path}: header says {shape[0]} {what}, expected {expected_count}")
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        # A truncated gzip stream ends early (EOFError); a damaged one fails to inflate.
+        raise DataError(f"{path}: truncated or damaged gzip file ({err}); {_IDX_FIX}") from err
+    expected_bytes = int(np.prod(shape))
+    if len(data) != expected_bytes:
+        problem = "truncated" if len(data) < expected_bytes else "damaged (too long)"
+        raise DataError(
+            f"{path}: {len(data)} data bytes for {'x'.join(map(str, shape))} {what}, which "
+            f"need {expected_bytes}; the file is {problem}: {_IDX_FIX}"
+        )
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,12 +25,162 @@ class ConfigError(DenseNASError, ValueError):
     """A search config that breaks a rule; the message names the field."""
 
 
+# The datasets the search reads (densenas_tf.search_run.load_search_data).
+SEARCH_DATASETS = ("fashion_mnist",)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Range:
+    """The values a numeric field allows: bounds, each inclusive unless open."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if value < self.low or (self.low_open and value == self.low):
+            return False
+        if self.high is None:
+            return True
+        return value < self.high or (not self.high_open and value == self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low}, {self.high}{right}"
+
+
+# The range of every numeric field, by dotted key (a field's type comes from its annotation).
+_RANGES = {
+    "data.train_limit": _Range(1),
+    "data.arch_fraction": _Range(0, 1, low_open=True, high_open=True),
+    "batch_size": _Range(1),
+    "epochs": _Range(1),
+    "warmup_epochs": _Range(0),
+    "warmup_target_accuracy": _Range(0, 1, low_open=True),
+    "weight_lr": _Range(0, low_open=True),
+    "weight_lr_min": _Range(0),
+    "weight_momentum": _Range(0, 1, high_open=True),
+    "weight_decay": _Range(0),
+    "alpha_lr": _Range(0, low_open=True),
+    "beta_lr": _Range(0, low_open=True),
+    "arch_beta1": _Range(0, 1, high_open=True),
+    "arch_beta2": _Range(0, 1, high_open=True),
+    "arch_weight_decay": _Range(0),
+    "label_smoothing": _Range(0, 1, high_open=True),
+    "seed": _Range(0, 2**32 - 1),  # NumPy's legacy seeding (keras.utils.set_random_seed)
+    "checkpoint_every_steps": _Range(1),
+    "keep_best": _Range(1),
+    "select_from_epoch": _Range(1),
+    "tie_threshold": _Range(0),
+}
+# The allowed values of string fields, by dotted key.
+_CHOICES = {"data.dataset": SEARCH_DATASETS}
+# What null means for the fields that may be null, by dotted key.
+_NULL_MEANS = {
+    "data.data_dir": "Debian's /usr/share/datasets/fashion-mnist",
+    "data.train_limit": "all images",
+    "latency_table": "the shipped table",
+    "warmup_target_accuracy": "exactly warmup_epochs of warm-up",
+    "select_from_epoch": "the first architecture epoch",
+}
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a finite number",
+    str: "a string",
+    Mapping: "a mapping",
+}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether ``value`` is of ``kind`` (bools are not numbers; floats are finite)."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int)
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _check_value(key: str, value: Any, annotation: Any) -> None:
+    """Refuses a value that breaks the annotated type or the rules of field ``key``."""
+    options = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    nullable = type(None) in options
+    (kind,) = (typing.get_origin(o) or o for o in options if o is not type(None))
+    if value is None and nullable:
+        return
+    valid_range, choices = _RANGES.get(key), _CHOICES.get(key)
+    ok = _fits(value, kind)
+    if ok and valid_range is not None:
+        ok = value in valid_range
+    if ok and choices is not None:
+        ok = value in choices
+    if ok:
+        return
+    allowed = f"one of {list(choices)}" if choices else _KIND_NAMES.get(kind, kind.__name__)
+    if valid_range is not None:
+        allowed += f" {valid_range}"
+    if nullable:
+        allowed += f", or null ({_NULL_MEANS[key]})" if key in _NULL_MEANS else ", or null"
+    hint = ""
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            float(value)
+            hint = "; write it as a number, not as text (YAML reads 1e-5 as text: write 1.0e-5)"
+        except ValueError:
+            pass
+    raise ConfigError(f"{key} must be {allowed}, got {value!r}{hint}")
+
+
+def _check_fields(values: Mapping[str, Any], cls: type, prefix: str = "") -> None:
+    """Checks the values of the fields of dataclass ``cls`` that ``values`` holds."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in values:
+            _check_value(prefix + field.name, values[field.name], hints[field.name])
+
+
+def _check_known(values: Any, cls: type, key: str) -> None:
+    """``values`` is a mapping holding only fields of dataclass ``cls``."""
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{key} must be a mapping with the fields {known}, got {values!r}")
+    unknown = sorted(str(name) for name in set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown field '{key}.{unknown[0]}'; the fields are {known}")
+
+
+def _own_fields(instance: Any) -> dict[str, Any]:
+    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """Where the search's images come from and how many it uses."""
+
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
-    train_limit: int | None = None  # use only the first N training images (after a seeded shuffle)
+    # Use only the first N training images (after a seeded shuffle); null: all of them.
+    train_limit: int | None = None
     arch_fraction: float = 0.2
+
+    def __post_init__(self):
+        _check_fields(_own_fields(self), DataConfig, "data.")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DataConfig:
+        """The ``data`` mapping of a config file, its fields checked."""
+        _check_known(data, cls, "data")
+        return cls(**data)
+
+
+_KIND_NAMES[DataConfig] = (
+    f"a mapping with the fields {[f.name for f in dataclasses.fields(DataConfig)]}"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,44 +239,26 @@ class SearchConfig:
     mixed_precision: bool = False
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        _check_fields(_own_fields(self), SearchConfig)
+        if self.warmup_epochs > self.epochs:
             raise ConfigError(
                 f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}"
             )
-        target = self.warmup_target_accuracy
-        if target is not None and not 0.0 < target <= 1.0:
-            raise ConfigError(f"warmup_target_accuracy must be in (0, 1] or null, got {target}")
+        if self.select_from_epoch is not None and self.select_from_epoch > self.epochs:
+            raise ConfigError(
+                f"select_from_epoch must be in [1, epochs={self.epochs}] or null, "
+                f"got {self.select_from_epoch}"
+            )
         from densenas_tf.supernet import WEIGHT_SHARING
 
         if self.weight_sharing not in WEIGHT_SHARING:
             raise ConfigError(
                 f"weight_sharing must be one of {list(WEIGHT_SHARING)}, got {self.weight_sharing!r}"
             )
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.checkpoint_every_steps < 1:
-            raise ConfigError("checkpoint_every_steps must be at least 1")
-        for name in ("weight_lr", "alpha_lr", "beta_lr"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.keep_best < 1:
-            raise ConfigError(f"keep_best must be at least 1, got {self.keep_best}")
-        if self.select_from_epoch is not None and not 1 <= self.select_from_epoch <= self.epochs:
-            raise ConfigError(
-                f"select_from_epoch must be in [1, epochs={self.epochs}] or null, "
-                f"got {self.select_from_epoch}"
-            )
-        if self.tie_threshold < 0:
-            raise ConfigError(f"tie_threshold must be >= 0, got {self.tie_threshold}")
-        for name in ("mixed_precision", "latency_check", "deterministic", "undrawn_ops_step"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         from densenas_tf.objectives import Objective
 
+        _check_known(self.objective, Objective, "objective")
+        _check_fields(self.objective, Objective, "objective.")
         try:
             Objective.from_config(self.objective)
         except ValueError as err:
@@ -139,29 +274,24 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "search config") -> SearchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
+        """A validated config; an error names ``source`` and the field."""
         if "arch_lr" in data:
             raise ConfigError(
                 f"{source}: 'arch_lr' was split into 'alpha_lr' and 'beta_lr' (the reference's "
                 "two architecture learning rates); set those instead"
             )
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
                 f"{source}: unknown field {unknown[0]!r}; the fields are {sorted(known)}"
             )
         values = dict(data)
-        if "data" in values:
-            data_known = {f.name for f in dataclasses.fields(DataConfig)}
-            bad = sorted(set(values["data"]) - data_known)
-            if bad:
-                raise ConfigError(
-                    f"{source}: unknown field 'data.{bad[0]}'; the fields are {sorted(data_known)}"
-                )
-            values["data"] = DataConfig(**values["data"])
         try:
+            if "data" in values and not isinstance(values["data"], DataConfig):
+                values["data"] = DataConfig.from_dict(values["data"])
             return cls(**values)
-        except TypeError as err:
+        except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
 
 
@@ -205,4 +335,6 @@ def load_search_config(name_or_path: str | None, overrides: Sequence[str] = ()) 
             path = preset
         data = read_config_file(path)
         source = str(path)
+    if overrides:
+        source += f" with the overrides {' '.join(overrides)}"
     return SearchConfig.from_dict(apply_overrides(data, overrides), source)

@@ -224,12 +224,6 @@ class SearchSpace:
     def out_degrees(self) -> tuple[int, ...]:
         return tuple(len(self.out_edges(b.index)) for b in self.blocks)
 
-    def node_width(self, node: int) -> int:
-        return self.final_conv_width if node == self.final_node else self.blocks[node].width
-
-    def node_feature_map_size(self, node: int) -> int:
-        return self.blocks[min(node, self.num_blocks - 1)].feature_map_size
-
     def enumerate_paths(self, limit: int = 1_000_000) -> list[tuple[int, ...]]:
         """Every path from block 0 to the final node (for tests and baselines)."""
         paths: list[tuple[int, ...]] = []
@@ -338,7 +332,32 @@ def _op_list(source: str, field: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
+@dataclasses.dataclass(frozen=True)
+class _BlockLists:
+    """The per-block lists of a config's ``blocks`` mapping, block 0 (the stem's output) first."""
+
+    widths: list[int]
+    sizes: list[int]
+    stages: list[int]
+    layers: list[int]
+
+    @property
+    def num_stages(self) -> int:
+        return self.stages[-1] + 1
+
+    @property
+    def node_stages(self) -> list[int]:
+        """The stage of every node: the final node sits one stage above the last block."""
+        return [*self.stages, self.num_stages]
+
+    @property
+    def node_sizes(self) -> list[int]:
+        """The feature-map size of every node: the final node keeps the last block's."""
+        return [*self.sizes, self.sizes[-1]]
+
+
+def _check_top_level(config: Any, source: str) -> None:
+    """The config is a mapping holding exactly the top-level fields."""
     if not isinstance(config, Mapping):
         raise SearchSpaceError(f"{source}: the config must be a mapping of fields")
     unknown = sorted(set(config) - set(_TOP_LEVEL_FIELDS))
@@ -352,9 +371,17 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
     if missing:
         raise _fail(source, missing[0], "is missing")
 
+
+def _read_name(config: Mapping[str, Any], source: str) -> str:
+    """The space's name, a non-empty string."""
     name = config["name"]
     if not isinstance(name, str) or not name:
         raise _fail(source, "name", "must be a non-empty string")
+    return name
+
+
+def _read_input_shape(config: Mapping[str, Any], source: str) -> list[int]:
+    """[height, width, channels] of the input images: positive, and square."""
     input_shape = _int_list(source, "input_shape", config["input_shape"])
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise _fail(
@@ -368,21 +395,29 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
             "input_shape",
             f"must be square, got {input_shape[0]}x{input_shape[1]}",
         )
-    num_classes = _positive_int(source, "num_classes", config["num_classes"])
-    final_conv_width = _positive_int(source, "final_conv_width", config["final_conv_width"])
+    return input_shape
 
+
+def _read_stem(config: Mapping[str, Any], source: str) -> tuple[int, int, ops.OpSpec]:
+    """(conv_width, stride, op) of the stem; its op cannot be 'skip'."""
     stem_cfg = _mapping(source, "stem", config["stem"], _STEM_FIELDS)
-    stem_conv_width = _positive_int(source, "stem.conv_width", stem_cfg["conv_width"])
-    stem_stride = stem_cfg["stride"]
-    if stem_stride not in (1, 2):
-        raise _fail(source, "stem.stride", f"must be 1 or 2, got {stem_stride!r}")
+    conv_width = _positive_int(source, "stem.conv_width", stem_cfg["conv_width"])
+    stride = stem_cfg["stride"]
+    if stride not in (1, 2):
+        raise _fail(source, "stem.stride", f"must be 1 or 2, got {stride!r}")
     try:
-        stem_op = ops.parse_op(stem_cfg["op"])
+        op = ops.parse_op(stem_cfg["op"])
     except ops.UnknownOpError as err:
         raise _fail(source, "stem.op", str(err)) from None
-    if stem_op.is_skip:
+    if op.is_skip:
         raise _fail(source, "stem.op", "cannot be 'skip'; the stem op changes width")
+    return conv_width, stride, op
 
+
+def _read_op_sets(
+    config: Mapping[str, Any], source: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(head_ops, stacking_ops); a head layer cannot be 'skip'."""
     head_ops = _op_list(source, "head_ops", config["head_ops"])
     if ops.SKIP in head_ops:
         raise _fail(
@@ -391,7 +426,18 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
             "cannot hold 'skip': a head layer changes width or resolution",
         )
     stacking_ops = _op_list(source, "stacking_ops", config["stacking_ops"])
+    return head_ops, stacking_ops
 
+
+def _read_blocks(
+    config: Mapping[str, Any], source: str, input_size: int, stem_stride: int
+) -> _BlockLists:
+    """The block lists, each checked on its own and against the stem.
+
+    One entry per block, at least two blocks; widths positive and unique;
+    stacking-layer counts not negative, block 0's zero; sizes positive, block
+    0's the stem's output size; stages starting at 0 and never decreasing.
+    """
     blocks_cfg = _mapping(source, "blocks", config["blocks"], _BLOCK_FIELDS)
     lists = {f: _int_list(source, f"blocks.{f}", blocks_cfg[f]) for f in _BLOCK_FIELDS}
     lengths = {f: len(v) for f, v in lists.items()}
@@ -441,12 +487,12 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
                 "blocks.feature_map_sizes",
                 f"block {i} has size {size}; sizes must be positive",
             )
-    expected_size = -(-input_shape[0] // stem_stride)
+    expected_size = -(-input_size // stem_stride)
     if sizes[0] != expected_size:
         raise _fail(
             source,
             "blocks.feature_map_sizes",
-            f"block 0 (the stem output) must be {expected_size} for input size {input_shape[0]} "
+            f"block 0 (the stem output) must be {expected_size} for input size {input_size} "
             f"and stem stride {stem_stride}, got {sizes[0]}; input size and feature-map sizes are inconsistent",
         )
     if stages[0] != 0:
@@ -458,7 +504,11 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
                 "blocks.stages",
                 f"stages must not decrease: block {i} has stage {stages[i]} after {stages[i - 1]}",
             )
-    num_stages = stages[-1] + 1
+    return _BlockLists(widths, sizes, stages, layers)
+
+
+def _read_connections(config: Mapping[str, Any], source: str, num_stages: int) -> list[int]:
+    """connections_per_stage: one m >= 1 per stage."""
     m_list = _int_list(source, "connections_per_stage", config["connections_per_stage"])
     if len(m_list) != num_stages:
         raise _fail(
@@ -473,11 +523,14 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
                 "connections_per_stage",
                 f"stage {stage} has m = {m}; m must be at least 1",
             )
+    return m_list
 
-    # The final node sits one stage above the last block, at its resolution.
-    all_stages = [*stages, num_stages]
-    all_sizes = [*sizes, sizes[-1]]
-    num_nodes = len(widths) + 1
+
+def _check_geometry(source: str, blocks: _BlockLists) -> None:
+    """Nodes in connectable stages (at most one apart) have a feature-map ratio of 1
+    or 2, and nodes of one stage share one size."""
+    all_stages, all_sizes = blocks.node_stages, blocks.node_sizes
+    num_nodes = len(all_stages)
     for i in range(num_nodes):
         for j in range(i + 1, num_nodes):
             if all_stages[j] - all_stages[i] > 1:
@@ -499,13 +552,25 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
                     f"({all_sizes[i]} vs {all_sizes[j]}); a stage has one resolution",
                 )
 
+
+def _make_edges(blocks: _BlockLists, m_list: Sequence[int]) -> list[Edge]:
+    """The dense edges, sorted by (src, dst): node i feeds node j when j - i is at
+    most m of i's stage and their stages are at most one apart."""
+    all_stages, all_sizes = blocks.node_stages, blocks.node_sizes
+    num_nodes = len(all_stages)
     edges: list[Edge] = []
     for i in range(num_nodes - 1):
         m = m_list[all_stages[i]]
         for j in range(i + 1, min(i + m, num_nodes - 1) + 1):
             if all_stages[j] - all_stages[i] <= 1:
                 edges.append(Edge(len(edges), i, j, all_sizes[i] // all_sizes[j]))
+    return edges
 
+
+def _check_reachability(source: str, blocks: _BlockLists, edges: Sequence[Edge]) -> None:
+    """Some path from block 0 reaches every block and the final node."""
+    all_stages = blocks.node_stages
+    num_nodes = len(all_stages)
     reached = {0}
     for e in edges:  # edges are sorted by src, so one pass suffices
         if e.src in reached:
@@ -524,13 +589,32 @@ def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
             "blocks of its own or the next stage: number the stages without gaps",
         )
 
-    blocks = tuple(Block(i, widths[i], sizes[i], stages[i], layers[i]) for i in range(len(widths)))
+
+def _build(config: Mapping[str, Any], source: str) -> SearchSpace:
+    """Validates a config step by step (the first broken rule is reported) and
+    builds its space: fields, stem, ops, blocks, connections, geometry, edges and
+    reachability."""
+    _check_top_level(config, source)
+    name = _read_name(config, source)
+    input_shape = _read_input_shape(config, source)
+    num_classes = _positive_int(source, "num_classes", config["num_classes"])
+    final_conv_width = _positive_int(source, "final_conv_width", config["final_conv_width"])
+    stem_conv_width, stem_stride, stem_op = _read_stem(config, source)
+    head_ops, stacking_ops = _read_op_sets(config, source)
+    blocks = _read_blocks(config, source, input_shape[0], stem_stride)
+    m_list = _read_connections(config, source, blocks.num_stages)
+    _check_geometry(source, blocks)
+    edges = _make_edges(blocks, m_list)
+    _check_reachability(source, blocks, edges)
     return SearchSpace(
         name=name,
         input_shape=tuple(input_shape),
         num_classes=num_classes,
-        stem=Stem(stem_conv_width, stem_stride, stem_op.name, widths[0]),
-        blocks=blocks,
+        stem=Stem(stem_conv_width, stem_stride, stem_op.name, blocks.widths[0]),
+        blocks=tuple(
+            Block(i, blocks.widths[i], blocks.sizes[i], blocks.stages[i], blocks.layers[i])
+            for i in range(len(blocks.widths))
+        ),
         connections_per_stage=tuple(m_list),
         head_ops=head_ops,
         stacking_ops=stacking_ops,

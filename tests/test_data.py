@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from densenas_tf.data import (
     FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     DataError,
@@ -50,6 +51,67 @@ def test_corrupt_headers_are_rejected(tmp_path):
         f.write(b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1c" + b"\x00" * 100)
     with pytest.raises(DataError, match="100 data bytes for 2x28x28 images"):
         read_idx_images(truncated)
+
+
+REINSTALL = (
+    "reinstall Debian's package with 'apt-get install --reinstall dataset-fashion-mnist', "
+    "or replace the file with an intact copy"
+)
+
+
+def _test_split_dir(tmp_path, labels_name: str, labels_bytes: bytes):
+    """A data directory with the real test images and the given test-labels file."""
+    (tmp_path / "t10k-images-idx3-ubyte.gz").symlink_to(
+        FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    )
+    (tmp_path / labels_name).write_bytes(labels_bytes)
+    return tmp_path / labels_name
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        ("truncated", "Compressed file ended before the end-of-stream marker was reached"),
+        ("corrupted", "Error -3 while decompressing data: invalid distance too far back"),
+        ("not gzipped", "Not a gzipped file (b'\\x00\\x00')"),
+    ],
+)
+def test_damaged_gzip_file_names_the_file_and_the_fix(tmp_path, damage, cause):
+    packed = (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    damaged = {
+        "truncated": packed[: len(packed) // 2],
+        "corrupted": packed[:100] + bytes(b ^ 0xFF for b in packed[100:200]) + packed[200:],
+        "not gzipped": gzip.decompress(packed),
+    }[damage]
+    path = _test_split_dir(tmp_path, "t10k-labels-idx1-ubyte.gz", damaged)
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist("test", tmp_path)
+    assert str(err.value) == f"{path}: truncated or damaged gzip file ({cause}); {REINSTALL}"
+
+
+def test_truncated_or_overlong_idx_file_names_the_file_and_the_fix(tmp_path):
+    labels = gzip.decompress((FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    assert len(labels) == 8 + 10000
+    path = _test_split_dir(tmp_path, "t10k-labels-idx1-ubyte", labels[:9008])
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist("test", tmp_path)
+    assert str(err.value) == (
+        f"{path}: 9000 data bytes for 10000 labels, which need 10000; "
+        f"the file is truncated: {REINSTALL}"
+    )
+    path.write_bytes(labels + b"\x00")
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist("test", tmp_path)
+    assert str(err.value) == (
+        f"{path}: 10001 data bytes for 10000 labels, which need 10000; "
+        f"the file is damaged (too long): {REINSTALL}"
+    )
+    path.write_bytes(labels[:5])
+    with pytest.raises(DataError) as err:
+        load_fashion_mnist("test", tmp_path)
+    assert str(err.value) == (
+        f"{path}: truncated IDX header (5 of 8 bytes); the file is damaged: {REINSTALL}"
+    )
 
 
 def test_missing_data_directory_says_how_to_fix_it(tmp_path):
@@ -108,6 +170,16 @@ def test_fashion_mnist_resized_and_bad_arguments():
         load_image_data(train_limit=0)
     with pytest.raises(DataError, match="image_size must be a positive integer"):
         load_image_data(image_size=-3)
+
+
+@pytest.mark.parametrize("limit", [0, -1, -60000])
+@pytest.mark.parametrize("field", ["train_limit", "test_limit"])
+def test_limits_of_zero_or_below_are_refused(field, limit):
+    with pytest.raises(DataError) as err:
+        load_image_data(**{field: limit})
+    assert str(err.value) == (
+        f"{field} must be a positive integer, got {limit}; pass a number of images, or None for all"
+    )
 
 
 def test_image_data_checks_its_arrays():
