@@ -56,6 +56,9 @@ def main(
     return wrapped
 
 
+# The flags defined here are the calling binary's, shown by its --help.
+flags.disclaim_key_flags()
+
 DATA_FLAGS = (
     "dataset",
     "data_dir",
@@ -71,7 +74,9 @@ DATA_FLAGS = (
 
 
 def define_data_flags() -> None:
-    """Defines the data-source flags (once per process)."""
+    """Defines the data-source flags (once per process). They belong to the
+    binary that calls this (this module disclaims its flags), so the binary's
+    ``--help`` lists them."""
     if "dataset" in flags.FLAGS:
         return
     flags.DEFINE_string("dataset", "fashion_mnist", "Built-in dataset read from its IDX files.")

@@ -1,9 +1,14 @@
-"""The one error base class and the one place the binaries catch it."""
+"""The binaries' shared parts: the one error base class, the one place it is
+caught, and the data flags in --help."""
 
 import errno
 import importlib
 import inspect
+import os
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +70,21 @@ def test_main_leaves_bugs_alone():
 def test_os_errors_name_the_file_and_the_fix(code, fix):
     text = cli.describe_os_error(OSError(code, "reason", "/some/file"))
     assert text.startswith("reason: /some/file; ") and fix in text
+
+
+@pytest.mark.parametrize(
+    "binary", ["tools/train.py", "export/export_saved_model.py", "export/export_tflite.py"]
+)
+def test_help_lists_the_data_flags(binary):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, str(root / binary), "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert "Try --helpfull" in result.stdout, result.stderr[-2000:]  # absl's --help (exit 1)
+    for name in cli.DATA_FLAGS:
+        assert f"--{name}" in result.stdout, name
