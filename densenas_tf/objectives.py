@@ -51,22 +51,22 @@ class Objective:
             )
         return cls(**config)
 
-    def latency_term(self, cross_entropy, latency_ms) -> tf.Tensor:
-        """The loss minus the cross-entropy (for logging)."""
-        return self.loss(cross_entropy, latency_ms) - cross_entropy
+    def latency_term(self, cross_entropy, latency_ms, num_replicas: int = 1) -> tf.Tensor:
+        """The loss minus the cross-entropy: each objective's one formula.
 
-    def replica_loss(self, scaled_cross_entropy, latency_ms, num_replicas: int) -> tf.Tensor:
-        """One replica's share of the loss, given its cross-entropy already scaled
-        to the global batch: summed over replicas it equals ``loss``."""
+        Under a strategy with ``num_replicas`` replicas, given one replica's
+        cross-entropy already scaled to the global batch, this replica's share:
+        summed over the replicas it is the term of the summed cross-entropy."""
+        latency_ms = tf.cast(latency_ms, tf.float32)
         if self.kind == "proxyless":
-            return self.loss(scaled_cross_entropy, latency_ms)
-        term = self.loss(tf.constant(0.0), latency_ms)
-        return scaled_cross_entropy + term / num_replicas
+            # CE * (lat / T) ** beta - CE: linear in the cross-entropy, so each
+            # replica's own cross-entropy gives its share.
+            return cross_entropy * (tf.pow(latency_ms / self.target_ms, self.beta) - 1.0)
+        if self.kind == "paper":
+            term = self.lam * tf.math.log(latency_ms) / math.log(self.tau_ms)
+        else:
+            term = self.lam * tf.nn.relu(latency_ms / self.target_ms - 1.0)
+        return term / num_replicas
 
     def loss(self, cross_entropy, latency_ms) -> tf.Tensor:
-        latency_ms = tf.cast(latency_ms, tf.float32)
-        if self.kind == "paper":
-            return cross_entropy + self.lam * tf.math.log(latency_ms) / math.log(self.tau_ms)
-        if self.kind == "target":
-            return cross_entropy + self.lam * tf.nn.relu(latency_ms / self.target_ms - 1.0)
-        return cross_entropy * tf.pow(latency_ms / self.target_ms, self.beta)
+        return cross_entropy + self.latency_term(cross_entropy, latency_ms)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.io_utils import cached_json, write_text_atomic
+from densenas_tf.run_lock import RunDirError, clear_run_dir, locked_run_dir
 from densenas_tf.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
 from densenas_tf.search_config import SearchConfig
 
@@ -37,10 +37,31 @@ def load_search_data(
     return (images[weight_ids], labels[weight_ids]), (images[arch_ids], labels[arch_ids])
 
 
-def prepare_run_dir(run_dir: Path, config: SearchConfig, overwrite: bool) -> bool:
-    """Checks the run directory; True when it already holds this finished run."""
-    from densenas_tf.searcher import RunDirError
+def check_search_data(space, config: SearchConfig, images: np.ndarray) -> None:
+    """Refuses a space whose input shape or class count differs from the search data's
+    (labels beyond the space's classes would become all-zero targets)."""
+    from densenas_tf.data import FASHION_MNIST_CLASSES, DataError
 
+    shape = tuple(int(d) for d in images.shape[1:])
+    classes = len(FASHION_MNIST_CLASSES)  # the one dataset load_search_data reads
+    if tuple(space.input_shape) == shape and space.num_classes == classes:
+        return
+    raise DataError(
+        f"the space {space.name!r} takes {'x'.join(map(str, space.input_shape))} images in "
+        f"{space.num_classes} classes but the search data ({config.data.dataset}) are "
+        f"{'x'.join(map(str, shape))} images in {classes} classes; search a space with "
+        f"input_shape: {list(shape)} and num_classes: {classes} (e.g. --override=space=fashion_mnist)"
+    )
+
+
+def prepare_run_dir(
+    run_dir: Path,
+    config: SearchConfig,
+    overwrite: bool,
+    log: Callable[[str], None] = lambda line: None,
+) -> bool:
+    """Checks the run directory (whose lock the caller holds); True when it
+    already holds this finished run."""
     saved = run_dir / "config.json"
     if saved.is_file():
         if json.loads(saved.read_text()) != json.loads(config.to_json()):
@@ -49,7 +70,8 @@ def prepare_run_dir(run_dir: Path, config: SearchConfig, overwrite: bool) -> boo
                     f"{run_dir} holds a run with another config ({saved}); pick another --run_dir "
                     "or pass --overwrite to delete it"
                 )
-            shutil.rmtree(run_dir)
+            log(f"--overwrite: deleting the run with another config in {run_dir}")
+            clear_run_dir(run_dir)
         elif (run_dir / "summary.json").is_file():
             return True
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,64 +108,68 @@ def run_search(
     )
     table = LatencyTable.load(table_path)
     table.check_space(space)  # refused before anything trains
-    if prepare_run_dir(run_dir, config, overwrite):
-        summary = json.loads((run_dir / "summary.json").read_text())
-        log(
-            f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
-        )
-        return SearchResult(
-            ArchSpec.from_json((run_dir / "arch.json").read_text()), summary, run_dir
-        )
-    prov = table.provenance
-    log(
-        f"optimising the latency of {prov.get('device', 'an unnamed device')} "
-        f"({prov.get('backend')}, {prov.get('threads')} thread(s), batch {prov.get('batch_size')}) "
-        f"from {table_path}"
-    )
-    check = {"checked": False, "reason": "latency_check is false"}
-    if config.latency_check:
-        from densenas_tf.latency_check import check_table_here
-
-        check = cached_json(
-            run_dir / "latency_check.json",
-            lambda: check_table_here(space, table, str(table_path), seed=config.seed, log=log),
-        )
-    write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
-    write_text_atomic(run_dir / "latency_table.json", table.to_json())
     weight_data, arch_data = load_search_data(config)
-
-    import keras
-
-    from densenas_tf.searcher import Searcher
-    from densenas_tf.supernet import SuperNet
-
-    strategy = make_strategy(strategy_name)
-    if config.deterministic:
-        # The same command and seed derive the same net on one machine.
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
-    previous_policy = keras.mixed_precision.global_policy()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        with strategy.scope():
-            net = SuperNet.from_space(
-                space, arch_init_seed=config.seed, weight_sharing=config.weight_sharing
+    check_search_data(space, config, weight_data[0])  # so is data that do not fit the space
+    with locked_run_dir(run_dir):  # one process per run directory, from here on
+        if prepare_run_dir(run_dir, config, overwrite, log):
+            summary = json.loads((run_dir / "summary.json").read_text())
+            log(
+                f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
             )
-        searcher = Searcher(config, net, table, weight_data, arch_data, run_dir, strategy, log=log)
-        searcher.restore()
-        arch, summary = searcher.run()
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-    summary["latency_table"] = {
-        "path": str(table_path),
-        "device": prov.get("device"),
-        "check": {k: v for k, v in check.items() if k != "rows"},
-    }
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return SearchResult(arch, summary, run_dir)
+            return SearchResult(
+                ArchSpec.from_json((run_dir / "arch.json").read_text()), summary, run_dir
+            )
+        prov = table.provenance
+        log(
+            f"optimising the latency of {prov.get('device', 'an unnamed device')} "
+            f"({prov.get('backend')}, {prov.get('threads')} thread(s), batch {prov.get('batch_size')}) "
+            f"from {table_path}"
+        )
+        check = {"checked": False, "reason": "latency_check is false"}
+        if config.latency_check:
+            from densenas_tf.latency_check import check_table_here
+
+            check = cached_json(
+                run_dir / "latency_check.json",
+                lambda: check_table_here(space, table, str(table_path), seed=config.seed, log=log),
+            )
+        write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
+        write_text_atomic(run_dir / "latency_table.json", table.to_json())
+
+        import keras
+
+        from densenas_tf.searcher import Searcher
+        from densenas_tf.supernet import SuperNet
+
+        strategy = make_strategy(strategy_name)
+        if config.deterministic:
+            # The same command and seed derive the same net on one machine.
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
+        previous_policy = keras.mixed_precision.global_policy()
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with strategy.scope():
+                net = SuperNet.from_space(
+                    space, arch_init_seed=config.seed, weight_sharing=config.weight_sharing
+                )
+            searcher = Searcher(
+                config, net, table, weight_data, arch_data, run_dir, strategy, log=log
+            )
+            searcher.restore()
+            arch, summary = searcher.run()
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+        summary["latency_table"] = {
+            "path": str(table_path),
+            "device": prov.get("device"),
+            "check": {k: v for k, v in check.items() if k != "rows"},
+        }
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return SearchResult(arch, summary, run_dir)
 
 
 def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:

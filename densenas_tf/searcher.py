@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from densenas_tf.io_utils import write_text_atomic
 from densenas_tf.latency import LatencyTable
 from densenas_tf.objectives import Objective
 from densenas_tf.optimizers import DynamicLossScale, MomentumSGD
+from densenas_tf.run_lock import RunDirError
 from densenas_tf.runtime import Progress
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.supernet import SuperNet
@@ -52,6 +55,8 @@ ARCH_NAMES = ("alpha_head", "alpha_stack", "beta")
 # apart from the training steps' [seed, global step].
 EVAL_SEED_OFFSET = 1 << 40
 EVAL_SEED_STRIDE = 1 << 20
+# The files of checkpoint N in run_dir/ckpt (N is the global step it was saved at).
+CHECKPOINT_FILE = re.compile(r"ckpt-(\d+)\.(?:index|data-\d+-of-\d+)")
 
 
 def checkpoint_key(name: str) -> str:
@@ -63,10 +68,6 @@ class SearchDivergedError(DenseNASError, RuntimeError):
     """A non-finite loss: the run stops and the last good checkpoint stays."""
 
     exit_code = 3
-
-
-class RunDirError(DenseNASError, ValueError):
-    """A run directory that holds another run."""
 
 
 @dataclasses.dataclass
@@ -302,7 +303,8 @@ class Searcher:
             )
             ce = self._cross_entropy(labels, logits)
             latency = self.expected_latency(*self.net.latency_weights("two", sample))
-            loss = self.objective.replica_loss(ce, latency, replicas)
+            # This replica's share of the latency term: the objective's one formula.
+            loss = ce + self.objective.latency_term(ce, latency, replicas)
             scaled = self._scaled(loss)
         grads, finite = self._gradients(tape, scaled, variables)
         if finite:
@@ -446,18 +448,84 @@ class Searcher:
 
     # ----- the loop --------------------------------------------------------------------
     def restore(self) -> bool:
-        """Restores the latest checkpoint, if any; True when one was found."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        """Restores the newest readable checkpoint, if any; True when one was restored.
+
+        The checkpoints are found by the index file (``ckpt/checkpoint``) and by
+        their files, so a lost index still resumes; they are tried newest first,
+        and an unreadable one is moved to ``ckpt/unreadable`` (the run says which
+        and why) in favour of the one before it. Checkpoint files of which none
+        is readable raise RunDirError: the run never starts over unasked."""
+        directory = self.run_dir / "ckpt"
+        steps = set()
+        for path in self.manager.checkpoints:
+            match = re.fullmatch(r"ckpt-(\d+)", Path(path).name)
+            if match:
+                steps.add(int(match.group(1)))
+        files = [p for p in directory.glob("ckpt-*") if CHECKPOINT_FILE.fullmatch(p.name)]
+        steps.update(int(CHECKPOINT_FILE.fullmatch(p.name).group(1)) for p in files)
+        if not steps:
+            return False
+        if self.manager.latest_checkpoint is None:
+            self.log(
+                f"{directory} has no index file (checkpoint) but holds checkpoint files: "
+                "looking at those"
+            )
+        failed = []
+        for step in sorted(steps, reverse=True):
+            path = str(directory / f"ckpt-{step}")
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as err:  # a corrupt file fails in any of several ways
+                reason = " ".join(str(err).split())[:300] or type(err).__name__
+                self.log(f"cannot restore {path}: {reason}; trying the checkpoint before it")
+                failed.append((step, reason))
+                continue
             self._stats = {
                 k: PassStats(**v) for k, v in json.loads(self.open_stats.numpy().decode()).items()
             }
+            if failed or path != self.manager.latest_checkpoint:
+                self._reindex(directory, step, [s for s, _ in failed])
+            if failed:
+                self.log(
+                    f"restored {path}, the newest readable checkpoint (global step {step}); "
+                    f"the unreadable newer ones were moved to {directory / 'unreadable'}"
+                )
             self.log(
-                f"resuming from {latest}: epoch {int(self.epoch) + 1}, "
+                f"resuming from {path}: epoch {int(self.epoch) + 1}, "
                 f"{'arch' if int(self.phase) == 0 else 'weight'} pass, batch {int(self.batch_in_phase)}"
             )
-        return bool(latest)
+            return True
+        reasons = "; ".join(f"ckpt-{s}: {r}" for s, r in failed)
+        raise RunDirError(
+            f"{directory} holds checkpoint files but none is readable ({reasons}); delete "
+            f"{self.run_dir} (or move it away) to start this search over"
+        )
+
+    def _reindex(self, directory: Path, restored: int, unreadable: list[int]) -> None:
+        """Moves the unreadable checkpoints aside and rewrites the index file, so
+        that it names the restored checkpoint as the latest and the manager keeps
+        (and in time deletes) the readable older ones."""
+        aside = directory / "unreadable"
+        for path in directory.glob("ckpt-*"):
+            match = CHECKPOINT_FILE.fullmatch(path.name)
+            if match and int(match.group(1)) in unreadable:
+                aside.mkdir(exist_ok=True)
+                shutil.move(path, aside / path.name)
+        kept = {}  # step -> the time its files were written
+        for path in directory.glob("ckpt-*"):
+            match = CHECKPOINT_FILE.fullmatch(path.name)
+            if match and int(match.group(1)) <= restored:
+                step = int(match.group(1))
+                kept[step] = max(kept.get(step, 0.0), path.stat().st_mtime)
+        steps = sorted(kept)
+        lines = [f'model_checkpoint_path: "ckpt-{restored}"']
+        lines += [f'all_model_checkpoint_paths: "ckpt-{step}"' for step in steps]
+        # The manager tracks (and in time deletes) checkpoints written after
+        # last_preserved_timestamp only.
+        lines += [f"all_model_checkpoint_timestamps: {kept[step]!r}" for step in steps]
+        lines.append(f"last_preserved_timestamp: {min(kept.values()) - 1.0!r}")
+        write_text_atomic(directory / "checkpoint", "\n".join(lines) + "\n")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=2)
 
     def _finish_epoch(self, epoch: int, reports: list[dict[str, Any]]) -> dict[str, Any]:
         config = self.config

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ import numpy as np
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import write_text_atomic
+from densenas_tf.run_lock import RunDirError, clear_run_dir, locked_run_dir
 
 
 class TrainError(DenseNASError, ValueError):
@@ -139,49 +141,162 @@ def train(
     strategy=None,
     data_source: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains ``spec`` on ``data`` (a data.ImageData) in run_dir; resumes; returns metrics.
 
-    Writes ``train_config.json``, ``ckpt/last.keras`` after every epoch,
-    ``tensorboard/``, and at the end ``model.keras`` and ``metrics.json``.
+    Writes ``train_config.json``, ``ckpt/epoch_NNN.keras`` with
+    ``ckpt/epoch_NNN.json`` after every epoch (the last two kept),
+    ``tensorboard/``, and at the end ``model.keras`` and ``metrics.json``,
+    holding the run directory's lock (``run_lock``) throughout. A run
+    directory holding another architecture, config or data is replaced when
+    it finished no epoch (or with ``overwrite``), else refused.
     """
-    import tensorflow as tf
-
-    from densenas_tf.data import channel_stats, train_pipeline
-
     run_dir = Path(run_dir)
     check_data_matches(spec, data.input_shape, data.num_classes)
+    if len(data.test_labels) == 0:
+        raise TrainError(
+            f"the data ({data.name}) hold no test images, so the trained net could not be "
+            "tested; pass a source with a test split, or a --test_fraction or --test_limit "
+            "that leaves some test images"
+        )
+    steps_per_epoch = len(data.train_labels) // config.batch_size
+    if steps_per_epoch < 1:
+        raise TrainError(
+            f"batch_size {config.batch_size} exceeds the {len(data.train_labels)} training "
+            "images; lower --batch_size or use more training images"
+        )
     record = {
         "arch": spec.to_dict(),
         "train": config.to_dict(),
         "data": dict(data_source or {"name": data.name}),
     }
-    saved = run_dir / "train_config.json"
-    if saved.exists():
-        if json.loads(saved.read_text()) != json.loads(json.dumps(record)):
-            raise TrainError(
-                f"{run_dir} holds a training run with another architecture, config or data "
-                f"(see {saved}); use another --run_dir"
+    with locked_run_dir(run_dir):  # one process per run directory, from here on
+        saved = run_dir / "train_config.json"
+        if saved.exists():
+            if json.loads(saved.read_text()) != json.loads(json.dumps(record)):
+                _replace_other_run(run_dir, saved, overwrite, log)
+            elif (run_dir / "metrics.json").exists():
+                log(f"{run_dir} holds a finished training run; its metrics follow")
+                return json.loads((run_dir / "metrics.json").read_text())
+        write_text_atomic(saved, json.dumps(record, indent=2) + "\n")
+        return _train_in(run_dir, spec, data, config, strategy, steps_per_epoch, log)
+
+
+def _replace_other_run(run_dir: Path, saved: Path, overwrite: bool, log) -> None:
+    """Empties run_dir (its lock held) of a run with another architecture, config
+    or data: with overwrite, or when it finished no epoch; else refuses."""
+    if overwrite:
+        log(f"--overwrite: deleting the training run with another config in {run_dir}")
+    elif not _checkpoint_files(run_dir / "ckpt"):
+        log(
+            f"{run_dir} holds a training run with another architecture, config or data that "
+            "finished no epoch; replacing it"
+        )
+    else:
+        raise TrainError(
+            f"{run_dir} holds a training run with another architecture, config or data "
+            f"(see {saved}); use another --run_dir, or pass --overwrite to delete it"
+        )
+    clear_run_dir(run_dir)
+
+
+# The files of the checkpoint after epoch N: ckpt/epoch_NNN.keras (the whole
+# training state) and ckpt/epoch_NNN.json (the progress), the model written first.
+CHECKPOINT_FILE = re.compile(r"epoch_(\d+)\.(?:keras|json)")
+# The one checkpoint of runs written before: ckpt/last.keras with ckpt/progress.json.
+LEGACY_CHECKPOINT = ("last.keras", "progress.json")
+
+
+def _checkpoint_paths(directory: Path, epochs_done: int) -> tuple[Path, Path]:
+    return directory / f"epoch_{epochs_done:03d}.keras", directory / f"epoch_{epochs_done:03d}.json"
+
+
+def _checkpoint_files(directory: Path) -> list[Path]:
+    """The checkpoint files in directory (complete or not)."""
+    if not directory.is_dir():
+        return []
+    return [
+        p
+        for p in directory.iterdir()
+        if CHECKPOINT_FILE.fullmatch(p.name) or p.name in LEGACY_CHECKPOINT
+    ]
+
+
+def _restore(directory: Path, steps_per_epoch: int, log) -> tuple[Any, dict[str, Any]] | None:
+    """(model, progress) of the newest readable checkpoint in directory, None
+    when it holds none. Unreadable newer ones (a corrupt or half-written file, a
+    model whose optimizer step is not its epoch's) are logged and moved to
+    ``unreadable/``; files of which none is readable raise RunDirError."""
+    files = _checkpoint_files(directory)
+    candidates = []  # (epochs done, model file, progress file)
+    for path in files:
+        match = CHECKPOINT_FILE.fullmatch(path.name)
+        if match:
+            candidates.append(
+                (int(match.group(1)), *_checkpoint_paths(directory, int(match.group(1))))
             )
-        if (run_dir / "metrics.json").exists():
-            log(f"{run_dir} holds a finished training run; its metrics follow")
-            return json.loads((run_dir / "metrics.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, json.dumps(record, indent=2) + "\n")
+    legacy = [directory / name for name in LEGACY_CHECKPOINT]
+    if any(p.exists() for p in legacy):
+        try:
+            epochs = int(json.loads(legacy[1].read_text())["epochs_done"])
+        except Exception:
+            epochs = -1  # tried last, and named as unreadable
+        candidates.append((epochs, *legacy))
+    # Newest first; of two of one epoch, the per-epoch files before the legacy ones.
+    candidates = sorted(set(candidates), key=lambda c: (c[0], c[1].name != "last.keras"))
+    failed = []
+    for epochs, model_file, progress_file in reversed(candidates):
+        try:
+            progress = json.loads(progress_file.read_text())
+            if progress["epochs_done"] != epochs:
+                raise ValueError(f"{progress_file.name} says {progress['epochs_done']} epochs done")
+            model = keras.models.load_model(model_file)
+            step = int(model.optimizer.iterations)
+            if step != epochs * steps_per_epoch:
+                raise ValueError(
+                    f"its optimizer is at step {step}, not at the end of epoch {epochs} "
+                    f"(step {epochs * steps_per_epoch})"
+                )
+        except Exception as err:  # a corrupt file fails in any of several ways
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            log(f"cannot resume from {model_file}: {reason}; trying the checkpoint before it")
+            failed.append((model_file, progress_file, reason))
+            continue
+        if failed:
+            aside = directory / "unreadable"
+            aside.mkdir(exist_ok=True)
+            for path in {p for f in failed for p in f[:2] if p.exists()}:
+                os.replace(path, aside / path.name)
+            log(
+                f"resuming from {model_file}, the newest readable checkpoint; the unreadable "
+                f"newer ones were moved to {aside}"
+            )
+        return model, progress
+    if not failed:
+        return None
+    reasons = "; ".join(f"{f[0].name}: {f[2]}" for f in failed)
+    raise RunDirError(
+        f"{directory} holds checkpoint files but none is readable ({reasons}); delete "
+        f"{directory.parent} (or move it away) to start this training over"
+    )
+
+
+def _train_in(
+    run_dir: Path, spec: ArchSpec, data, config: TrainConfig, strategy, steps_per_epoch: int, log
+) -> dict[str, Any]:
+    """The training itself, in a prepared run directory whose lock is held."""
+    import tensorflow as tf
+
+    from densenas_tf.data import channel_stats, train_pipeline
 
     strategy = strategy or tf.distribute.get_strategy()
-    steps_per_epoch = len(data.train_labels) // config.batch_size
-    if steps_per_epoch < 1:
-        raise TrainError(
-            f"batch_size {config.batch_size} exceeds the {len(data.train_labels)} training images"
-        )
-    last = run_dir / "ckpt" / "last.keras"
-    progress_file = run_dir / "ckpt" / "progress.json"
+    checkpoints = run_dir / "ckpt"
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        if last.exists():
-            model = keras.models.load_model(last)
-            progress = json.loads(progress_file.read_text())
+        restored = _restore(checkpoints, steps_per_epoch, log)
+        if restored:
+            model, progress = restored
             log(f"resuming {run_dir} after epoch {progress['epochs_done']}")
         else:
             mean, std = channel_stats(data.train_images)
@@ -220,7 +335,7 @@ def train(
         if not np.isfinite(entry["loss"]):
             raise TrainError(
                 f"non-finite training loss at epoch {epoch + 1}; lower --lr. The checkpoint "
-                f"of the last good epoch stays in {last.parent}"
+                f"of the last good epoch stays in {checkpoints}"
             )
         progress["history"].append(entry)
         progress["epochs_done"] = epoch + 1
@@ -229,8 +344,7 @@ def train(
             for key in ("loss", "train_acc", "lr"):
                 tf.summary.scalar(f"train/{key}", entry[key])
         writer.flush()
-        _save_model(model, last)
-        write_text_atomic(progress_file, json.dumps(progress, indent=2) + "\n")
+        _save_checkpoint(model, progress, checkpoints)
         log(
             f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} "
             f"train acc {entry['train_acc']:.4f} ({entry['time_s']:.0f} s)"
@@ -272,6 +386,20 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         self.progress.update({k: float(logs[k]) for k in ("loss", "acc") if k in logs})
+
+
+def _save_checkpoint(model, progress: dict[str, Any], directory: Path) -> None:
+    """The checkpoint after progress["epochs_done"] epochs: the model, then its
+    progress (a model without its progress file is not a checkpoint); then all
+    but the last two checkpoints are deleted."""
+    epochs = progress["epochs_done"]
+    model_file, progress_file = _checkpoint_paths(directory, epochs)
+    _save_model(model, model_file)
+    write_text_atomic(progress_file, json.dumps(progress, indent=2) + "\n")
+    for path in _checkpoint_files(directory):
+        match = CHECKPOINT_FILE.fullmatch(path.name)
+        if match is None or int(match.group(1)) < epochs - 1:
+            path.unlink()
 
 
 def _save_model(model, path: Path) -> None:

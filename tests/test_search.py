@@ -17,6 +17,7 @@ import yaml
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.latency import LatencyTable, LatencyTableError
 from densenas_tf.latency_measure import build_table
+from densenas_tf.objectives import Objective
 from densenas_tf.search_config import SearchConfig
 from densenas_tf.search_run import load_search_data, run_search
 from densenas_tf.search_space import SearchSpace
@@ -544,3 +545,166 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(micro, tmp_path, undra
     searcher.weight_step(batch, draw(1))
     moved = not np.array_equal(before, kernel.numpy())
     assert moved == undrawn_ops_step
+
+
+# ----- data against the space, checkpoints, the objective --------------------------------
+
+
+def test_a_space_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path):
+    from densenas_tf.data import DataError
+
+    tiny = yaml.safe_load((ROOT / "configs" / "spaces" / "tiny.yaml").read_text())
+    four_classes = {**MICRO_SPACE, "name": "micro4", "num_classes": 4}
+    expected = {
+        "tiny": "the space 'tiny' takes 16x16x1 images in 4 classes but the search data "
+        "(fashion_mnist) are 28x28x1 images in 10 classes; search a space with "
+        "input_shape: [28, 28, 1] and num_classes: 10 (e.g. --override=space=fashion_mnist)",
+        "micro4": "the space 'micro4' takes 28x28x1 images in 4 classes but the search data "
+        "(fashion_mnist) are 28x28x1 images in 10 classes; search a space with "
+        "input_shape: [28, 28, 1] and num_classes: 10 (e.g. --override=space=fashion_mnist)",
+    }
+    for config in (tiny, four_classes):
+        space_file = tmp_path / f"{config['name']}.yaml"
+        space_file.write_text(yaml.safe_dump(config))
+        table_file = tmp_path / f"{config['name']}_lut.json"
+        _planted_table(SearchSpace.from_config(config), 0.1, 0.1).save(table_file)
+        search = SearchConfig.from_dict(
+            {
+                "space": str(space_file),
+                "latency_table": str(table_file),
+                "data": {"train_limit": 320, "arch_fraction": 0.2},
+                "batch_size": 32,
+                "latency_check": False,
+            }
+        )
+        run_dir = tmp_path / f"run_{config['name']}"
+        with pytest.raises(DataError) as refused:
+            run_search(search, run_dir, log=lambda line: None)
+        assert str(refused.value) == expected[config["name"]]
+        assert not run_dir.exists()
+
+
+def _two_checkpoints(micro, run_dir):
+    """A warm-up weight pass of 8 steps, checkpointed every 3: ckpt-3 and ckpt-6."""
+    searcher = _searcher(micro, run_dir, epochs=1)
+    searcher._run_pass(1, epoch=0)
+    names = sorted(Path(p).name for p in searcher.manager.checkpoints)
+    assert names == ["ckpt-3", "ckpt-6"]
+    return run_dir / "ckpt"
+
+
+def _corrupt(checkpoint_dir, step):
+    """Flips 64 bytes in the middle of checkpoint step's data file."""
+    data = next(checkpoint_dir.glob(f"ckpt-{step}.data-*"))
+    blob = bytearray(data.read_bytes())
+    middle = len(blob) // 2
+    blob[middle : middle + 64] = bytes(b ^ 0xFF for b in blob[middle : middle + 64])
+    data.write_bytes(bytes(blob))
+
+
+def _state(searcher, folder):
+    """Every value the searcher checkpoints, by checkpoint key."""
+    reader = tf.train.load_checkpoint(searcher.checkpoint.write(str(folder / "state")))
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if k.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and not k.startswith("save_counter")
+    }
+
+
+def test_a_corrupt_latest_checkpoint_resumes_from_the_one_before(micro, tmp_path):
+    ckpt = _two_checkpoints(micro, tmp_path / "run")
+    reference = _searcher(micro, tmp_path / "reference", epochs=1)
+    reference.checkpoint.restore(str(ckpt / "ckpt-3")).assert_existing_objects_matched()
+    _corrupt(ckpt, 6)
+    logged = []
+    searcher = _searcher(micro, tmp_path / "run", epochs=1)
+    searcher.log = logged.append
+    assert searcher.restore()
+    assert (int(searcher.global_step), int(searcher.phase), int(searcher.batch_in_phase)) == (
+        3,
+        1,
+        3,
+    )
+    state, expected = _state(searcher, tmp_path / "a"), _state(reference, tmp_path / "b")
+    assert state.keys() == expected.keys()
+    assert [k for k, v in expected.items() if not np.array_equal(state[k], v)] == []
+    assert logged[0].startswith(f"cannot restore {ckpt / 'ckpt-6'}: ") and "hecksum" in logged[0]
+    assert logged[1] == (
+        f"restored {ckpt / 'ckpt-3'}, the newest readable checkpoint (global step 3); the "
+        f"unreadable newer ones were moved to {ckpt / 'unreadable'}"
+    )
+    assert (
+        sorted(p.name for p in (ckpt / "unreadable").iterdir())[0] == "ckpt-6.data-00000-of-00001"
+    )
+    assert tf.train.latest_checkpoint(str(ckpt)) == str(ckpt / "ckpt-3")
+    # The run goes on from step 3 to the end of the epoch; the manager keeps its last two.
+    _, summary = searcher.run()
+    assert summary["global_steps"] == 8
+    assert sorted(Path(p).name for p in searcher.manager.checkpoints) == ["ckpt-6", "ckpt-8"]
+    assert not list(ckpt.glob("ckpt-3.*"))
+
+
+def test_a_lost_index_still_resumes_and_no_readable_checkpoint_is_refused(micro, tmp_path):
+    ckpt = _two_checkpoints(micro, tmp_path)
+    (ckpt / "checkpoint").unlink()
+    logged = []
+    searcher = _searcher(micro, tmp_path, epochs=1)
+    searcher.log = logged.append
+    assert searcher.restore()
+    assert int(searcher.global_step) == 6
+    assert logged[0] == (
+        f"{ckpt} has no index file (checkpoint) but holds checkpoint files: looking at those"
+    )
+    assert logged[1].startswith(f"resuming from {ckpt / 'ckpt-6'}: epoch 1, weight pass, batch 6")
+    assert tf.train.latest_checkpoint(str(ckpt)) == str(ckpt / "ckpt-6")  # the index rewritten
+    assert [Path(p).name for p in searcher.manager.checkpoints] == ["ckpt-3", "ckpt-6"]
+    # No readable checkpoint at all: refused, never a silent start from step 0.
+    _corrupt(ckpt, 3)
+    _corrupt(ckpt, 6)
+    before = sorted(p.name for p in ckpt.iterdir())
+    with pytest.raises(RunDirError) as refused:
+        _searcher(micro, tmp_path, epochs=1).restore()
+    message = str(refused.value)
+    assert message.startswith(f"{ckpt} holds checkpoint files but none is readable (ckpt-6: ")
+    assert "; ckpt-3: " in message
+    assert message.endswith(f"delete {tmp_path} (or move it away) to start this search over")
+    assert sorted(p.name for p in ckpt.iterdir()) == before  # nothing moved or deleted
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Objective("paper", lam=0.3, tau_ms=15.0),
+        Objective("target", lam=0.5, target_ms=0.01),
+        Objective("proxyless", target_ms=0.5, beta=0.6),
+    ],
+)
+def test_loss_and_replica_shares_come_from_the_one_latency_term(objective):
+    ce, latency = tf.constant(1.7), tf.constant(0.8)
+    term = float(objective.latency_term(ce, latency))
+    assert float(objective.loss(ce, latency)) == pytest.approx(1.7 + term, rel=1e-6)
+    # Two replicas, each with its share of the cross-entropy: the shares sum to the term.
+    shares = [
+        objective.latency_term(part, latency, 2) for part in (tf.constant(0.5), tf.constant(1.2))
+    ]
+    assert float(sum(shares)) == pytest.approx(term, rel=1e-6)
+
+
+def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path):
+    searcher = _searcher(micro, tmp_path)
+    batch = next(searcher._batches(searcher.arch_data, 0, 0, 0))
+    sample = searcher._sample("two")
+    values = {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
+    term = float(searcher.objective.latency_term(values["ce"], values["latency_ms"]))
+    assert values["loss"] - values["ce"] == pytest.approx(term, rel=1e-5)
+
+    class Flat(Objective):
+        """A latency term of 0.75 whatever the latency."""
+
+        def latency_term(self, cross_entropy, latency_ms, num_replicas=1):
+            return tf.constant(0.75) / num_replicas
+
+    searcher.objective = Flat()
+    values = {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
+    assert values["loss"] - values["ce"] == pytest.approx(0.75, abs=1e-5)

@@ -1,15 +1,21 @@
 """Retraining a derived net: accuracy above chance, resume, refusals, the binary."""
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET
 
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.data import load_image_data
+from densenas_tf.run_lock import RunDirError
 from densenas_tf.train import TrainConfig, TrainError, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +81,7 @@ def test_an_interrupted_run_resumes_after_its_last_epoch(tmp_path):
 
     with pytest.raises(StopError):
         train(spec, data, tmp_path / "run", config, data_source=source, log=stop_after_first_epoch)
-    progress = json.loads((tmp_path / "run" / "ckpt" / "progress.json").read_text())
+    progress = json.loads((tmp_path / "run" / "ckpt" / "epoch_001.json").read_text())
     assert progress["epochs_done"] == 1 and not (tmp_path / "run" / "metrics.json").exists()
     lines = []
     metrics = train(spec, data, tmp_path / "run", config, data_source=source, log=lines.append)
@@ -115,3 +121,244 @@ def test_train_binary_names_an_unknown_op(tmp_path):
     assert result.returncode == 1
     assert "error:" in result.stderr and "mbconv_k9_e6" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ----- resume, run directories, refusals -----------------------------------------------
+
+
+def _train_command(arch_file, run_dir, *extra):
+    return [
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        f"--arch={arch_file}",
+        f"--run_dir={run_dir}",
+        "--epochs=3",
+        "--batch_size=32",
+        "--train_limit=640",
+        "--test_limit=200",
+        "--seed=5",
+        *extra,
+    ]
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_a_killed_training_resumes_to_the_uninterrupted_weights_step_and_lr(tmp_path):
+    arch_file = tmp_path / "small.json"
+    ArchSpec.from_block_string(SMALL_FASHION_NET, name="small").save(arch_file)
+    # Exact without it on this CPU too; it keeps kernels that reduce in parallel exact.
+    env = _env(TF_DETERMINISTIC_OPS="1")
+    straight = tmp_path / "straight"
+    subprocess.run(
+        _train_command(arch_file, straight), check=True, capture_output=True, timeout=600, env=env
+    )
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(
+        _train_command(arch_file, resumed),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (resumed / "ckpt" / "epoch_001.json").is_file():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (resumed / "metrics.json").exists()
+    result = subprocess.run(
+        _train_command(arch_file, resumed), capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"resuming .* after epoch [12]\b", result.stderr), result.stderr[-3000:]
+
+    import keras
+
+    a = keras.models.load_model(straight / "model.keras")
+    b = keras.models.load_model(resumed / "model.keras")
+    assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 3 * 640 // 32
+    assert float(a.optimizer.learning_rate) == float(b.optimizer.learning_rate)
+    for x, y in zip(
+        a.get_weights() + a.optimizer.variables, b.get_weights() + b.optimizer.variables
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    metrics_a = json.loads((straight / "metrics.json").read_text())
+    metrics_b = json.loads((resumed / "metrics.json").read_text())
+    assert metrics_a["test_accuracy"] == metrics_b["test_accuracy"]
+    keys = ("epoch", "loss", "train_acc", "lr")
+    assert [{k: h[k] for k in keys} for h in metrics_a["history"]] == [
+        {k: h[k] for k in keys} for h in metrics_b["history"]
+    ]
+    # Only the last two epochs' checkpoints are kept.
+    assert sorted(p.name for p in (resumed / "ckpt").iterdir()) == [
+        "epoch_002.json", "epoch_002.keras", "epoch_003.json", "epoch_003.keras"
+    ]  # fmt: skip
+
+
+def test_data_without_test_images_is_refused_before_training(tmp_path):
+    import dataclasses
+
+    import tensorflow as tf
+
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    data = load_image_data("fashion_mnist", train_limit=64, test_limit=1)
+    no_test = dataclasses.replace(
+        data, test_images=data.test_images[:0], test_labels=data.test_labels[:0]
+    )
+    message = (
+        "the data (fashion_mnist) hold no test images, so the trained net could not be tested; "
+        "pass a source with a test split, or a --test_fraction or --test_limit that leaves "
+        "some test images"
+    )
+    with pytest.raises(TrainError) as refused:
+        train(spec, no_test, tmp_path / "run", TrainConfig(epochs=1, batch_size=32))
+    assert str(refused.value) == message
+    assert not (tmp_path / "run").exists()
+    # The binary: ten images in two classes, of which a test fraction of 0.01 keeps none.
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(5):
+            pixels = tf.fill([28, 28, 1], tf.constant(40 * i, tf.uint8))
+            (tmp_path / "images" / label / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    arch_file = tmp_path / "two.json"
+    ArchSpec.from_block_string(SMALL_FASHION_NET.replace("classes:10", "classes:2")).save(arch_file)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "train.py"),
+            f"--arch={arch_file}",
+            f"--run_dir={tmp_path / 'folder_run'}",
+            f"--image_folder={tmp_path / 'images'}",
+            "--test_fraction=0.01",
+            "--batch_size=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"error: {message.replace('(fashion_mnist)', '(images)')}\n" in result.stderr
+    assert not (tmp_path / "folder_run").exists()
+
+
+def _tiny_data():
+    source = {"dataset": "fashion_mnist", "train_limit": 128, "test_limit": 64}
+    return source, load_image_data(**source)
+
+
+def test_a_run_dir_of_another_config_is_replaced_if_it_finished_no_epoch_else_overwritten(
+    tmp_path,
+):
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source, data = _tiny_data()
+    run_dir = tmp_path / "run"
+    # What a first attempt that failed before its first epoch left behind.
+    run_dir.mkdir()
+    (run_dir / "train_config.json").write_text(json.dumps({"train": {"batch_size": 4096}}))
+    (run_dir / "tensorboard").mkdir()
+    logged = []
+    first = TrainConfig(epochs=1, batch_size=32)
+    metrics = train(spec, data, run_dir, first, data_source=source, log=logged.append)
+    assert logged[0] == (
+        f"{run_dir} holds a training run with another architecture, config or data that "
+        "finished no epoch; replacing it"
+    )
+    assert json.loads((run_dir / "train_config.json").read_text())["train"] == first.to_dict()
+    assert [h["epoch"] for h in metrics["history"]] == [1]
+    # A finished run of another config is refused, unless --overwrite.
+    second = TrainConfig(epochs=2, batch_size=32)
+    with pytest.raises(TrainError) as refused:
+        train(spec, data, run_dir, second, data_source=source, log=lambda line: None)
+    assert str(refused.value) == (
+        f"{run_dir} holds a training run with another architecture, config or data (see "
+        f"{run_dir / 'train_config.json'}); use another --run_dir, or pass --overwrite to delete it"
+    )
+    logged = []
+    metrics = train(
+        spec, data, run_dir, second, data_source=source, log=logged.append, overwrite=True
+    )
+    assert logged[0] == f"--overwrite: deleting the training run with another config in {run_dir}"
+    assert not any(line.startswith("resuming") for line in logged)  # trained from scratch
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert json.loads((run_dir / "train_config.json").read_text())["train"] == second.to_dict()
+    assert (run_dir / ".lock").is_file()
+
+
+class StopError(Exception):
+    pass
+
+
+def _stop_after(epoch):
+    def log(line):
+        if line.startswith(f"epoch {epoch}/"):
+            raise StopError
+
+    return log
+
+
+def _flip_bytes(path):
+    blob = bytearray(path.read_bytes())
+    middle = len(blob) // 2
+    blob[middle : middle + 256] = bytes(b ^ 0xFF for b in blob[middle : middle + 256])
+    path.write_bytes(bytes(blob))
+
+
+def test_a_corrupt_latest_checkpoint_resumes_from_the_epoch_before(tmp_path):
+    import keras
+
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source, data = _tiny_data()
+    config = TrainConfig(epochs=3, batch_size=32)
+    run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "ckpt"
+    with pytest.raises(StopError):
+        train(spec, data, run_dir, config, data_source=source, log=_stop_after(2))
+    first_epoch = json.loads((ckpt / "epoch_001.json").read_text())["history"]
+    _flip_bytes(ckpt / "epoch_002.keras")
+    logged = []
+    metrics = train(spec, data, run_dir, config, data_source=source, log=logged.append)
+    assert logged[0].startswith(f"cannot resume from {ckpt / 'epoch_002.keras'}: ")
+    assert logged[1] == (
+        f"resuming from {ckpt / 'epoch_001.keras'}, the newest readable checkpoint; the "
+        f"unreadable newer ones were moved to {ckpt / 'unreadable'}"
+    )
+    assert logged[2] == f"resuming {run_dir} after epoch 1"
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    assert metrics["history"][:1] == first_epoch
+    assert sorted(p.name for p in (ckpt / "unreadable").iterdir()) == [
+        "epoch_002.json", "epoch_002.keras"
+    ]  # fmt: skip
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert int(model.optimizer.iterations) == 3 * (128 // 32)
+
+
+def test_checkpoints_of_which_none_is_readable_are_refused_and_kept(tmp_path):
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source, data = _tiny_data()
+    config = TrainConfig(epochs=3, batch_size=32)
+    run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "ckpt"
+    with pytest.raises(StopError):
+        train(spec, data, run_dir, config, data_source=source, log=_stop_after(2))
+    # Killed between epoch 2's model and its progress file; and epoch 1's model
+    # replaced by a later one (its optimizer past the end of epoch 1).
+    (ckpt / "epoch_002.json").unlink()
+    (ckpt / "epoch_001.keras").write_bytes((ckpt / "epoch_002.keras").read_bytes())
+    before = _snapshot(ckpt)
+    with pytest.raises(RunDirError) as refused:
+        train(spec, data, run_dir, config, data_source=source, log=lambda line: None)
+    assert str(refused.value) == (
+        f"{ckpt} holds checkpoint files but none is readable (epoch_002.keras: [Errno 2] No "
+        f"such file or directory: '{ckpt / 'epoch_002.json'}'; epoch_001.keras: its optimizer "
+        "is at step 8, not at the end of epoch 1 (step 4)); delete "
+        f"{run_dir} (or move it away) to start this training over"
+    )
+    assert _snapshot(ckpt) == before  # nothing moved or deleted
+    assert not (run_dir / "metrics.json").exists()
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}

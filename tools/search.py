@@ -5,7 +5,7 @@
 
 Re-running the same command on the same run directory resumes it; a finished
 run says so and exits. A run directory holding another config is refused
-unless --overwrite is given.
+unless --overwrite is given; one that another process is using is refused.
 """
 
 import os

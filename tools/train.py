@@ -1,11 +1,14 @@
 """Retrains a derived architecture from scratch and saves it for export.
 
   python tools/train.py --arch=runs/search/arch.json --run_dir=runs/train [--epochs=10]
+      [--overwrite]
       [--dataset=fashion_mnist | --tfds_name=NAME --tfds_data_dir=DIR | --image_folder=DIR]
 
 Writes model.keras (pixels 0-255 -> logits, normalisation included) and
 metrics.json (test accuracy, history, cost) to the run directory; re-running
-the same command resumes after the last finished epoch.
+the same command resumes after the last finished epoch. One process at a time
+uses a run directory; one holding another architecture, config or data is
+refused unless --overwrite is given (or it finished no epoch).
 """
 
 import os
@@ -28,6 +31,12 @@ LABEL_SMOOTHING = flags.DEFINE_float("label_smoothing", 0.1, "Label smoothing.")
 DROPOUT = flags.DEFINE_float("dropout", 0.0, "Dropout before the classifier.")
 AUGMENT = flags.DEFINE_bool("augment", True, "Pad-and-crop (or resized crop) and flips.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and the data order.")
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Delete a run directory that holds a training run with another architecture, config or "
+    "data (one that finished no epoch is replaced without it).",
+)
 STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy."
 )
@@ -57,7 +66,15 @@ def main(argv):
     )
     source = cli.data_source_from_flags()
     data = cli.load_data(source)
-    metrics = train(spec, data, RUN_DIR.value, config, make_strategy(STRATEGY.value), source)
+    metrics = train(
+        spec,
+        data,
+        RUN_DIR.value,
+        config,
+        make_strategy(STRATEGY.value),
+        source,
+        overwrite=OVERWRITE.value,
+    )
     print(
         f"{metrics['arch']}: test accuracy {metrics['test_accuracy']:.4f} "
         f"({metrics['test_images']} images), {metrics['params']:,} params, "
