@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from densenas_tf.errors import DenseNASError
+from densenas_tf.io_utils import replace_atomic
 
 QUANTIZATIONS = ("none", "fp16", "int8")
 # Pass criteria of the self-checks (float: logits max abs difference; int8: top-1).
@@ -198,30 +198,12 @@ def check_out_path(out: str | os.PathLike, kind: str) -> Path:
 @contextlib.contextmanager
 def _staged(out: Path, kind: str):
     """A temporary path beside ``out``, moved over it on success, removed on
-    failure. ``out`` is checked again (``check_out_path``) before it is
-    replaced; an earlier export there is moved aside and deleted only once the
-    new one is in place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    try:
+    failure (``io_utils.replace_atomic``). ``out`` is checked again
+    (``check_out_path``) before it is replaced; an earlier export there is
+    moved aside and deleted only once the new one is in place."""
+    with replace_atomic(out) as tmp:
         yield tmp
         check_out_path(out, kind)  # again: out may have changed during the export
-        if out.is_dir() and any(out.iterdir()):
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-        else:
-            os.replace(tmp, out)
-    finally:
-        for path in (tmp, old):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
 
 
 def export_saved_model(

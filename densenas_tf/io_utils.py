@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -14,17 +15,38 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def replace_atomic(path: str | os.PathLike):
-    """Yields a temporary path beside ``path``; renames it over ``path`` on success."""
+def replace_atomic(path: str | os.PathLike, keep_suffix: bool = False):
+    """The one atomic writer: yields a temporary path beside ``path`` for the
+    caller to write (a file or a directory); when the block ends without an
+    error it is renamed over ``path``, else removed. An existing directory at
+    ``path`` is moved aside and deleted only once the new one is in place.
+    ``keep_suffix`` keeps ``path``'s extension on the temporary name (Keras's
+    ``model.save`` wants ``.keras``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pid = os.getpid()
+    if keep_suffix:
+        tmp = path.with_name(f".{path.stem}.tmp-{pid}{path.suffix}")
+    else:
+        tmp = path.with_name(f".{path.name}.tmp-{pid}")
+    old = path.with_name(f".{path.name}.old-{pid}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if path.is_dir() and not path.is_symlink():
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for leftover in (tmp, old):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            elif leftover.exists() or leftover.is_symlink():
+                leftover.unlink()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

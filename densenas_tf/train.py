@@ -26,7 +26,7 @@ import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.errors import DenseNASError
-from densenas_tf.io_utils import write_text_atomic
+from densenas_tf.io_utils import replace_atomic, write_text_atomic
 from densenas_tf.run_lock import RunDirError, clear_run_dir, locked_run_dir
 
 
@@ -404,10 +404,5 @@ def _save_checkpoint(model, progress: dict[str, Any], directory: Path) -> None:
 
 def _save_model(model, path: Path) -> None:
     """model.save to a temporary file, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")  # Keras wants .keras
-    try:
+    with replace_atomic(path, keep_suffix=True) as temporary:  # Keras wants .keras
         model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -88,3 +88,28 @@ def test_help_lists_the_data_flags(binary):
     assert "Try --helpfull" in result.stdout, result.stderr[-2000:]  # absl's --help (exit 1)
     for name in cli.DATA_FLAGS:
         assert f"--{name}" in result.stdout, name
+
+
+def test_the_atomic_writer_replaces_files_and_directories_and_keeps_them_on_failure(tmp_path):
+    from densenas_tf.io_utils import replace_atomic
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with replace_atomic(target) as tmp:
+            tmp.mkdir()
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("export failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing else left behind
+    assert (target / "old.txt").read_text() == "old"
+    with replace_atomic(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    model = tmp_path / "model.keras"
+    with replace_atomic(model, keep_suffix=True) as tmp:
+        assert tmp.suffix == ".keras" and tmp.parent == tmp_path
+        tmp.write_text("weights")
+    assert model.read_text() == "weights"
