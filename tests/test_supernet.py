@@ -326,9 +326,9 @@ def test_direct_forward_matches_layer_by_layer(mode):
     inside its graph) gives the layer-by-layer path's logits, gradients (for
     the weights and for alpha and beta) and batch-norm statistics updates.
 
-    Gradients are compared with batch norm in inference mode: in training mode
-    at a batch of 4 they are small differences of large terms, where the two
-    paths' different rounding order shows up at the percent level."""
+    Gradients are compared in both batch-norm modes; in training mode, at a
+    batch of 4, the gradients a later batch norm cancels are small differences
+    of large terms, where the two paths' rounding orders differ most."""
     net = SuperNet.from_space(load_space("tiny"), arch_init_seed=4, arch_init_std=0.5)
     images, labels = _images(net.space, batch=4, seed=6), tf.constant([1, 2, 3, 0])
     sample = (
@@ -358,6 +358,21 @@ def test_direct_forward_matches_layer_by_layer(mode):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     moved = [not np.array_equal(a, b) for a, b in zip(direct[True][2], net.get_weights())]
     assert any(moved)  # the statistics compared above did change
+    # Training mode, as the search runs: gradients of parameters whose effect
+    # a later batch norm cancels are rounding noise of large terms, so each
+    # element is bounded by the largest gradient of the net, and tensors that
+    # carry a real signal (largest entry above a tenth of the net's) by their
+    # norm. Measured: "one" equal, "two" within 1e-6 of the largest, "all"
+    # (every op summed) within 0.3 % of it and 0.6 % of each tensor's norm.
+    bound = 1e-2 if mode == "all" else 1e-4
+    trained, layered_trained = direct[True][1], layered[True][1]
+    largest = max(np.abs(b).max() for b in layered_trained if b is not None)
+    for a, b, v in zip(trained, layered_trained, variables):
+        assert (a is None) == (b is None), v.path
+        if a is not None:
+            assert np.abs(a - b).max() <= bound * largest, v.path
+            if np.abs(b).max() > 0.1 * largest:
+                assert np.linalg.norm(a - b) <= 2 * bound * np.linalg.norm(b), v.path
     grads, layered_grads = direct[False][1], layered[False][1]
     arch_grads = grads[-3:]
     if mode == "one":  # beta shapes the heads' sum; alpha is not used by one drawn op
