@@ -9,9 +9,14 @@ the search uses. The input is a
 fixed batch of pixels: a step's cost does not depend on their values, so this
 measures compute only (the search's input pipeline prefetches in parallel).
 
-Each step's multiply-adds come from the drawn ops (``describe.supernet_mult_adds``);
-a training step is counted as three forwards (forward, and a backward of
-twice its cost), and compared with the machine's dense matrix-multiply rate.
+Each step's multiply-adds come from the drawn ops (``step_mult_adds``) and are
+compared with the machine's dense matrix-multiply rate. A convolution's (or the
+classifier's) backward is two products of its forward's size: the gradient of
+its input and that of its kernel. The weight step computes both everywhere:
+three forwards. The architecture step differentiates alpha and beta only, with
+the kernels held constant: a forward and the input gradients, of the layers
+after the first architecture parameter only (see ``step_mult_adds``); its
+``arch_kernel_grads`` variant computes kernel gradients too: three forwards.
 """
 
 from __future__ import annotations
@@ -32,6 +37,69 @@ VARIANTS = (
     "nested",
     "deterministic",
 )
+
+
+# The variants whose forward goes layer by layer (SuperNet.call) instead of
+# through SuperNet._direct_call.
+LAYERED_VARIANTS = ("eager_ops", "layered_forward")
+
+
+def stem_mult_adds(space) -> float:
+    """Multiply-adds per image of the stem: its 3x3 conv and its op."""
+    from densenas_tf import ops
+
+    stem, size = space.stem, space.blocks[0].feature_map_size
+    conv = ops.conv_mult_adds(space.input_shape[2], stem.conv_width, 3, size)
+    return float(conv + ops.op_mult_adds(stem.op, stem.conv_width, stem.width, size, 1))
+
+
+def step_mult_adds(space, head_counts, stack_counts, step: str, variant: str = "default") -> float:
+    """Multiply-adds per image of one ``step`` (``weight`` or ``arch``) of
+    ``bench_space``'s ``variant`` in which op o of head row r runs
+    head_counts[r, o] times, likewise stacking rows (as in
+    ``describe.supernet_mult_adds``, which counts the forward).
+
+    The weight step, and the architecture step of ``arch_kernel_grads``, take
+    the gradients of every kernel, and so of every layer's input: three
+    forwards. The lean architecture step (every other variant) takes input
+    gradients only, and only where the tape recorded the layer: not in the
+    stem (its images and kernels are not watched, and no architecture
+    parameter comes before it), so a forward plus the forward without the stem.
+    The direct forward runs each drawn op as one traced graph with its
+    coefficient (path probability x op weight) as an input, so every op after
+    the stem is recorded and its graph's backward runs whole; the layered
+    forward (``eager_ops``, ``layered_forward``) weights the ops' outputs
+    outside them, so the ops on block 0's output (its head ops and a final
+    conv from it), whose inputs do not depend on alpha or beta, get no
+    backward either.
+    """
+    from densenas_tf.describe import supernet_mult_adds
+
+    if step not in ("weight", "arch"):
+        raise ValueError(f"unknown step {step!r}; steps are 'weight' and 'arch'")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
+    head_counts, stack_counts = np.asarray(head_counts), np.asarray(stack_counts)
+    forward = supernet_mult_adds(space, head_counts, stack_counts)
+    if step == "weight" or variant == "arch_kernel_grads":
+        return 3.0 * forward
+    constant = stem_mult_adds(space)  # the forward on what no gradient reaches
+    if variant in LAYERED_VARIANTS:
+        from densenas_tf import ops
+
+        from_stem = np.zeros_like(head_counts)
+        rows = [space.head_row(e) for e in space.head_edges if e.src == 0]
+        from_stem[rows] = head_counts[rows]
+        no_stack = np.zeros_like(stack_counts)
+        constant += supernet_mult_adds(space, from_stem, no_stack) - supernet_mult_adds(
+            space, np.zeros_like(head_counts), no_stack
+        )
+        first = space.blocks[0]
+        finals = sum(e.src == 0 for e in space.final_edges)
+        constant += finals * ops.conv_mult_adds(
+            first.width, space.final_conv_width, 1, first.feature_map_size
+        )
+    return 2.0 * forward - constant
 
 
 def run_worker(script: str, args: list[str], label: str) -> dict[str, Any] | None:
@@ -76,8 +144,16 @@ def bench_space(
     runs: int = 10,
     log: Callable[[str], None] = lambda line: None,
     variant: str = "default",
+    table=None,
+    timer: Callable[[Callable[[], object], int, int], list[float]] | None = None,
 ) -> dict[str, Any]:
-    """Times the three steps on ``space_name``; returns the figures (see module doc).
+    """Times the three steps on ``space_name`` (a preset or a space file);
+    returns the figures (see module doc).
+
+    ``table``: the LatencyTable of the architecture step's latency term
+    (default: the space's shipped one). ``timer(run, warmup, runs)`` times the
+    steps: it calls ``run`` warmup times, then runs times, and returns the
+    seconds of the timed calls (default: ``latency_measure.timed_runs``).
 
     ``variant`` undoes one speed-up, to measure what it is worth: ``eager_ops``
     (ops run kernel by kernel from Python instead of as traced graphs),
@@ -103,7 +179,9 @@ def bench_space(
     from densenas_tf.supernet import OpSample, SuperNet
 
     space = load_space(space_name)
-    table = LatencyTable.load(default_table_path(space.name))
+    if table is None:
+        table = LatencyTable.load(default_table_path(space.name))
+    timer = timer or timed_runs
     config = SearchConfig(space=space_name, batch_size=batch_size, epochs=2, warmup_epochs=0)
     keras.utils.set_random_seed(0)
     log(f"{space_name}: building the supernet")
@@ -146,12 +224,12 @@ def bench_space(
 
         def weight_step():
             sample = draw("softmax")
-            macs["weight"].append(supernet_mult_adds(space, *counts(sample)))
+            macs["weight"].append(step_mult_adds(space, *counts(sample), "weight", variant))
             return {k: float(v) for k, v in searcher.weight_step(batch, sample).items()}
 
         def arch_step():
             sample = draw("two")
-            macs["arch"].append(supernet_mult_adds(space, *counts(sample)))
+            macs["arch"].append(step_mult_adds(space, *counts(sample), "arch", variant))
             return {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
 
         def forward_all():
@@ -180,16 +258,16 @@ def bench_space(
         results["trace_s"] = time.perf_counter() - start
         for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
             log(f"{space_name}: {name} x {warmup + runs}")
-            times = timed_runs(fn, warmup, runs)
+            times = timer(fn, warmup, runs)
             median = statistics.median(times)
             results[f"{name}_s"] = median
             results[f"{name}_images_per_s"] = batch_size / median
             kind = name.split("_")[0]
-            per_image = float(np.mean(macs[kind][warmup:]))
-            # forward + backward (about twice the forward) of the drawn ops
-            results[f"{name}_mult_adds_per_s"] = 3.0 * per_image * batch_size / median
+            per_image = float(np.mean(macs[kind][warmup:]))  # the timed steps'
+            results[f"{name}_mult_adds"] = per_image
+            results[f"{name}_mult_adds_per_s"] = per_image * batch_size / median
         log(f"{space_name}: forward_all x {max(1, warmup // 2) + runs}")
-        times = timed_runs(forward_all, max(1, warmup // 2), runs)
+        times = timer(forward_all, max(1, warmup // 2), runs)
         median = statistics.median(times)
         every = supernet_mult_adds(
             space,
@@ -198,6 +276,7 @@ def bench_space(
         )
         results["forward_all_s"] = median
         results["forward_all_images_per_s"] = batch_size / median
+        results["forward_all_mult_adds"] = every
         results["forward_all_mult_adds_per_s"] = every * batch_size / median
     results["peak_rss_mb"] = peak_rss_mb()
     return results

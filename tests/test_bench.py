@@ -1,5 +1,6 @@
 """The step benchmark: its figures are consistent (not timed: speed is measured
-by running tools/bench_step.py, never asserted in tests)."""
+by running tools/bench_step.py, never asserted in tests; the figures' arithmetic
+is checked with an injected timer)."""
 
 import json
 import subprocess
@@ -7,11 +8,145 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
+from densenas_tf import bench
 from densenas_tf.describe import supernet_mult_adds, uniform_sampled_mult_adds
-from densenas_tf.search_space import load_space
+from densenas_tf.search_space import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Small enough to count by hand: 8x8x1 input, blocks 4 (8x8, the stem's), 8 and
+# 12 (4x4); edges 0->1 and 0->2 (stride 2), 1->2, and 1, 2 -> final; one
+# stacking layer (in block 1); two ops per layer, so the architecture step's
+# two-op draw is always both.
+DUO_SPACE = {
+    "name": "duo",
+    "input_shape": [8, 8, 1],
+    "num_classes": 2,
+    "stem": {"conv_width": 4, "stride": 1, "op": "mbconv_k3_e1"},
+    "blocks": {
+        "widths": [4, 8, 12],
+        "feature_map_sizes": [8, 4, 4],
+        "stages": [0, 1, 1],
+        "stacking_layers": [0, 1, 0],
+    },
+    "connections_per_stage": [2, 2],
+    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
+    "stacking_ops": ["mbconv_k3_e3", "skip"],
+    "final_conv_width": 16,
+}
+# Multiply-adds per image, by hand (out_h * out_w * k * k * c_in * c_out per conv,
+# out_h * out_w * k * k * c per depthwise conv; an e3 op: expand 1x1 on its input,
+# depthwise with the stride, project 1x1).
+DUO_STEM = 8 * 8 * 9 * 1 * 4 + (8 * 8 * 9 * 4 + 8 * 8 * 4 * 4)  # 3x3 conv; k3 e1 op 4 -> 4
+DUO_HEADS = {  # head row (edge) -> cost of op k3e3, of op k5e3
+    0: (8 * 8 * 4 * 12 + 4 * 4 * 9 * 12 + 4 * 4 * 12 * 8, 8 * 8 * 4 * 12 + 4 * 4 * 25 * 12 + 4 * 4 * 12 * 8),
+    1: (8 * 8 * 4 * 12 + 4 * 4 * 9 * 12 + 4 * 4 * 12 * 12, 8 * 8 * 4 * 12 + 4 * 4 * 25 * 12 + 4 * 4 * 12 * 12),
+    2: (4 * 4 * 8 * 24 + 4 * 4 * 9 * 24 + 4 * 4 * 24 * 12, 4 * 4 * 8 * 24 + 4 * 4 * 25 * 24 + 4 * 4 * 24 * 12),
+}  # fmt: skip
+DUO_STACK = (4 * 4 * 8 * 24 + 4 * 4 * 9 * 24 + 4 * 4 * 24 * 8, 0)  # k3e3, skip
+DUO_TAIL = 4 * 4 * 8 * 16 + 4 * 4 * 12 * 16 + 16 * 2  # final 1x1 convs from blocks 1, 2; classifier
+DUO_ALL = DUO_STEM + sum(map(sum, DUO_HEADS.values())) + sum(DUO_STACK) + DUO_TAIL
+
+
+@pytest.fixture(scope="module")
+def duo(tmp_path_factory):
+    """DUO_SPACE as a file, with a made-up latency table (the latency term's
+    values do not change what a step computes)."""
+    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
+
+    folder = tmp_path_factory.mktemp("duo")
+    space_file = folder / "duo.yaml"
+    space_file.write_text(yaml.safe_dump(DUO_SPACE))
+    space = SearchSpace.from_config(DUO_SPACE)
+    table = LatencyTable(
+        new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+        overhead_ms=0.01,
+    )
+    for k, key in enumerate(space_keys(space).all_keys()):
+        table.entries[key] = LatencyEntry(0.1 + 0.01 * k, 0.1 + 0.01 * k, 0.001, 10)
+    return {"file": str(space_file), "space": space, "table": table}
+
+
+def test_duo_forward_counts_match_the_hand_counts(duo):
+    space = duo["space"]
+    assert [(e.src, e.dst) for e in space.head_edges] == [(0, 1), (0, 2), (1, 2)]
+    ones = (np.ones((3, 2)), np.ones((1, 2)))
+    assert supernet_mult_adds(space, *ones) == DUO_ALL == 81_824
+
+
+def test_step_mult_adds_count_what_each_step_differentiates(duo):
+    space = duo["space"]
+    both = (np.ones((3, 2)), np.ones((1, 2)))  # what every two-op draw of DUO_SPACE runs
+    # The weight step: forward, input and kernel gradients of the drawn ops (k3e3 everywhere).
+    first = (np.eye(2)[[0, 0, 0]], np.eye(2)[[0]])
+    one_path = DUO_STEM + sum(costs[0] for costs in DUO_HEADS.values()) + DUO_STACK[0] + DUO_TAIL
+    for variant in bench.VARIANTS:
+        assert bench.step_mult_adds(space, *first, "weight", variant) == 3 * one_path == 134_880
+    assert bench.step_mult_adds(space, *both, "arch", "arch_kernel_grads") == 3 * DUO_ALL
+    # The lean architecture step: the forward, then input gradients of every
+    # layer but the stem (nothing before it depends on alpha or beta)...
+    lean = 2 * DUO_ALL - DUO_STEM
+    for variant in ("default", "nested", "deterministic"):
+        assert bench.step_mult_adds(space, *both, "arch", variant) == lean == 158_016
+    # ... and, layer by layer, not of the head ops on the stem's output either.
+    from_stem = sum(DUO_HEADS[0]) + sum(DUO_HEADS[1])
+    for variant in bench.LAYERED_VARIANTS:
+        assert bench.step_mult_adds(space, *both, "arch", variant) == lean - from_stem == 124_992
+    with pytest.raises(ValueError, match="unknown step 'both'"):
+        bench.step_mult_adds(space, *both, "both")
+
+
+def test_bench_figures_come_from_the_timed_steps(duo, monkeypatch):
+    """An injected timer gives known step times; a spy records the drawn ops."""
+    from densenas_tf.searcher import Searcher
+
+    drawn = []  # (head, stack) op indices of every weight step run
+    weight_step = Searcher.weight_step
+
+    def spy(self, batch, sample):
+        drawn.append((np.asarray(sample.head).copy(), np.asarray(sample.stack).copy()))
+        return weight_step(self, batch, sample)
+
+    monkeypatch.setattr(Searcher, "weight_step", spy)
+    durations = {"weight": [1.0, 0.5, 0.25], "arch": [2.0, 4.0, 1.0], "forward": [0.25, 0.5, 0.125]}
+    calls, timed = [], {}
+
+    def timer(run, warmup, runs):
+        kind = ("weight", "arch", "forward")[len(calls)]
+        calls.append((warmup, runs))
+        for _ in range(warmup):
+            run()
+        start = len(drawn)
+        for _ in range(runs):
+            run()
+        timed[kind] = drawn[start:]
+        return durations[kind]
+
+    figures = bench.bench_space(duo["file"], 4, warmup=2, runs=3, table=duo["table"], timer=timer)
+    assert calls == [(2, 3), (2, 3), (1, 3)]
+    # Medians 0.5 s, 2 s and 0.25 s of 4 images.
+    assert (figures["weight_step_s"], figures["weight_step_images_per_s"]) == (0.5, 8.0)
+    assert (figures["arch_step_s"], figures["arch_step_images_per_s"]) == (2.0, 2.0)
+    assert (figures["forward_all_s"], figures["forward_all_images_per_s"]) == (0.25, 16.0)
+    # The weight steps timed: 3 forwards of the drawn ops (one per layer).
+    assert len(timed["weight"]) == 3 and not timed["arch"] and not timed["forward"]
+    per_step = []
+    for head, stack in timed["weight"]:
+        assert head.shape == (3,) and stack.shape == (1,)
+        ops = sum(DUO_HEADS[row][op] for row, op in enumerate(head)) + DUO_STACK[stack[0]]
+        per_step.append(3 * (DUO_STEM + ops + DUO_TAIL))
+    assert figures["weight_step_mult_adds"] == pytest.approx(np.mean(per_step), rel=1e-12)
+    assert figures["weight_step_mult_adds_per_s"] == pytest.approx(
+        np.mean(per_step) * 4 / 0.5, rel=1e-12
+    )
+    # Every architecture step runs both ops of every layer.
+    assert figures["arch_step_mult_adds"] == 2 * DUO_ALL - DUO_STEM
+    assert figures["arch_step_mult_adds_per_s"] == (2 * DUO_ALL - DUO_STEM) * 4 / 2.0
+    assert figures["forward_all_mult_adds"] == DUO_ALL
+    assert figures["forward_all_mult_adds_per_s"] == DUO_ALL * 4 / 0.25
 
 
 def test_mult_adds_of_op_counts(fashion_space):
@@ -51,14 +186,24 @@ def test_bench_binary_on_a_small_batch(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(out.read_text())["presets"]["fashion_mnist:2"]
-    for step in ("weight_step", "arch_step", "forward_all"):
-        assert figures[f"{step}_images_per_s"] == np.float64(2 / figures[f"{step}_s"])
-        assert figures[f"{step}_mult_adds_per_s"] > 0
-        assert f"| fashion_mnist | 2 | default | {step} |" in result.stdout
-    assert figures["peak_rss_mb"] > 100
+    payload = json.loads(out.read_text())
+    assert list(payload["presets"]) == ["fashion_mnist:2"]
+    figures = payload["presets"]["fashion_mnist:2"]
+    assert (figures["space"], figures["batch_size"], figures["variant"]) == (
+        "fashion_mnist",
+        2,
+        "default",
+    )
+    # The printed table is the JSON's figures against the JSON's matmul rate.
+    table = bench.format_table([figures], payload["matmul_mult_adds_per_s"])
+    assert result.stdout.strip() == table
+    # An all-ops forward of the fashion_mnist space (every op of every layer once).
     space = load_space("fashion_mnist")
-    assert figures["space"] == space.name
+    every = (
+        np.ones((len(space.head_edges), len(space.head_ops))),
+        np.ones((len(space.stacking_layers), len(space.stacking_ops))),
+    )
+    assert figures["forward_all_mult_adds"] == supernet_mult_adds(space, *every)
 
 
 def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):

@@ -1,14 +1,22 @@
 """The main job end to end on a reduced schedule: every artefact exists and the
-final table agrees with them; a second run resumes and redoes nothing."""
+final table's figures are what its files give; a second run, by the binary,
+resumes and redoes nothing."""
 
 import json
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from densenas_tf import exporting
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.latency import default_table_path
 from densenas_tf.main_job import format_report, run_main_job
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REDUCED = (
     "data.train_limit=640",
@@ -20,20 +28,84 @@ REDUCED = (
 )
 
 
+def table_prediction_ms(spec: ArchSpec, table_file: Path) -> float:
+    """A net's latency by a table file, read as its format says: the overhead
+    once, plus each piece's entry less the overhead (skips cost nothing)."""
+    table = json.loads(Path(table_file).read_text())
+    overhead, entries = table["overhead_ms"], table["entries"]
+    h, w, c = spec.input_shape
+    stem = spec.stem
+    keys = [f"stem/c{stem.conv_width}s{stem.stride}+{stem.op}/i{h}x{w}x{c}/o{stem.width}"]
+    size = -(-h // stem.stride)
+    for block in spec.blocks:
+        keys.append(
+            f"{block.head_op}/i{size}x{size}x{block.in_width}/s{block.stride}/o{block.width}"
+        )
+        size = -(-size // block.stride)
+        keys += [
+            f"{op}/i{size}x{size}x{block.width}/s1/o{block.width}"
+            for op in block.stacking_ops
+            if op != "skip"
+        ]
+    final = spec.final_conv_width
+    keys.append(f"final_conv/i{size}x{size}x{spec.blocks[-1].width}/o{final}")
+    keys.append(f"classifier/i{size}x{size}x{final}/o{spec.num_classes}")
+    return overhead + sum(max(entries[k]["median_ms"] - overhead, 0.0) for k in keys)
+
+
+def keras_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of a saved pixels -> logits model, in batches of 256 (as
+    the training's test; a batch's size can change a near-tie's rounding)."""
+    import keras
+
+    model = keras.models.load_model(model_file)
+    hits = 0
+    for i in range(0, len(images), 256):
+        logits = model(images[i : i + 256].astype(np.float32), training=False)
+        hits += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i : i + 256]))
+    return hits / len(labels)
+
+
+def tflite_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of a .tflite classifier run by the LiteRT interpreter on
+    the pixels, in batches of 100."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_file), num_threads=1)
+    given, logits = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if given["dtype"] != np.float32:  # int8: pixels 0-255 taken as they are
+        assert given["dtype"] == np.uint8 and given["quantization"] == (1.0, 0), given
+    assert len(images) % 100 == 0
+    interpreter.resize_tensor_input(given["index"], [100, *images.shape[1:]])
+    interpreter.allocate_tensors()
+    hits = 0
+    for i in range(0, len(images), 100):
+        interpreter.set_tensor(given["index"], images[i : i + 100].astype(given["dtype"]))
+        interpreter.invoke()
+        # A quantised output's scale is positive: the argmax is the logits'.
+        top = interpreter.get_tensor(logits["index"]).argmax(-1)
+        hits += int(np.sum(top == labels[i : i + 100]))
+    return hits / len(labels)
+
+
 def test_reduced_main_job(tmp_path, monkeypatch):
+    from densenas_tf.data import load_image_data
+    from densenas_tf.latency_measure import timed_runs
+
     # Two epochs on 4,000 images leave near-tied logits, where int8 rounding
     # flips a few more top-1 answers than the exporter's 98 % criterion allows
     # (tests/test_export.py holds a better-trained net to 98 %); here the
     # pipeline is under test, so its int8 check is held to 90 %.
     monkeypatch.setattr(exporting, "INT8_MIN_AGREEMENT", 0.9)
     run_dir = tmp_path / "main"
+    table_file = default_table_path("fashion_mnist")
     kwargs = dict(
         search_overrides=REDUCED,
         train_epochs=2,
         train_limit=4000,
         test_limit=1000,
         latency_runs=5,
-        latency_table=str(default_table_path("fashion_mnist")),
+        latency_table=str(table_file),
         log=lambda line: None,
     )
     report = run_main_job(run_dir, **kwargs)
@@ -48,24 +120,87 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     assert report["float_tflite_bytes"] == Path(artefacts["float_tflite"]).stat().st_size
     assert report["int8_tflite_bytes"] == Path(artefacts["int8_tflite"]).stat().st_size
     assert report["int8_tflite_bytes"] < report["float_tflite_bytes"] / 2
-    assert report["test_images"] == 1000
-    for key in ("keras_test_accuracy", "int8_test_accuracy", "float_tflite_test_accuracy"):
-        assert 0.3 < report[key] <= 1.0, key  # well above the 0.1 of chance
+
+    # The accuracies are the saved files' on the run's test images.
+    data = load_image_data("fashion_mnist", train_limit=4000, test_limit=1000)
+    images, labels = data.test_images, data.test_labels
+    assert report["test_images"] == len(labels) == 1000
+    metrics = json.loads((run_dir / "train" / "metrics.json").read_text())
+    assert report["keras_test_accuracy"] == metrics["test_accuracy"]
+    assert report["keras_test_accuracy"] == keras_accuracy(artefacts["keras_model"], images, labels)
+    float_accuracy = tflite_accuracy(artefacts["float_tflite"], images, labels)
+    assert report["float_tflite_test_accuracy"] == float_accuracy
     assert abs(report["float_tflite_test_accuracy"] - report["keras_test_accuracy"]) < 1e-9
-    assert report["int8_top1_agreement"] >= 0.9
-    assert report["predicted_latency_ms"] > 0 and report["measured_latency_ms"] > 0
+    assert report["int8_test_accuracy"] == tflite_accuracy(artefacts["int8_tflite"], images, labels)
+    int8_check = json.loads((run_dir / "export" / "model_int8.json").read_text())
+    assert report["int8_top1_agreement"] == int8_check["top1_agreement"] >= 0.9
+
+    # The predicted latency is the given table's for the derived net; the
+    # measured ones are measured.json's.
+    assert report["latency_table"] == str(table_file)
+    predicted = report["predicted_latency_ms"]
+    assert predicted == pytest.approx(table_prediction_ms(spec, table_file), rel=1e-12)
+    measured = json.loads((run_dir / "export" / "measured.json").read_text())
+    assert report["measured_latency_ms"] == measured["none"]["latency_ms"]
+    assert report["measured_int8_latency_ms"] == measured["int8"]["latency_ms"]
+    # Against the float file timed here: the fastest of 50 runs, which other
+    # processes can delay but not speed up. The shipped table was measured on
+    # this kind of machine, unloaded; under the load tests share the machine
+    # with, a net runs here in up to about twice its prediction (the full main
+    # job's net: 0.16 ms predicted, 0.22-0.34 ms measured). A prediction from
+    # other pieces (that net without its stacking ops: 0.06 ms; the table's
+    # every entry: 16 ms) or in other units falls outside [0.35, 1.5] of it.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=artefacts["float_tflite"], num_threads=1)
+    interpreter.allocate_tensors()
+    given = interpreter.get_input_details()[0]
+    interpreter.set_tensor(given["index"], images[:1].astype(np.float32))
+    fastest_ms = 1e3 * min(timed_runs(interpreter.invoke, warmup=20, runs=50))
+    assert 0.35 <= predicted / fastest_ms <= 1.5, (predicted, fastest_ms)
+    # The job's median of 5 runs: not below the fastest run here (40 % spared
+    # for a quieter moment), and not 20 times above it (a unit's error).
+    assert 0.6 <= report["measured_latency_ms"] / fastest_ms <= 20, fastest_ms
+
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
     assert report["warmup_end"] == summary["warmup_end"]
     assert report["warmup_end"]["warmup_epochs"] == 1
     assert report["path_margin"] == summary["path_margin"]
-    assert report["latency_table"] == str(default_table_path("fashion_mnist"))
     assert json.loads((run_dir / "report.json").read_text()) == report
     table = (run_dir / "report.md").read_text()
     assert table.strip() == format_report(report)
     assert spec.to_block_string().replace("|", "\\|") in table
 
-    start = time.time()
-    again = run_main_job(run_dir, **kwargs)
-    assert time.time() - start < 60  # every stage was cached
-    for key in ("arch", "keras_test_accuracy", "int8_test_accuracy", "measured_latency_ms"):
-        assert again[key] == report[key]
+    # The binary, with the same settings, resumes: every stage is found done,
+    # no file but the report is written, and the report is the first's.
+    def files():
+        return {
+            str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+            for p in run_dir.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.parent != run_dir
+        }
+
+    before = files()
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "main_job.py"),
+        f"--run_dir={run_dir}",
+        *(f"--override={override}" for override in REDUCED),
+        "--train_epochs=2",
+        "--train_limit=4000",
+        "--test_limit=1000",
+        "--latency_runs=5",
+        f"--latency_table={table_file}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert files() == before
+    again = json.loads((run_dir / "report.json").read_text())
+    assert (
+        result.stdout.strip() == format_report(again) == (run_dir / "report.md").read_text().strip()
+    )
+    times = ("stage_times_s", "this_run_wall_time_s")
+    assert {k: v for k, v in again.items() if k not in times} == {
+        k: v for k, v in report.items() if k not in times
+    }

@@ -1,0 +1,161 @@
+"""The binaries no other test runs, run once each on a small case: tools/derive.py
+on a finished search, tools/train.py's success path. (tools/main_job.py runs in
+tests/test_main_job.py, where it resumes the reduced main job.)"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL_FASHION_NET
+
+from densenas_tf.arch_spec import ArchSpec, count_costs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Two searchable blocks on 28x28 Fashion-MNIST, two ops per layer.
+SMALL_SPACE = {
+    "name": "small_tools",
+    "input_shape": [28, 28, 1],
+    "num_classes": 10,
+    "stem": {"conv_width": 8, "stride": 1, "op": "mbconv_k3_e1"},
+    "blocks": {
+        "widths": [8, 12, 16],
+        "feature_map_sizes": [28, 14, 7],
+        "stages": [0, 1, 2],
+        "stacking_layers": [0, 1, 0],
+    },
+    "connections_per_stage": [2, 2, 2],
+    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
+    "stacking_ops": ["mbconv_k3_e3", "skip"],
+    "final_conv_width": 32,
+}
+
+
+def _run(tool, *args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory):
+    """A finished two-epoch search of SMALL_SPACE on 320 images, against a
+    made-up latency table: (run directory, its summary)."""
+    import yaml
+
+    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
+    from densenas_tf.search_config import SearchConfig
+    from densenas_tf.search_run import run_search
+    from densenas_tf.search_space import SearchSpace
+
+    folder = tmp_path_factory.mktemp("search")
+    space_file = folder / "space.yaml"
+    space_file.write_text(yaml.safe_dump(SMALL_SPACE))
+    space = SearchSpace.from_config(SMALL_SPACE)
+    table = LatencyTable(
+        new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+        overhead_ms=0.01,
+    )
+    for k, key in enumerate(space_keys(space).all_keys()):
+        table.entries[key] = LatencyEntry(0.05 + 0.01 * k, 0.05 + 0.01 * k, 0.001, 10)
+    table_file = folder / "table.json"
+    table_file.write_text(table.to_json())
+    config = SearchConfig.from_dict(
+        {
+            "space": str(space_file),
+            "latency_table": str(table_file),
+            "data": {"train_limit": 320, "arch_fraction": 0.2},
+            "batch_size": 32,
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "latency_check": False,
+            "deterministic": False,
+            "seed": 1,
+        }
+    )
+    run_dir = folder / "run"
+    result = run_search(config, run_dir, log=lambda line: None)
+    return run_dir, result.summary
+
+
+def test_derive_binary_prints_the_latest_checkpoints_arch(finished_search, tmp_path):
+    run_dir, summary = finished_search
+    out = tmp_path / "derived.json"
+    result = _run("derive.py", f"--run_dir={run_dir}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_text() == result.stdout
+    printed = ArchSpec.from_json(result.stdout)
+    searched = ArchSpec.from_json((run_dir / "arch.json").read_text())
+    # Two epochs of 8 weight steps (256 images), the second after 2 architecture
+    # steps (64 images): the last checkpoint is the run's end, step 18.
+    steps = summary["global_steps"]
+    assert steps == 18
+    assert sorted(p.name for p in (run_dir / "ckpt").glob("*.index")) == [
+        "ckpt-18.index",
+        "ckpt-8.index",
+    ]
+    assert printed.name == f"step_{steps}"
+    assert printed.provenance["checkpoint"] == str(run_dir / "ckpt" / f"ckpt-{steps}")
+    assert (printed.provenance["epoch"], printed.provenance["global_step"]) == (2, steps)
+
+    def arch(spec):
+        return {k: v for k, v in spec.to_dict().items() if k not in ("name", "provenance")}
+
+    # The run's arch.json was derived from the same parameters at the same step.
+    assert arch(printed) == arch(searched)
+    assert printed.to_block_string() == summary["block_string"]
+    for key, value in printed.provenance.items():
+        if key != "checkpoint":
+            assert searched.provenance[key] == value, key
+
+
+def test_train_binary_trains_tests_and_saves(tmp_path):
+    import keras
+
+    from densenas_tf.data import load_image_data
+
+    arch_file = tmp_path / "small.json"
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    spec.save(arch_file)
+    run_dir = tmp_path / "run"
+    result = _run(
+        "train.py",
+        f"--arch={arch_file}",
+        f"--run_dir={run_dir}",
+        "--epochs=1",
+        "--batch_size=32",
+        "--train_limit=320",
+        "--test_limit=200",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["test_images"], metrics["epochs"]) == (320, 200, 1)
+    assert [h["epoch"] for h in metrics["history"]] == [1]
+    cost = count_costs(spec)
+    assert (metrics["params"], metrics["mult_adds"]) == (cost.params, cost.mult_adds)
+    assert metrics["model"] == str(run_dir / "model.keras")
+    # The test accuracy of the saved model on the same 200 test images.
+    data = load_image_data("fashion_mnist", train_limit=320, test_limit=200)
+    model = keras.models.load_model(run_dir / "model.keras")
+    logits = model(data.test_images.astype(np.float32), training=False).numpy()
+    hits = int(np.sum(logits.argmax(-1) == data.test_labels))
+    assert metrics["test_accuracy"] == hits / 200
+    printed = re.fullmatch(
+        r"small: test accuracy (\d\.\d{4}) \(200 images\), ([\d,]+) params, "
+        r"([\d.]+)M multiply-adds; model (.+)\n",
+        result.stdout,
+    )
+    assert printed, result.stdout
+    assert printed.group(1) == f"{hits / 200:.4f}"
+    assert int(printed.group(2).replace(",", "")) == cost.params
+    assert printed.group(3) == f"{cost.mult_adds / 1e6:.1f}"
+    assert printed.group(4) == str(run_dir / "model.keras")
