@@ -589,7 +589,10 @@ class Searcher:
         final.save(self.run_dir / "arch.json")
         spread = 0.0
         for variable in self.net.arch_variables:
-            values = [np.asarray(v) for v in self.strategy.experimental_local_results(variable)]
+            # The distributed variable behind the Keras one: given the Keras
+            # variable itself, experimental_local_results returns that one object.
+            copies = self.strategy.experimental_local_results(variable.value)
+            values = [np.asarray(v) for v in copies]
             spread = max([spread] + [float(np.abs(v - values[0]).max()) for v in values])
         start = int(self.arch_start_epoch)
         warmup = next((r["warmup_end"] for r in reports if "warmup_end" in r), None)

@@ -1,4 +1,5 @@
-"""The search loop: what each step may change, faults, resume, summaries, strategies."""
+"""The search loop: what each step may change, faults, resume, summaries (strategies:
+test_strategy.py)."""
 
 import json
 import os
@@ -223,77 +224,6 @@ def test_a_killed_run_resumes_to_the_same_result(micro, tmp_path):
     # Running it again reports the finished run.
     again = subprocess.run(_search_cmd(micro, resumed), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "holds a finished search" in again.stderr
-
-
-def test_mirrored_on_two_cpus_matches_one_device(micro, tmp_path):
-    """Replicas hold identical alpha and beta, equal to a one-device run, after
-    a search of one architecture step and one weight pass (no warm-up).
-
-    The horizon is short on purpose: batch norm makes early layers' gradients
-    small differences of large terms, so rounding that depends on summation
-    order (about 1e-4 of a batch variance, the same between the fused and the
-    two-pass kernels on one device) grows to percents over several steps.
-    """
-    config_file = micro["folder"] / "short.json"
-    data = {"train_limit": 320, "arch_fraction": 0.1}  # one architecture step
-    config_file.write_text(_config(micro, epochs=1, warmup_epochs=0, data=data).to_json())
-    runs = {}
-    for name, extra in (("single", []), ("mirrored", ["--strategy=mirrored", "--logical_cpus=2"])):
-        command = [
-            sys.executable,
-            str(ROOT / "tools" / "search.py"),
-            f"--config={config_file}",
-            f"--run_dir={tmp_path / name}",
-            *extra,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = _final(tmp_path / name)
-    (a, arch_a), (b, arch_b) = runs["single"], runs["mirrored"]
-    assert a["replicas"] == 1 and b["replicas"] == 2
-    assert b["arch_replica_max_abs_diff"] == 0.0
-    for name in ("alpha_head", "alpha_stack", "beta"):
-        np.testing.assert_allclose(a["arch_params"][name], b["arch_params"][name], atol=1e-4)
-    assert arch_a == arch_b
-
-
-def _free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_workers_on_localhost_derive_the_same_arch(micro, tmp_path):
-    config_file = micro["folder"] / "workers.json"
-    data = {"train_limit": 320, "arch_fraction": 0.1}
-    config_file.write_text(_config(micro, epochs=1, warmup_epochs=0, data=data).to_json())
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        env = dict(os.environ)
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        command = [sys.executable, str(ROOT / "tools" / "search.py"), f"--config={config_file}",
-                   f"--run_dir={tmp_path / f'worker{index}'}", "--strategy=multi_worker"]  # fmt: skip
-        processes.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    for process in processes:
-        _, stderr = process.communicate(timeout=900)
-        assert process.returncode == 0, stderr[-3000:]
-    (a, arch_a), (b, arch_b) = _final(tmp_path / "worker0"), _final(tmp_path / "worker1")
-    assert a["replicas"] == b["replicas"] == 2
-    assert arch_a == arch_b
-    assert a["arch_params"] == b["arch_params"]
 
 
 def test_mixed_precision_search_keeps_arch_params_and_latency_in_float32(micro, tmp_path):
