@@ -144,11 +144,16 @@ def test_nan_in_the_data_stops_the_run_and_keeps_the_last_good_checkpoint(micro,
 
 def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
     searcher = _searcher(micro, tmp_path)
-    searcher.run()
-    tags = set()
+    _, summary = searcher.run()
+    tags, scalars = set(), {}
     for event_file in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            tags.update(value.tag for value in event.summary.value)
+            for value in event.summary.value:
+                tags.add(value.tag)
+                if value.HasField("tensor") and not value.tensor.string_val:
+                    number = tf.make_ndarray(value.tensor)
+                    if number.ndim == 0:
+                        scalars[(value.tag, event.step)] = float(number)
     expected = {
         "weight/ce", "weight/acc", "arch/ce", "arch/acc", "arch/loss", "arch/latency_term",
         "arch/latency_ms", "latency/expected_ms", "lr/weight", "lr/alpha", "lr/beta",
@@ -159,6 +164,36 @@ def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
         "derived/architecture", "derived/predicted_latency_ms", "derived/params", "supernet/paths",
     }  # fmt: skip
     assert expected <= tags, expected - tags
+    # The logged values are the run's own figures (float32 in the event file).
+    config = searcher.config
+    total = searcher.weight_steps_per_epoch * config.epochs
+    floor = config.weight_lr_min / config.weight_lr
+
+    def cosine(t):  # the weight schedule, written out: cosine from weight_lr to weight_lr_min
+        return config.weight_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * t / total)))
+
+    reports = summary["epoch_reports"]
+    assert len(reports) == 2 and reports[0]["arch_pass"] is None  # warm-up, then search
+    for report in reports:
+        step = report["epoch"]
+        figures = {
+            "weight/ce": report["weight_pass"]["ce"],
+            "weight/acc": report["weight_pass"]["acc"],
+            "supernet/arch_split_acc": report["supernet_eval"]["acc"],
+            "derived/predicted_latency_ms": report["predicted_latency_ms"],
+            "derived/params": report["params"],
+            "latency/expected_ms": report["expected_latency_ms"],
+            "lr/alpha": config.alpha_lr,
+            "lr/beta": config.beta_lr,
+            "lr/weight": cosine(searcher.weight_steps_per_epoch * step),
+        }
+        if report["arch_pass"]:
+            figures["arch/ce"] = report["arch_pass"]["ce"]
+            figures["arch/loss"] = report["arch_pass"]["loss"]
+            figures["arch/latency_term"] = report["arch_pass"]["loss"] - report["arch_pass"]["ce"]
+        for tag, figure in figures.items():
+            assert np.isfinite(figure), tag
+            assert scalars[(tag, step)] == pytest.approx(figure, rel=1e-6, abs=1e-7), tag
     archs = sorted((tmp_path / "archs").glob("epoch_*.json"))
     assert [p.name for p in archs] == ["epoch_001.json", "epoch_002.json"]
     assert (tmp_path / "arch.json").is_file()
