@@ -673,3 +673,16 @@ def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path
     searcher.objective = Flat()
     values = {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
     assert values["loss"] - values["ce"] == pytest.approx(0.75, abs=1e-5)
+
+
+def test_search_binary_runs_mirrored_on_two_logical_cpus(micro, tmp_path):
+    """The strategy flags of tools/search.py (the strategy maths are tested
+    against one device in tests/test_strategy.py)."""
+    run_dir = tmp_path / "mirrored"
+    command = _search_cmd(micro, run_dir, "--strategy=mirrored", "--logical_cpus=2")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["replicas"] == 2
+    assert summary["arch_replica_max_abs_diff"] == 0.0  # the replicas' copies agree
+    assert summary["epochs"] == 3 and len(summary["epoch_reports"]) == 3
