@@ -107,7 +107,9 @@ def run_search(
         Path(config.latency_table) if config.latency_table else default_table_path(space.name)
     )
     table = LatencyTable.load(table_path)
-    table.check_space(space)  # refused before anything trains
+    # Refused before anything trains; a space given as a file is named in the hint.
+    source = config.space if Path(config.space).is_file() else None
+    table.check_space(space, source)
     weight_data, arch_data = load_search_data(config)
     check_search_data(space, config, weight_data[0])  # so is data that do not fit the space
     with locked_run_dir(run_dir):  # one process per run directory, from here on

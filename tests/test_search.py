@@ -686,3 +686,16 @@ def test_search_binary_runs_mirrored_on_two_logical_cpus(micro, tmp_path):
     assert summary["replicas"] == 2
     assert summary["arch_replica_max_abs_diff"] == 0.0  # the replicas' copies agree
     assert summary["epochs"] == 3 and len(summary["epoch_reports"]) == 3
+
+
+def test_a_table_missing_keys_is_refused_with_the_space_file_in_the_command(micro, tmp_path):
+    data = json.loads(Path(micro["table"]).read_text())
+    data["entries"].pop(sorted(data["entries"])[0])
+    partial = tmp_path / "partial_lut.json"
+    partial.write_text(json.dumps(data))
+    config = _config(micro, latency_table=str(partial))
+    with pytest.raises(LatencyTableError, match="lacks 1 entry") as refused:
+        run_search(config, tmp_path / "run", log=lambda line: None)
+    assert f"--space={micro['space']}" in str(refused.value)  # a command that works as given
+    assert "SPACE_FILE" not in str(refused.value)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
