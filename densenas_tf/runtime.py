@@ -23,25 +23,42 @@ def make_strategy(name: str):
 
 
 class Progress:
-    """A one-line progress bar with ETA on stderr."""
+    """Progress with ETA on stderr: one line redrawn in place on a terminal; on a
+    file or pipe (a log), a whole line every ``log_every`` seconds and at the end,
+    so logs stay readable."""
 
-    def __init__(self, label: str, total: int, start_at: int = 0, stream=sys.stderr):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        start_at: int = 0,
+        stream=sys.stderr,
+        log_every: float = 30.0,
+        clock=time.time,
+    ):
         self.label, self.total, self.done = label, total, start_at
-        self.first, self.start, self.stream = start_at, time.time(), stream
+        self.first, self.stream, self.clock = start_at, stream, clock
+        self.start = self.last_line = clock()
+        self.log_every = log_every
+        isatty = getattr(stream, "isatty", None)
+        self.in_place = bool(isatty and isatty())
 
     def update(self, metrics: dict[str, float]) -> None:
         self.done += 1
-        elapsed = time.time() - self.start
-        per_step = elapsed / max(self.done - self.first, 1)
+        now = self.clock()
+        per_step = (now - self.start) / max(self.done - self.first, 1)
         eta = per_step * (self.total - self.done)
         width = 20
         filled = int(width * self.done / max(self.total, 1))
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         line = (
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
             f"{per_step:.2f} s/step ETA {eta:.0f} s {shown}"
-        )
-        self.stream.write(line[:200])
-        if self.done >= self.total:
-            self.stream.write("\n")
+        )[:200]
+        finished = self.done >= self.total
+        if self.in_place:
+            self.stream.write("\r" + line + ("\n" if finished else ""))
+        elif finished or now - self.last_line >= self.log_every:
+            self.stream.write(line + "\n")
+            self.last_line = now
         self.stream.flush()
