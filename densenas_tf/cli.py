@@ -70,7 +70,26 @@ DATA_FLAGS = (
     "data_seed",
     "train_limit",
     "test_limit",
+    "tfrecord_dir",
+    "class_list",
+    "stream",
+    "data_cache_dir",
 )
+# The streaming flags, recorded in a run's data source only when set, so that
+# sources recorded before they existed still compare equal.
+STREAMING_FLAGS = ("tfrecord_dir", "class_list", "stream", "data_cache_dir")
+# The data flags tools/search.py turns into ``data.*`` config overrides.
+SEARCH_DATA_KEYS = {
+    "data_dir": "data_dir",
+    "tfds_name": "tfds_name",
+    "tfds_data_dir": "tfds_data_dir",
+    "image_folder": "image_folder",
+    "tfrecord_dir": "tfrecord_dir",
+    "class_list": "class_list",
+    "image_size": "image_size",
+    "train_limit": "train_limit",
+    "data_cache_dir": "cache_dir",
+}
 
 
 def define_data_flags() -> None:
@@ -93,6 +112,26 @@ def define_data_flags() -> None:
     flags.DEFINE_integer("data_seed", 0, "Seed of the data splits and limits.")
     flags.DEFINE_integer("train_limit", None, "Use only N training images (seeded choice).")
     flags.DEFINE_integer("test_limit", None, "Use only N test images (seeded choice).")
+    flags.DEFINE_string(
+        "tfrecord_dir", None, "TFRecord shards written by tools/write_tfrecords.py (streamed)."
+    )
+    flags.DEFINE_string(
+        "class_list", None, "File of class names (or synset ids), one a line: use only these."
+    )
+    flags.DEFINE_enum(
+        "stream",
+        None,
+        ["true", "false"],
+        "true: stream a tfds dataset or image folder from disk (default: only when it would "
+        "take over 2 GB in memory). false: decode TFRecords once into memory (by default "
+        "they stream).",
+    )
+    flags.DEFINE_string(
+        "data_cache_dir",
+        None,
+        "Where streamed data's channel statistics and label indexes are cached "
+        "(default: ~/.cache/densenas_tf; TFRecords: their directory).",
+    )
 
 
 def data_source_from_flags(recorded: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,7 +139,24 @@ def data_source_from_flags(recorded: dict[str, Any] | None = None) -> dict[str, 
     values = {name: flags.FLAGS[name].value for name in DATA_FLAGS}
     if recorded and not any(flags.FLAGS[name].present for name in DATA_FLAGS):
         values.update({k: v for k, v in recorded.items() if k in values})
-    return values
+    return {k: v for k, v in values.items() if k not in STREAMING_FLAGS or v is not None}
+
+
+def search_data_overrides() -> list[str]:
+    """The data flags a user set, as ``data.*`` overrides of a search config."""
+    overrides = []
+    for name, key in SEARCH_DATA_KEYS.items():
+        if flags.FLAGS[name].present:
+            overrides.append(f"data.{key}={json.dumps(flags.FLAGS[name].value)}")
+    for name in ("test_fraction", "test_limit", "data_seed", "stream"):
+        if flags.FLAGS[name].present:
+            from densenas_tf.data import DataError
+
+            raise DataError(
+                f"--{name} does not apply to the search (it trains on the training images, "
+                "divided by data.arch_fraction and the config's seed); drop it"
+            )
+    return overrides
 
 
 def recorded_data_source(model_path: str | Path) -> dict[str, Any] | None:
@@ -112,12 +168,34 @@ def recorded_data_source(model_path: str | Path) -> dict[str, Any] | None:
 
 
 def load_data(source: dict[str, Any]):
-    """Loads data.ImageData from a source dict (the keys of DATA_FLAGS)."""
+    """Loads data.ImageData from a source dict (the keys of DATA_FLAGS).
+
+    A streamed source (TFRecords, a class list, ``stream``) is read into memory
+    up to its train_limit and test_limit (default 1000 images each): what the
+    exporters check and calibrate with."""
     from densenas_tf.data import load_image_data
 
-    kwargs = dict(source)
+    kwargs = {k: v for k, v in source.items() if k not in STREAMING_FLAGS}
+    streamed = source.get("tfrecord_dir") or source.get("class_list")
+    if streamed or str(source.get("stream")).lower() == "true":
+        from densenas_tf.data_sources import open_data, to_image_data
+
+        limited = {
+            **source,
+            "train_limit": source.get("train_limit") or 1000,
+            "test_limit": source.get("test_limit") or 1000,
+        }
+        return to_image_data(open_data(limited, stream=True))
     kwargs["seed"] = kwargs.pop("data_seed", 0)
     return load_image_data(**kwargs)
+
+
+def open_data(source: dict[str, Any]):
+    """The data of a source dict for training: in memory or streamed, as
+    ``data_sources.open_data`` picks."""
+    from densenas_tf.data_sources import open_data as open_source
+
+    return open_source(source)
 
 
 def run_export(model_path: str, export) -> int:

@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, count_costs
-from densenas_tf.io_utils import cached_json, write_bytes_atomic, write_text_atomic
+from densenas_tf.io_utils import (
+    cached_json,
+    replace_atomic,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 # A MobileNetV2-like net at Fashion-MNIST's resolutions (the fashion_mnist
 # space's stem, 14x14 then 7x7 stages, k3 e6 everywhere, final 192).
@@ -307,7 +312,66 @@ def run_compare(
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(run_dir / "compare.md", format_results(results) + "\n")
     write_bytes_atomic(run_dir / "compare.png", plot_results(results))
+    write_hparams(run_dir / "tensorboard", rows)
     return results
+
+
+# HParams dashboard: metric tag -> (display name, description).
+HPARAM_METRICS = {
+    "test_accuracy": ("test accuracy", "Top-1 accuracy on the test images, fraction."),
+    "tflite_ms": ("measured latency (ms)", "Float TFLite, 1 thread, batch 1, measured here."),
+    "predicted_ms": ("predicted latency (ms)", "Predicted by the latency table."),
+    "params": ("parameters", "Parameters of the net, count."),
+    "mult_adds": ("multiply-adds", "Multiply-adds per image, count."),
+}
+
+
+def hparams_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters shown for one net: its name, method and seed, and its
+    lambda (searched nets) or width multiplier (MobileNetV2) where it has one."""
+    values = {"net": row["net"], "method": row["family"], "seed": int(row["seed"])}
+    for key in ("lam", "width"):
+        if row.get(key) is not None:
+            values[key] = float(row[key])
+    return values
+
+
+def write_hparams(directory: Path, rows: list[dict[str, Any]]) -> None:
+    """An HParams dashboard of the comparison: one session per net and seed with
+    its hyperparameters and its metrics, so the table can be sorted, filtered and
+    plotted in TensorBoard (``tensorboard --logdir RUN_DIR/tensorboard``). The
+    directory is written anew (atomically) each time."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    def discrete(key):
+        return sorted({hparams_of(row)[key] for row in rows if key in hparams_of(row)})
+
+    hparams = [
+        hp.HParam("net", hp.Discrete(discrete("net")), description="The net's label."),
+        hp.HParam("method", hp.Discrete(discrete("method")), description="How it was found."),
+        hp.HParam("seed", hp.Discrete(discrete("seed")), description="Search and training seed."),
+    ]
+    for key, text in (("lam", "Latency weight lambda."), ("width", "Width multiplier.")):
+        values = discrete(key)
+        if values:
+            hparams.append(hp.HParam(key, hp.Discrete(values), description=text))
+    metrics = [
+        hp.Metric(tag, display_name=name, description=text)
+        for tag, (name, text) in HPARAM_METRICS.items()
+    ]
+    with replace_atomic(directory) as staging:
+        with tf.summary.create_file_writer(str(staging)).as_default():
+            hp.hparams_config(hparams=hparams, metrics=metrics)
+        for row in rows:
+            run = f"{row['net']}_seed{row['seed']}"
+            writer = tf.summary.create_file_writer(str(staging / run))
+            with writer.as_default():
+                hp.hparams(hparams_of(row), trial_id=run)
+                for tag, (_, text) in HPARAM_METRICS.items():
+                    if row.get(tag) is not None:
+                        tf.summary.scalar(tag, float(row[tag]), step=0, description=text)
+            writer.close()
 
 
 def _run_seed(
@@ -339,6 +403,7 @@ def _run_seed(
         searched = run_search(config, run_dir / label, log=log)
         spec, summary = searched.arch, searched.summary
         info = {"search_wall_time_s": summary["wall_time_s"], "config": label}
+        info["lam"] = float(config.objective["lam"])
         if summary.get("path_margin") is not None:
             info["path_margin"] = summary["path_margin"]
         nets.append((label, family, spec, info))
@@ -353,7 +418,8 @@ def _run_seed(
         (f"objective.lam={plan.fixed_block_lam}",),
     )
     for width in plan.mbv2_widths:
-        nets.append((f"mobilenet_v2_x{width:g}", "MobileNetV2", mobilenet_v2_fashion(width), {}))
+        spec = mobilenet_v2_fashion(width)
+        nets.append((f"mobilenet_v2_x{width:g}", "MobileNetV2", spec, {"width": width}))
 
     # Random search: the dense space, within 10 % of the DenseNAS nets' predicted latencies.
     fashion_table = loaded["fashion_mnist"]

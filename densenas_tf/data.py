@@ -14,6 +14,10 @@ Fashion-MNIST statistics, for the architecture search) and ``train_pipeline`` /
 ``eval_pipeline`` (float32 pixels in 0..255, for training a found architecture
 whose model carries its own normalisation), with deterministic, seeded
 augmentation (``augment_images``).
+
+Datasets too large for memory (ImageNet) stream from disk instead:
+``densenas_tf.data_sources`` (image folders, TFRecords, prepared tfds datasets),
+whose pipelines yield what these yield.
 """
 
 from __future__ import annotations

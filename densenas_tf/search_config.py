@@ -55,6 +55,8 @@ class _Range:
 # The range of every numeric field, by dotted key (a field's type comes from its annotation).
 _RANGES = {
     "data.train_limit": _Range(1),
+    "data.image_size": _Range(1),
+    "data.stats_limit": _Range(1),
     "data.arch_fraction": _Range(0, 1, low_open=True, high_open=True),
     "batch_size": _Range(1),
     "epochs": _Range(1),
@@ -72,6 +74,7 @@ _RANGES = {
     "label_smoothing": _Range(0, 1, high_open=True),
     "seed": _Range(0, 2**32 - 1),  # NumPy's legacy seeding (keras.utils.set_random_seed)
     "checkpoint_every_steps": _Range(1),
+    "summary_every_steps": _Range(1),
     "keep_best": _Range(1),
     "select_from_epoch": _Range(1),
     "tie_threshold": _Range(0),
@@ -82,6 +85,14 @@ _CHOICES = {"data.dataset": SEARCH_DATASETS}
 _NULL_MEANS = {
     "data.data_dir": "Debian's /usr/share/datasets/fashion-mnist",
     "data.train_limit": "all images",
+    "data.tfds_name": "no tfds dataset",
+    "data.tfds_data_dir": "tfds's default directory",
+    "data.image_folder": "no image folder",
+    "data.tfrecord_dir": "no TFRecord directory",
+    "data.class_list": "every class",
+    "data.image_size": "the source's own size",
+    "data.stats_limit": "every training image",
+    "data.cache_dir": "~/.cache/densenas_tf (TFRecords: their directory)",
     "latency_table": "the shipped table",
     "warmup_target_accuracy": "exactly warmup_epochs of warm-up",
     "select_from_epoch": "the first architecture epoch",
@@ -160,16 +171,62 @@ def _own_fields(instance: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the search's images come from and how many it uses."""
+    """Where the search's images come from and how many it uses.
+
+    Fashion-MNIST (``dataset``) is held in memory. A streaming source, one of
+    ``tfds_name`` (prepared in ``tfds_data_dir``), ``image_folder`` or
+    ``tfrecord_dir``, is read from disk as the search goes
+    (``densenas_tf.data_sources``), optionally limited to the classes of a
+    ``class_list`` file and resized to ``image_size``; its weight/architecture
+    split is drawn per class, and its images are normalised with per-channel
+    statistics streamed once (over ``stats_limit`` images) and cached in
+    ``cache_dir``. ``augment`` gives the weight split random-resized-crop (or
+    pad-and-crop) and flips, as the reference does on ImageNet.
+    """
 
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     # Use only the first N training images (after a seeded shuffle); null: all of them.
     train_limit: int | None = None
     arch_fraction: float = 0.2
+    tfds_name: str | None = None
+    tfds_data_dir: str | None = None
+    image_folder: str | None = None
+    tfrecord_dir: str | None = None
+    class_list: str | None = None
+    image_size: int | None = None
+    augment: bool = False
+    stats_limit: int | None = None
+    cache_dir: str | None = None
 
     def __post_init__(self):
         _check_fields(_own_fields(self), DataConfig, "data.")
+        sources = [k for k in STREAMING_SOURCES if getattr(self, k)]
+        if len(sources) > 1:
+            raise ConfigError(
+                f"data.{sources[0]} and data.{sources[1]} are both set; give one data source"
+            )
+        if not sources:
+            for key in STREAMING_ONLY:
+                if getattr(self, key) not in (None, False):
+                    raise ConfigError(
+                        f"data.{key} applies to streaming sources only; set one of "
+                        f"{['data.' + k for k in STREAMING_SOURCES]} or drop data.{key}"
+                    )
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the search reads a streaming source (else Fashion-MNIST in memory)."""
+        return any(getattr(self, k) for k in STREAMING_SOURCES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields; the streaming ones only when set, so that configs without them
+        keep the form older runs recorded."""
+        values = _own_fields(self)
+        for key in (*STREAMING_SOURCES, "tfds_data_dir", *STREAMING_ONLY):
+            if values[key] == DEFAULTS_OF_STREAMING[key]:
+                del values[key]
+        return values
 
     @classmethod
     def from_dict(cls, data: Any) -> DataConfig:
@@ -178,6 +235,13 @@ class DataConfig:
         return cls(**data)
 
 
+# The keys naming a streaming source, and those that only apply to one.
+STREAMING_SOURCES = ("tfds_name", "image_folder", "tfrecord_dir")
+STREAMING_ONLY = ("class_list", "image_size", "augment", "stats_limit", "cache_dir")
+DEFAULTS_OF_STREAMING = {
+    **{k: None for k in (*STREAMING_SOURCES, "tfds_data_dir", *STREAMING_ONLY)},
+    "augment": False,
+}
 _KIND_NAMES[DataConfig] = (
     f"a mapping with the fields {[f.name for f in dataclasses.fields(DataConfig)]}"
 )
@@ -222,6 +286,8 @@ class SearchConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     checkpoint_every_steps: int = 200
+    # TensorBoard: the steps' own losses, accuracies and rates every N steps.
+    summary_every_steps: int = 10
     # Selection as in the reference: from epoch select_from_epoch (1-based; null:
     # the first architecture epoch) the keep_best derived architectures with the
     # best supernet accuracy on the architecture split are kept (arch_best1.json...).
@@ -267,6 +333,7 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["objective"] = dict(self.objective)
+        data["data"] = self.data.to_dict()
         return data
 
     def to_json(self) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from densenas_tf import ops, summaries
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.io_utils import write_bytes_atomic, write_text_atomic
-from densenas_tf.pictures import supernet_png
+from densenas_tf.pictures import heatmap_png, supernet_png
 
 # Provenance keys copied from a derived ArchSpec into its epoch report.
 MARGIN_KEYS = (
@@ -136,73 +137,134 @@ def keep_best(
     return kept
 
 
-def entropy(probs: np.ndarray) -> float:
-    p = np.clip(probs, 1e-12, 1.0)
-    return float(-(p * np.log(p)).sum(axis=-1).mean())
+# Keys of a step's values -> their per-step tags.
+STEP_TAGS = {
+    "weight": {"ce": "weight_step/cross_entropy", "acc": "weight_step/accuracy",
+               "loss_scale": "weight_step/loss_scale"},
+    "arch": {"ce": "arch_step/cross_entropy", "loss": "arch_step/loss",
+             "acc": "arch_step/accuracy", "latency_ms": "latency/step_expected_ms",
+             "loss_scale": "arch_step/loss_scale"},
+}  # fmt: skip
+
+
+def write_step_summaries(writer, searcher, kind: str, step: int, values: dict) -> None:
+    """One step's scalars (``kind`` "weight" or "arch"): the batch's own values,
+    not running means, and the learning rates in force, at global step ``step``."""
+    with writer.as_default():
+        for key, tag in STEP_TAGS[kind].items():
+            if key in values:
+                summaries.scalar(tag, values[key], step)
+        if kind == "arch":
+            summaries.scalar("arch_step/latency_term", values["loss"] - values["ce"], step)
+            for name, optimizer in (
+                ("alpha", searcher.alpha_optimizer),
+                ("beta", searcher.beta_optimizer),
+            ):
+                rate = float(tf.convert_to_tensor(optimizer.learning_rate))
+                summaries.scalar(f"arch_step/{name}_learning_rate", rate, step)
+        else:
+            # The rate this step used: the schedule at the iteration before the update.
+            optimizer = searcher.weight_optimizer
+            schedule = optimizer.learning_rate
+            iteration = int(optimizer.iterations) - 1
+            rate = float(schedule(iteration)) if callable(schedule) else float(schedule)
+            summaries.scalar("weight_step/learning_rate", rate, step)
 
 
 def write_summaries(writer, searcher, step: int, report: dict, spec: ArchSpec) -> None:
-    """TensorBoard summaries and the supernet picture of one epoch."""
+    """The end of an epoch, at global step ``step``: the supernet's evaluation, the
+    derived net, the latencies, alpha and beta (histograms, entropies, labelled
+    heatmaps) and the supernet picture (also written to ``pictures/``)."""
     net, space = searcher.net, searcher.space
     arrays = net.arch_numpy()
     head_p = tf.nn.softmax(arrays["alpha_head"]).numpy()
     stack_p = tf.nn.softmax(arrays["alpha_stack"]).numpy()
     path_p = net.path_probabilities().numpy()
-    with writer.as_default(step=step):
-        for k, v in report["weight_pass"].items():
-            tf.summary.scalar(f"weight/{k}", v)
-        for k, v in (report["arch_pass"] or {}).items():
-            tf.summary.scalar(f"arch/{k}", v)
-        if report["arch_pass"]:
-            tf.summary.scalar(
-                "arch/latency_term", report["arch_pass"]["loss"] - report["arch_pass"]["ce"]
+    epoch = report["epoch"]
+    scalars = {
+        "eval/supernet_accuracy": report["supernet_eval"]["acc"],
+        "eval/supernet_cross_entropy": report["supernet_eval"]["ce"],
+        "latency/expected_ms": report["expected_latency_ms"],
+        "latency/derived_predicted_ms": report["predicted_latency_ms"],
+        "derived/params": report["params"],
+        "derived/mult_adds": report["mult_adds"],
+        "derived/min_op_margin": report["min_op_margin"],
+        "derived/near_ties": len(report["near_ties"] or []),
+        "arch_params/entropy_head_ops": summaries.normalised_entropy(head_p),
+        "arch_params/entropy_paths": float(
+            np.mean(
+                [
+                    summaries.normalised_entropy(path_p[[e.index for e in edges]])
+                    for edges in (space.out_edges(b.index) for b in space.blocks)
+                    if len(edges) > 1  # a block with one way out decides nothing
+                ]
+                or [0.0]
             )
-        for k, v in report["supernet_eval"].items():
-            tf.summary.scalar(f"supernet/arch_split_{k}", v)
-        tf.summary.scalar("latency/expected_ms", report["expected_latency_ms"])
-        tf.summary.scalar("derived/predicted_latency_ms", report["predicted_latency_ms"])
-        tf.summary.scalar("derived/params", report["params"])
-        tf.summary.scalar("derived/mult_adds", report["mult_adds"])
-        if np.isfinite(report["path_margin"]):
-            tf.summary.scalar("derived/path_margin", report["path_margin"])
-        tf.summary.scalar("derived/min_op_margin", report["min_op_margin"])
-        tf.summary.scalar("lr/weight", float(searcher.weight_optimizer.current_learning_rate()))
-        for name, optimizer in (
-            ("alpha", searcher.alpha_optimizer),
-            ("beta", searcher.beta_optimizer),
-        ):
-            tf.summary.scalar(f"lr/{name}", float(tf.convert_to_tensor(optimizer.learning_rate)))
+        ),
+    }
+    if stack_p.size:
+        scalars["arch_params/entropy_stacking_ops"] = summaries.normalised_entropy(stack_p)
+    if np.isfinite(report["path_margin"]):
+        scalars["derived/path_margin"] = report["path_margin"]
+    picture = supernet_png(space, path_p, spec, f"{space.name}: epoch {epoch}, step {step}")
+    with writer.as_default():
+        for tag, value in scalars.items():
+            summaries.scalar(tag, value, step)
         for name, values in arrays.items():
-            tf.summary.histogram(f"arch_params/{name}", values)
-        tf.summary.scalar("entropy/head_ops", entropy(head_p))
-        tf.summary.scalar("entropy/stacking_ops", entropy(stack_p))
-        block_entropies = []
-        for block in space.blocks:
-            ids = [e.index for e in space.out_edges(block.index)]
-            block_entropies.append(entropy(path_p[ids][None]))
-        tf.summary.scalar("entropy/paths", float(np.mean(block_entropies)))
-        tf.summary.image("alpha/head_ops", heatmap(head_p))
-        if stack_p.size:
-            tf.summary.image("alpha/stacking_ops", heatmap(stack_p))
-        tf.summary.image("beta/path_probabilities", heatmap(beta_matrix(space, path_p)))
-        tf.summary.text("derived/architecture", spec.to_block_string())
-        picture = supernet_png(space, path_p, spec, f"{space.name}, epoch {step}")
-        tf.summary.image("supernet/paths", tf.io.decode_png(picture, channels=3)[None])
+            tf.summary.histogram(
+                f"arch_params/{name}", values, step=step,
+                description=summaries.description(f"arch_params/{name}"),
+            )  # fmt: skip
+        for tag, png in op_heatmaps(space, head_p, stack_p, path_p, epoch).items():
+            summaries.image_png(tag, png, step)
+        summaries.text(
+            "derived/architecture",
+            summaries.architecture_markdown(spec, f"derived after epoch {epoch}"),
+            step,
+        )
+        summaries.image_png("derived/supernet", picture, step)
     writer.flush()
-    write_bytes_atomic(searcher.run_dir / "pictures" / f"epoch_{step:03d}.png", picture)
+    write_bytes_atomic(searcher.run_dir / "pictures" / f"epoch_{epoch:03d}.png", picture)
 
 
-def heatmap(matrix: np.ndarray, scale: int = 12) -> np.ndarray:
-    """A (1, H, W, 3) uint8 image of a probability matrix, one row per layer or block."""
-    values = np.clip(matrix, 0.0, 1.0)
-    image = np.repeat(np.repeat(values, scale, axis=0), scale, axis=1)
-    rgb = np.stack([image, image * 0.6, 1.0 - image], axis=-1)
-    return (rgb[None] * 255).astype(np.uint8)
+def op_heatmaps(space, head_p, stack_p, path_p, epoch: int) -> dict[str, bytes]:
+    """Labelled heatmaps (PNG) of the op probabilities of every mixed layer and of
+    the path probabilities (missing edges blank)."""
+    head_names = [ops.parse_op(op).short_name for op in space.head_ops]
+    maps = {
+        "arch_params/head_ops": heatmap_png(
+            head_p,
+            [f"{e.src}->{e.dst}" for e in space.head_edges],
+            head_names,
+            f"head layers' op probabilities, epoch {epoch}",
+            row_axis="edge (source -> target block)",
+            col_axis="op",
+        )
+    }
+    if stack_p.size:
+        maps["arch_params/stacking_ops"] = heatmap_png(
+            stack_p,
+            [f"block {layer.block} layer {layer.position + 1}" for layer in space.stacking_layers],
+            [ops.parse_op(op).short_name for op in space.stacking_ops],
+            f"stacking layers' op probabilities, epoch {epoch}",
+            col_axis="op",
+        )
+    matrix = beta_matrix(space, path_p)
+    targets = [str(i) for i in range(1, space.final_node)] + ["final"]
+    maps["arch_params/paths"] = heatmap_png(
+        matrix[:, 1:],
+        [str(b.index) for b in space.blocks],
+        targets,
+        f"path probabilities, epoch {epoch}",
+        row_axis="source block",
+        col_axis="target block",
+    )
+    return maps
 
 
 def beta_matrix(space, path_probs: np.ndarray) -> np.ndarray:
-    """Blocks x nodes matrix of path probabilities (zero where there is no edge)."""
-    matrix = np.zeros((space.num_blocks, space.final_node + 1))
+    """Blocks x nodes matrix of path probabilities (NaN where there is no edge)."""
+    matrix = np.full((space.num_blocks, space.final_node + 1), np.nan)
     for edge in space.edges:
         matrix[edge.src, edge.dst] = path_probs[edge.index]
     return matrix

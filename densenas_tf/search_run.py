@@ -20,10 +20,19 @@ from densenas_tf.search_config import SearchConfig
 
 def load_search_data(
     config: SearchConfig,
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(weight split, architecture split) of the training images, deterministic by seed."""
+    log: Callable[[str], None] = lambda line: None,
+) -> tuple[Any, Any]:
+    """(weight split, architecture split) of the training images, deterministic by seed.
+
+    Fashion-MNIST: two (uint8 images, int32 labels) pairs held in memory. A
+    streaming source (``config.data.streamed``): two ``data_sources.SearchSplit``
+    read from disk as the search goes, divided per class from the source's
+    index (no pixels read for the division).
+    """
     from densenas_tf.data import DataError, load_fashion_mnist, split_indices
 
+    if config.data.streamed:
+        return _streamed_search_data(config, log)
     if config.data.dataset != "fashion_mnist":
         raise DataError(
             f"unknown dataset {config.data.dataset!r}; the search reads 'fashion_mnist'"
@@ -37,20 +46,84 @@ def load_search_data(
     return (images[weight_ids], labels[weight_ids]), (images[arch_ids], labels[arch_ids])
 
 
-def check_search_data(space, config: SearchConfig, images: np.ndarray) -> None:
-    """Refuses a space whose input shape or class count differs from the search data's
-    (labels beyond the space's classes would become all-zero targets)."""
-    from densenas_tf.data import FASHION_MNIST_CLASSES, DataError
+def open_search_source(config: SearchConfig):
+    """The streaming source of a search config, its whole training part (no test part)."""
+    from densenas_tf.data_sources import open_stream
 
-    shape = tuple(int(d) for d in images.shape[1:])
-    classes = len(FASHION_MNIST_CLASSES)  # the one dataset load_search_data reads
+    data = config.data
+    return open_stream(
+        tfds_name=data.tfds_name,
+        tfds_data_dir=data.tfds_data_dir,
+        image_folder=data.image_folder,
+        tfrecord_dir=data.tfrecord_dir,
+        image_size=data.image_size,
+        class_list=data.class_list,
+        test_fraction=0.0,
+        seed=config.seed,
+        train_limit=data.train_limit,
+        cache_dir=data.cache_dir,
+    )
+
+
+def _streamed_search_data(config: SearchConfig, log):
+    from densenas_tf.data_sources import search_splits
+
+    source = open_search_source(config)
+    log(
+        f"search data: {source.name}, {source.num_train} images in {source.num_classes} "
+        f"classes at {'x'.join(map(str, source.input_shape))}, streamed"
+    )
+    return search_splits(
+        source,
+        config.data.arch_fraction,
+        config.seed,
+        augment_weights=config.data.augment,
+        stats_limit=config.data.stats_limit,
+        log=log,
+    )
+
+
+def search_data_shape(weight_data) -> tuple[tuple[int, int, int], int]:
+    """(input shape, class count) of the search data, known without reading pixels."""
+    from densenas_tf.data import FASHION_MNIST_CLASSES
+
+    if hasattr(weight_data, "data"):  # a streamed SearchSplit
+        return tuple(weight_data.data.input_shape), weight_data.data.num_classes
+    images = weight_data[0] if isinstance(weight_data, tuple) else weight_data
+    return tuple(int(d) for d in images.shape[1:]), len(FASHION_MNIST_CLASSES)
+
+
+def check_search_data(space, config: SearchConfig, data) -> None:
+    """Refuses a space whose input shape or class count differs from the search data's
+    (labels beyond the space's classes would become all-zero targets). ``data`` is
+    the weight split (or, for Fashion-MNIST, its images)."""
+    from densenas_tf.data import DataError
+
+    shape, classes = search_data_shape(data)
     if tuple(space.input_shape) == shape and space.num_classes == classes:
         return
+    source = (
+        next(
+            f"{k} {getattr(config.data, k)}"
+            for k in ("tfds_name", "image_folder", "tfrecord_dir")
+            if getattr(config.data, k)
+        )
+        if config.data.streamed
+        else config.data.dataset
+    )
+    fix = (
+        f"search a space with input_shape: {list(shape)} and num_classes: {classes}"
+        + ("" if config.data.streamed else " (e.g. --override=space=fashion_mnist)")
+        + (
+            ", or set data.image_size / data.class_list to match the space"
+            if config.data.streamed
+            else ""
+        )
+    )
     raise DataError(
         f"the space {space.name!r} takes {'x'.join(map(str, space.input_shape))} images in "
-        f"{space.num_classes} classes but the search data ({config.data.dataset}) are "
-        f"{'x'.join(map(str, shape))} images in {classes} classes; search a space with "
-        f"input_shape: {list(shape)} and num_classes: {classes} (e.g. --override=space=fashion_mnist)"
+        f"{space.num_classes} classes but the search data ({source}) are "
+        f"{'x'.join(map(str, shape))} images in {classes} classes; {fix}"
     )
 
 
@@ -110,8 +183,11 @@ def run_search(
     # Refused before anything trains; a space given as a file is named in the hint.
     source = config.space if Path(config.space).is_file() else None
     table.check_space(space, source)
-    weight_data, arch_data = load_search_data(config)
-    check_search_data(space, config, weight_data[0])  # so is data that do not fit the space
+    # Before the data (streamed data run TensorFlow ops to open): MultiWorkerMirroredStrategy
+    # must exist before any other TensorFlow op.
+    strategy = make_strategy(strategy_name)
+    weight_data, arch_data = load_search_data(config, log)
+    check_search_data(space, config, weight_data)  # so is data that do not fit the space
     with locked_run_dir(run_dir):  # one process per run directory, from here on
         if prepare_run_dir(run_dir, config, overwrite, log):
             summary = json.loads((run_dir / "summary.json").read_text())
@@ -143,7 +219,6 @@ def run_search(
         from densenas_tf.searcher import Searcher
         from densenas_tf.supernet import SuperNet
 
-        strategy = make_strategy(strategy_name)
         if config.deterministic:
             # The same command and seed derive the same net on one machine.
             import tensorflow as tf

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import derive, search_report
+from densenas_tf import derive, search_report, summaries
 from densenas_tf.arch_params import rebalance_alpha
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.errors import DenseNASError
@@ -62,6 +62,11 @@ CHECKPOINT_FILE = re.compile(r"ckpt-(\d+)\.(?:index|data-\d+-of-\d+)")
 def checkpoint_key(name: str) -> str:
     """The key of a checkpointed architecture parameter (for tf.train.load_checkpoint)."""
     return f"arch/{name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _split_size(split) -> int:
+    """The images of a search split: (images, labels) arrays or a streamed SearchSplit."""
+    return split.num_examples if hasattr(split, "num_examples") else len(split[0])
 
 
 class SearchDivergedError(DenseNASError, RuntimeError):
@@ -94,8 +99,8 @@ class Searcher:
         config: SearchConfig,
         supernet: SuperNet,
         table: LatencyTable,
-        weight_data: tuple[np.ndarray, np.ndarray],
-        arch_data: tuple[np.ndarray, np.ndarray],
+        weight_data: tuple[np.ndarray, np.ndarray] | Any,
+        arch_data: tuple[np.ndarray, np.ndarray] | Any,
         run_dir: str | Path,
         strategy: tf.distribute.Strategy | None = None,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
@@ -111,12 +116,13 @@ class Searcher:
         self.run_dir = Path(run_dir)
         self.log = log
         bs = config.batch_size
-        self.weight_steps_per_epoch = len(weight_data[0]) // bs
-        self.arch_steps_per_epoch = len(arch_data[0]) // bs
+        weight_count, arch_count = _split_size(weight_data), _split_size(arch_data)
+        self.weight_steps_per_epoch = weight_count // bs
+        self.arch_steps_per_epoch = arch_count // bs
         if self.weight_steps_per_epoch < 1 or self.arch_steps_per_epoch < 1:
             raise ValueError(
-                f"batch_size {bs} is larger than a data split ({len(weight_data[0])} weight, "
-                f"{len(arch_data[0])} architecture images); lower batch_size or use more data"
+                f"batch_size {bs} is larger than a data split ({weight_count} weight, "
+                f"{arch_count} architecture images); lower batch_size or use more data"
             )
         total_weight_steps = self.weight_steps_per_epoch * config.epochs
         with self.strategy.scope():
@@ -188,6 +194,7 @@ class Searcher:
             self.checkpoint, self.run_dir / "ckpt", max_to_keep=2
         )
         self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        summaries.write_layout(self.writer, summaries.SEARCH_LAYOUT)
         # The architecture step differentiates alpha and beta only (no kernel
         # gradients); False restores the plain tape, for benchmarks.
         self.lean_arch_step = True
@@ -329,9 +336,14 @@ class Searcher:
         return int(self.config.seed * 1_000_003 + epoch * 2 + phase)
 
     def _batches(self, split, epoch: int | None, phase: int, skip: int):
+        """The (distributed) batches of one pass over a split: arrays through
+        ``data.make_dataset``; a streamed ``data_sources.SearchSplit`` read by each
+        input pipeline for its own replicas (``distribute_datasets_from_function``)."""
         from densenas_tf.data import make_dataset
 
         seed = None if epoch is None else self.shuffle_seed(epoch, phase)
+        if hasattr(split, "distribute"):
+            return iter(split.distribute(self.strategy, self.config.batch_size, seed, skip))
         dataset = make_dataset(*split, self.config.batch_size, shuffle_seed=seed)
         if skip:
             dataset = dataset.skip(skip)
@@ -409,6 +421,9 @@ class Searcher:
             self.global_step.assign_add(1)
             self.batch_in_phase.assign_add(1)
             progress.update(stats.means())
+            step_number = int(self.global_step)
+            if step_number % self.config.summary_every_steps == 0:
+                search_report.write_step_summaries(self.writer, self, key, step_number, values)
             if int(self.global_step) % self.config.checkpoint_every_steps == 0:
                 self._save()
         return stats.means()
@@ -550,7 +565,7 @@ class Searcher:
             warmup_end,
         )
         search_report.write_report(self.run_dir, report)
-        search_report.write_summaries(self.writer, self, epoch + 1, report, spec)
+        search_report.write_summaries(self.writer, self, int(self.global_step), report, spec)
         reports.append(report)
         if searching:
             first = config.select_from_epoch or int(self.arch_start_epoch) + 1

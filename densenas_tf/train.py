@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from densenas_tf import summaries
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.errors import DenseNASError
 from densenas_tf.io_utils import replace_atomic, write_text_atomic
@@ -122,15 +123,28 @@ def _one_hot(num_classes: int):
     return lambda x, y: (x, tf.one_hot(y, num_classes))
 
 
-def evaluate(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy of a pixels -> logits model on uint8 images."""
+def data_sizes(data) -> tuple[int, int]:
+    """(training, test) image counts of a data.ImageData or a streamed
+    data_sources.StreamingData (known without reading pixels)."""
+    if hasattr(data, "num_train"):
+        return data.num_train, data.num_test
+    return len(data.train_labels), len(data.test_labels)
+
+
+def evaluate(model, images, labels: np.ndarray | None = None, batch_size: int = 256) -> float:
+    """Top-1 accuracy of a pixels -> logits model on uint8 images, or on the test
+    split of a streamed data_sources.StreamingData passed as ``images``."""
     from densenas_tf.data import eval_pipeline
 
+    if hasattr(images, "eval_dataset"):
+        batches, count = images.eval_dataset(batch_size), images.num_test
+    else:
+        batches, count = eval_pipeline(images, labels, batch_size), len(labels)
     hits = 0
-    for x, y in eval_pipeline(images, labels, batch_size):
+    for x, y in batches:
         predicted = np.argmax(model(x, training=False).numpy(), axis=-1)
         hits += int(np.sum(predicted == y.numpy()))
-    return hits / len(labels)
+    return hits / count
 
 
 def train(
@@ -143,7 +157,8 @@ def train(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Trains ``spec`` on ``data`` (a data.ImageData) in run_dir; resumes; returns metrics.
+    """Trains ``spec`` on ``data`` (a data.ImageData, or a streamed
+    data_sources.StreamingData) in run_dir; resumes; returns metrics.
 
     Writes ``train_config.json``, ``ckpt/epoch_NNN.keras`` with
     ``ckpt/epoch_NNN.json`` after every epoch (the last two kept),
@@ -154,16 +169,17 @@ def train(
     """
     run_dir = Path(run_dir)
     check_data_matches(spec, data.input_shape, data.num_classes)
-    if len(data.test_labels) == 0:
+    train_count, test_count = data_sizes(data)
+    if test_count == 0:
         raise TrainError(
             f"the data ({data.name}) hold no test images, so the trained net could not be "
             "tested; pass a source with a test split, or a --test_fraction or --test_limit "
             "that leaves some test images"
         )
-    steps_per_epoch = len(data.train_labels) // config.batch_size
+    steps_per_epoch = train_count // config.batch_size
     if steps_per_epoch < 1:
         raise TrainError(
-            f"batch_size {config.batch_size} exceeds the {len(data.train_labels)} training "
+            f"batch_size {config.batch_size} exceeds the {train_count} training "
             "images; lower --batch_size or use more training images"
         )
     record = {
@@ -203,6 +219,8 @@ def _replace_other_run(run_dir: Path, saved: Path, overwrite: bool, log) -> None
 
 # The files of the checkpoint after epoch N: ckpt/epoch_NNN.keras (the whole
 # training state) and ckpt/epoch_NNN.json (the progress), the model written first.
+# TensorBoard: each batch's loss, accuracy and learning rate every N steps.
+SUMMARY_EVERY_STEPS = 10
 CHECKPOINT_FILE = re.compile(r"epoch_(\d+)\.(?:keras|json)")
 # The one checkpoint of runs written before: ckpt/last.keras with ckpt/progress.json.
 LEGACY_CHECKPOINT = ("last.keras", "progress.json")
@@ -299,23 +317,39 @@ def _train_in(
             model, progress = restored
             log(f"resuming {run_dir} after epoch {progress['epochs_done']}")
         else:
-            mean, std = channel_stats(data.train_images)
+            streamed = hasattr(data, "channel_stats")
+            mean, std = (
+                data.channel_stats(log=log) if streamed else channel_stats(data.train_images)
+            )
             model = build_trainable_model(spec, mean, std, config.dropout)
             _compile(model, config, steps_per_epoch)
             progress = {"epochs_done": 0, "history": [], "wall_time_s": 0.0}
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    if progress["epochs_done"] == 0:
+        with writer.as_default():
+            summaries.text("train/architecture", summaries.architecture_markdown(spec), 0)
+            summaries.text("train/config", summaries.config_markdown(config.to_dict()), 0)
     to_one_hot = _one_hot(data.num_classes)
     for epoch in range(progress["epochs_done"], config.epochs):
         start = time.time()
-        dataset = train_pipeline(
-            data.train_images,
-            data.train_labels,
-            config.batch_size,
-            seed=config.seed,
-            augment=config.augment,
-            epoch=epoch,
-        ).map(to_one_hot)
-        dataset = strategy.experimental_distribute_dataset(dataset)
+        if hasattr(data, "train_dataset"):  # streamed: each input pipeline reads its share
+
+            def per_pipeline(context, epoch=epoch):
+                return data.train_dataset(
+                    config.batch_size, config.seed, config.augment, epoch, context
+                ).map(to_one_hot)
+
+            dataset = strategy.distribute_datasets_from_function(per_pipeline)
+        else:
+            dataset = train_pipeline(
+                data.train_images,
+                data.train_labels,
+                config.batch_size,
+                seed=config.seed,
+                augment=config.augment,
+                epoch=epoch,
+            ).map(to_one_hot)
+            dataset = strategy.experimental_distribute_dataset(dataset)
         history = model.fit(
             dataset,
             epochs=epoch + 1,
@@ -323,7 +357,10 @@ def _train_in(
             steps_per_epoch=steps_per_epoch,
             verbose=0,
             shuffle=False,  # the pipeline shuffles, by seed and epoch
-            callbacks=[ProgressCallback(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch)],
+            callbacks=[
+                ProgressCallback(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch),
+                StepSummaries(writer, epoch * steps_per_epoch, SUMMARY_EVERY_STEPS),
+            ],
         ).history
         entry = {
             "epoch": epoch + 1,
@@ -340,9 +377,10 @@ def _train_in(
         progress["history"].append(entry)
         progress["epochs_done"] = epoch + 1
         progress["wall_time_s"] += entry["time_s"]
-        with writer.as_default(step=epoch + 1):
-            for key in ("loss", "train_acc", "lr"):
-                tf.summary.scalar(f"train/{key}", entry[key])
+        with writer.as_default():
+            step = (epoch + 1) * steps_per_epoch
+            summaries.scalar("train/epoch_loss", entry["loss"], step)
+            summaries.scalar("train/epoch_accuracy", entry["train_acc"], step)
         writer.flush()
         _save_checkpoint(model, progress, checkpoints)
         log(
@@ -350,9 +388,12 @@ def _train_in(
             f"train acc {entry['train_acc']:.4f} ({entry['time_s']:.0f} s)"
         )
 
-    test_acc = evaluate(model, data.test_images, data.test_labels)
-    with writer.as_default(step=config.epochs):
-        tf.summary.scalar("test/accuracy", test_acc)
+    if hasattr(data, "eval_dataset"):
+        test_acc = evaluate(model, data)
+    else:
+        test_acc = evaluate(model, data.test_images, data.test_labels)
+    with writer.as_default():
+        summaries.scalar("test/accuracy", test_acc, config.epochs * steps_per_epoch)
     writer.flush()
     _save_model(model, run_dir / "model.keras")
     cost = count_costs(spec)
@@ -360,8 +401,8 @@ def _train_in(
         "arch": spec.name,
         "block_string": spec.to_block_string(),
         "test_accuracy": test_acc,
-        "test_images": len(data.test_labels),
-        "train_images": len(data.train_labels),
+        "test_images": data_sizes(data)[1],
+        "train_images": data_sizes(data)[0],
         "epochs": config.epochs,
         "params": cost.params,
         "mult_adds": cost.mult_adds,
@@ -370,8 +411,42 @@ def _train_in(
         "model": str(run_dir / "model.keras"),
     }
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    log(f"test accuracy {test_acc:.4f} on {len(data.test_labels)} images")
+    log(f"test accuracy {test_acc:.4f} on {data_sizes(data)[1]} images")
     return metrics
+
+
+class StepSummaries(keras.callbacks.Callback):
+    """TensorBoard scalars every ``every`` steps at the global step: each batch's
+    own loss and accuracy (recovered from Keras's running means over the epoch,
+    exact for equal batches) and the learning rate the step used."""
+
+    def __init__(self, writer, first_step: int, every: int):
+        super().__init__()
+        self.writer, self.first_step, self.every = writer, first_step, every
+        self.means: dict[str, float] = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        values = {}
+        for key in ("loss", "acc"):
+            if key in logs:
+                mean = float(logs[key])
+                values[key] = (batch + 1) * mean - batch * self.means.get(key, 0.0)
+                self.means[key] = mean
+        step = self.first_step + batch + 1
+        if step % self.every:
+            return
+        with self.writer.as_default():
+            if "loss" in values:
+                summaries.scalar("train/loss", values["loss"], step)
+            if "acc" in values:
+                summaries.scalar("train/accuracy", values["acc"], step)
+            summaries.scalar("train/learning_rate", self.rate, step)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Before the update: the schedule at this step's iteration, the rate it uses.
+        if (self.first_step + batch + 1) % self.every == 0:
+            self.rate = float(self.model.optimizer.learning_rate)
 
 
 class ProgressCallback(keras.callbacks.Callback):

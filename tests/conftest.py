@@ -54,3 +54,31 @@ def trained_small_net(tmp_path_factory):
     config = TrainConfig(epochs=3, batch_size=64, lr=0.1)
     metrics = train(spec, data, run_dir, config, data_source=source, log=lambda line: None)
     return run_dir, metrics, data
+
+
+def read_events(directory):
+    """(tag -> {step: value}) of the scalars, and tag -> (description, kind, shapes)."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(
+        str(directory), size_guidance={k: 0 for k in ("scalars", "tensors", "images")}
+    )
+    acc.Reload()
+    scalars, meta = {}, {}
+    for tag in acc.Tags()["tensors"]:
+        if tag == "custom_scalars__config__":  # the layout page, tested on its own
+            continue
+        events = acc.Tensors(tag)
+        metadata = acc.SummaryMetadata(tag)
+        plugin = metadata.plugin_data.plugin_name
+        meta[tag] = (metadata.summary_description, plugin)
+        if plugin == "scalars":
+            scalars[tag] = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events}
+        elif plugin == "images":
+            meta[tag] += (
+                [tf.io.decode_png(tf.make_ndarray(e.tensor_proto)[2]).numpy() for e in events],
+            )
+        elif plugin == "text":
+            meta[tag] += ([tf.make_ndarray(e.tensor_proto).item().decode() for e in events],)
+    return scalars, meta

@@ -184,3 +184,51 @@ def test_seeds_are_summarised_with_standard_errors_and_a_verdict():
     assert "vs mb_a" in lines[1] and lines[1].endswith("no difference shown")
     one_seed = outcome(summarise([r for r in rows if r["seed"] == 0]))
     assert all(line.endswith("no verdict") for line in one_seed)
+
+
+def test_hparams_dashboard_holds_each_net_with_its_method_lambda_seed_and_metrics(tmp_path):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    from densenas_tf.compare import HPARAM_METRICS, write_hparams
+
+    rows = [
+        {"net": "densenas_lam0.15", "family": "DenseNAS", "seed": 0, "lam": 0.15,
+         "test_accuracy": 0.9102, "tflite_ms": 0.385, "predicted_ms": 0.381,
+         "params": 219458, "mult_adds": 14460000},
+        {"net": "densenas_lam0.15", "family": "DenseNAS", "seed": 1, "lam": 0.15,
+         "test_accuracy": 0.9088, "tflite_ms": 0.371, "predicted_ms": 0.37,
+         "params": 201000, "mult_adds": 13000000},
+        {"net": "mobilenet_v2_x0.5", "family": "MobileNetV2", "seed": 0, "width": 0.5,
+         "test_accuracy": 0.8981, "tflite_ms": 0.121, "predicted_ms": None,
+         "params": 55762, "mult_adds": 4330000},
+    ]  # fmt: skip
+    out = tmp_path / "tensorboard"
+    (out / "stale_run").mkdir(parents=True)  # written anew: a stale run is gone
+    write_hparams(out, rows)
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["densenas_lam0.15_seed0", "densenas_lam0.15_seed1", "mobilenet_v2_x0.5_seed0"]
+    top = event_accumulator.EventAccumulator(str(out))
+    top.Reload()
+    config = hp_metadata.parse_experiment_plugin_data(
+        top.SummaryMetadata(hp_metadata.EXPERIMENT_TAG).plugin_data.content
+    )
+    assert {h.name for h in config.hparam_infos} == {"net", "method", "seed", "lam", "width"}
+    assert [m.name.tag for m in config.metric_infos] == list(HPARAM_METRICS)
+    for row in rows:
+        run = event_accumulator.EventAccumulator(str(out / f"{row['net']}_seed{row['seed']}"))
+        run.Reload()
+        start = hp_metadata.parse_session_start_info_plugin_data(
+            run.SummaryMetadata(hp_metadata.SESSION_START_INFO_TAG).plugin_data.content
+        )
+        shown = {k: (v.string_value or v.number_value) for k, v in start.hparams.items()}
+        expected = {"net": row["net"], "method": row["family"], "seed": row["seed"]}
+        expected.update({k: row[k] for k in ("lam", "width") if k in row})
+        assert shown == expected
+        for tag in HPARAM_METRICS:
+            if row[tag] is None:
+                assert tag not in run.Tags()["tensors"]
+                continue
+            (event,) = run.Tensors(tag)
+            assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(row[tag], rel=1e-6)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from conftest import read_events
 
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.latency import LatencyTable, LatencyTableError
@@ -142,64 +143,99 @@ def test_nan_in_the_data_stops_the_run_and_keeps_the_last_good_checkpoint(micro,
             assert np.all(np.isfinite(value)), name
 
 
-def test_tensorboard_holds_the_named_summaries(micro, tmp_path):
-    searcher = _searcher(micro, tmp_path)
+def test_tensorboard_logs_each_step_and_epoch_under_one_described_name(micro, tmp_path):
+    from densenas_tf.summaries import TAGS
+
+    searcher = _searcher(micro, tmp_path, summary_every_steps=1)
     _, summary = searcher.run()
-    tags, scalars = set(), {}
-    for event_file in (tmp_path / "tensorboard").glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            for value in event.summary.value:
-                tags.add(value.tag)
-                if value.HasField("tensor") and not value.tensor.string_val:
-                    number = tf.make_ndarray(value.tensor)
-                    if number.ndim == 0:
-                        scalars[(value.tag, event.step)] = float(number)
-    expected = {
-        "weight/ce", "weight/acc", "arch/ce", "arch/acc", "arch/loss", "arch/latency_term",
-        "arch/latency_ms", "latency/expected_ms", "lr/weight", "lr/alpha", "lr/beta",
-        "supernet/arch_split_acc", "derived/path_margin", "derived/min_op_margin",
-        "arch_params/alpha_head", "arch_params/alpha_stack", "arch_params/beta",
-        "entropy/head_ops", "entropy/stacking_ops", "entropy/paths",
-        "alpha/head_ops", "alpha/stacking_ops", "beta/path_probabilities",
-        "derived/architecture", "derived/predicted_latency_ms", "derived/params", "supernet/paths",
-    }  # fmt: skip
-    assert expected <= tags, expected - tags
-    # The logged values are the run's own figures (float32 in the event file).
+    scalars, meta = read_events(tmp_path / "tensorboard")
+    # Every tag is one of the described names, with its description.
+    for tag, (description, *_) in meta.items():
+        assert tag in TAGS, tag
+        assert description == TAGS[tag], tag
+    # 8 weight steps (global steps 1-8) in warm-up; then 2 architecture steps (9-10) and
+    # 8 weight steps (11-18); every step logged (summary_every_steps=1).
+    weight_steps, arch_steps = list(range(1, 9)) + list(range(11, 19)), [9, 10]
+    assert sorted(scalars["weight_step/cross_entropy"]) == weight_steps
+    assert sorted(scalars["arch_step/loss"]) == arch_steps
+    assert sorted(scalars["latency/step_expected_ms"]) == arch_steps
+    assert "arch_step/alpha_learning_rate" in scalars and "lr/arch" not in scalars
+    # The steps' own values: each epoch's mean is the epoch report's pass mean.
+    reports = summary["epoch_reports"]
+    assert [r["arch_pass"] is None for r in reports] == [True, False]
+    for report, steps in ((reports[0], range(1, 9)), (reports[1], range(11, 19))):
+        for key, tag in (("ce", "weight_step/cross_entropy"), ("acc", "weight_step/accuracy")):
+            logged = [scalars[tag][s] for s in steps]
+            assert all(np.isfinite(logged))
+            assert np.mean(logged) == pytest.approx(report["weight_pass"][key], rel=1e-5)
+    arch = reports[1]["arch_pass"]
+    for key, tag in (("ce", "arch_step/cross_entropy"), ("loss", "arch_step/loss")):
+        assert np.mean([scalars[tag][s] for s in arch_steps]) == pytest.approx(arch[key], rel=1e-5)
+    for s in arch_steps:
+        term = scalars["arch_step/loss"][s] - scalars["arch_step/cross_entropy"][s]
+        assert scalars["arch_step/latency_term"][s] == pytest.approx(term, abs=1e-6)
+    # Learning rates: the weights' cosine schedule written out, step by step.
     config = searcher.config
     total = searcher.weight_steps_per_epoch * config.epochs
     floor = config.weight_lr_min / config.weight_lr
-
-    def cosine(t):  # the weight schedule, written out: cosine from weight_lr to weight_lr_min
-        return config.weight_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * t / total)))
-
-    reports = summary["epoch_reports"]
-    assert len(reports) == 2 and reports[0]["arch_pass"] is None  # warm-up, then search
-    for report in reports:
-        step = report["epoch"]
+    cosine = [
+        config.weight_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * t / total)))
+        for t in range(total)
+    ]
+    logged_lr = [scalars["weight_step/learning_rate"][s] for s in weight_steps]
+    np.testing.assert_allclose(logged_lr, cosine, rtol=1e-5)
+    beta_rates = [scalars["arch_step/beta_learning_rate"][s] for s in arch_steps]
+    assert beta_rates == pytest.approx([config.beta_lr] * 2)
+    # Per-epoch figures at the global step that ends each epoch.
+    for report, step in ((reports[0], 8), (reports[1], 18)):
         figures = {
-            "weight/ce": report["weight_pass"]["ce"],
-            "weight/acc": report["weight_pass"]["acc"],
-            "supernet/arch_split_acc": report["supernet_eval"]["acc"],
-            "derived/predicted_latency_ms": report["predicted_latency_ms"],
-            "derived/params": report["params"],
+            "eval/supernet_accuracy": report["supernet_eval"]["acc"],
+            "eval/supernet_cross_entropy": report["supernet_eval"]["ce"],
             "latency/expected_ms": report["expected_latency_ms"],
-            "lr/alpha": config.alpha_lr,
-            "lr/beta": config.beta_lr,
-            "lr/weight": cosine(searcher.weight_steps_per_epoch * step),
+            "latency/derived_predicted_ms": report["predicted_latency_ms"],
+            "derived/params": report["params"],
+            "derived/min_op_margin": report["min_op_margin"],
+            "derived/near_ties": len(report["near_ties"]),
         }
-        if report["arch_pass"]:
-            figures["arch/ce"] = report["arch_pass"]["ce"]
-            figures["arch/loss"] = report["arch_pass"]["loss"]
-            figures["arch/latency_term"] = report["arch_pass"]["loss"] - report["arch_pass"]["ce"]
         for tag, figure in figures.items():
-            assert np.isfinite(figure), tag
-            assert scalars[(tag, step)] == pytest.approx(figure, rel=1e-6, abs=1e-7), tag
+            assert scalars[tag][step] == pytest.approx(figure, rel=1e-6, abs=1e-7), tag
+        for tag in ("arch_params/entropy_head_ops", "arch_params/entropy_paths"):
+            assert 0.0 <= scalars[tag][step] <= 1.0 + 1e-6, tag
+    # Near-uniform path logits at the start (std 1e-3): after warm-up (no architecture
+    # step yet) the normalised path entropy is that of near-uniform rows, about 1.
+    assert scalars["arch_params/entropy_paths"][8] == pytest.approx(1.0, abs=1e-3)
+    # Heatmaps: labelled figures, not constant; the architecture as a Markdown table.
+    for tag in ("arch_params/head_ops", "arch_params/stacking_ops", "arch_params/paths"):
+        images = meta[tag][2]
+        assert len(images) == 2 and images[0].ndim == 3 and images[0].shape[2] == 3
+        assert images[0].shape[0] >= 150 and images[0].shape[1] >= 250, images[0].shape
+        assert images[-1].std() > 10, tag
+    texts = meta["derived/architecture"][2]
+    assert len(texts) == 2 and "| block | channels |" in texts[-1]
+    assert summary["block_string"] in texts[-1] and "Notation:" in texts[-1]
     archs = sorted((tmp_path / "archs").glob("epoch_*.json"))
     assert [p.name for p in archs] == ["epoch_001.json", "epoch_002.json"]
     assert (tmp_path / "arch.json").is_file()
     pictures = sorted((tmp_path / "pictures").glob("epoch_*.png"))
     assert [p.name for p in pictures] == ["epoch_001.png", "epoch_002.png"]
     assert pictures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tensorboard_custom_scalars_page_names_the_search_charts(micro, tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    searcher = _searcher(micro, tmp_path, epochs=1)
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    event = acc.Tensors(metadata.CONFIG_SUMMARY_TAG)[0]
+    layout = layout_pb2.Layout.FromString(tf.make_ndarray(event.tensor_proto).item())
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["accuracy"] == [
+        "weight_step/accuracy", "arch_step/accuracy", "eval/supernet_accuracy"
+    ]  # fmt: skip
+    assert charts["latency (ms)"] == ["latency/.*"]
+    searcher.writer.close()
 
 
 def test_foreign_run_dir_and_foreign_table_are_refused(micro, tmp_path):

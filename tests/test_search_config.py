@@ -56,7 +56,9 @@ def test_train_limit_of_zero_or_below_is_refused_and_null_means_all(limit):
         (
             "data=3",
             "data must be a mapping with the fields "
-            "['arch_fraction', 'data_dir', 'dataset', 'train_limit'], got 3",
+            "['arch_fraction', 'augment', 'cache_dir', 'class_list', 'data_dir', 'dataset', "
+            "'image_folder', 'image_size', 'stats_limit', 'tfds_data_dir', 'tfds_name', "
+            "'tfrecord_dir', 'train_limit'], got 3",
         ),
     ],
 )

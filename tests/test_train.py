@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_FASHION_NET
+from conftest import SMALL_FASHION_NET, read_events
 
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.data import load_image_data
@@ -39,7 +39,43 @@ def test_short_retraining_is_clearly_above_chance(trained_small_net):
     assert evaluate(model, data.test_images, data.test_labels) == pytest.approx(
         metrics["test_accuracy"], abs=1e-9
     )
-    assert any((run_dir / "tensorboard").iterdir())
+
+
+def test_training_tensorboard_holds_step_and_epoch_figures_the_net_and_its_config(
+    trained_small_net,
+):
+    from densenas_tf.summaries import TAGS
+    from densenas_tf.train import SUMMARY_EVERY_STEPS
+
+    run_dir, metrics, _ = trained_small_net
+    scalars, meta = read_events(run_dir / "tensorboard")
+    for tag, (description, *_) in meta.items():
+        assert description == TAGS[tag], tag
+    steps_per_epoch, total = 4000 // 64, 3 * (4000 // 64)  # 62 steps, 186 in all
+    logged = list(range(SUMMARY_EVERY_STEPS, total + 1, SUMMARY_EVERY_STEPS))
+    for tag in ("train/loss", "train/accuracy", "train/learning_rate"):
+        assert sorted(scalars[tag]) == logged, tag
+    # The cosine schedule written out: 0.1 to 1e-4 over 186 steps, at the step's iteration.
+    cosine = [
+        0.1 * (1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * (s - 1) / total))) for s in logged
+    ]
+    np.testing.assert_allclose(
+        [scalars["train/learning_rate"][s] for s in logged], cosine, rtol=1e-5
+    )
+    # Each batch's own figures: a loss in nats and an accuracy among k/64.
+    for s in logged:
+        assert 0.0 < scalars["train/loss"][s] < 5.0
+        hits = scalars["train/accuracy"][s] * 64
+        assert abs(hits - round(hits)) < 1e-3, (s, hits)
+    for epoch, entry in enumerate(metrics["history"], start=1):
+        step = epoch * steps_per_epoch
+        assert scalars["train/epoch_loss"][step] == pytest.approx(entry["loss"], rel=1e-6)
+        assert scalars["train/epoch_accuracy"][step] == pytest.approx(entry["train_acc"], rel=1e-6)
+    assert scalars["test/accuracy"][total] == pytest.approx(metrics["test_accuracy"], rel=1e-6)
+    (architecture,) = meta["train/architecture"][2]
+    assert metrics["block_string"] in architecture and "| block | channels |" in architecture
+    (config,) = meta["train/config"][2]
+    assert "| batch_size | `64` |" in config and "| epochs | `3` |" in config
 
 
 def test_a_finished_run_reports_its_metrics_and_another_config_is_refused(trained_small_net):

@@ -2,6 +2,12 @@
 
   python tools/search.py --config=fashion_mnist --run_dir=runs/search \
       [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...] [--mixed_precision]
+      [--tfds_name=NAME --tfds_data_dir=DIR | --image_folder=DIR | --tfrecord_dir=DIR]
+      [--class_list=FILE] [--image_size=224] [--train_limit=N] [--data_cache_dir=DIR]
+
+The data flags set the config's data.* keys (the same as --override=data.KEY=...):
+Fashion-MNIST is held in memory; a tfds dataset, an image folder or TFRecords
+stream from disk, their weight/architecture split drawn per class by seed.
 
 Re-running the same command on the same run directory resumes it; a finished
 run says so and exits. A run directory holding another config is refused
@@ -35,6 +41,7 @@ MIXED_PRECISION = flags.DEFINE_bool(
     "float16 compute with float32 architecture parameters and latency (for GPUs); "
     "same as --override=mixed_precision=true.",
 )
+cli.define_data_flags()
 LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus",
     0,
@@ -57,7 +64,7 @@ def main(argv):
     from densenas_tf.search_config import load_search_config
     from densenas_tf.search_run import format_summary, run_search
 
-    overrides = list(OVERRIDE.value)
+    overrides = cli.search_data_overrides() + list(OVERRIDE.value)
     if MIXED_PRECISION.value is not None:
         overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
     config = load_search_config(CONFIG.value, overrides)

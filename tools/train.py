@@ -1,8 +1,14 @@
 """Retrains a derived architecture from scratch and saves it for export.
 
   python tools/train.py --arch=runs/search/arch.json --run_dir=runs/train [--epochs=10]
-      [--overwrite]
-      [--dataset=fashion_mnist | --tfds_name=NAME --tfds_data_dir=DIR | --image_folder=DIR]
+      [--overwrite] [--config=imagenet] [--strategy=default|mirrored|multi_worker]
+      [--dataset=fashion_mnist | --tfds_name=NAME --tfds_data_dir=DIR | --image_folder=DIR
+       | --tfrecord_dir=DIR] [--class_list=FILE] [--image_size=224] [--stream=true|false]
+
+--config reads a training recipe (configs/train/NAME.yaml or a file: TrainConfig
+values and a data source); flags given on the command line override it.
+Fashion-MNIST is held in memory; TFRecords stream from disk, and so do tfds
+datasets and image folders too large for memory (or with --stream=true).
 
 Writes model.keras (pixels 0-255 -> logits, normalisation included) and
 metrics.json (test accuracy, history, cost) to the run directory; re-running
@@ -19,6 +25,9 @@ from absl import app, flags, logging
 
 from densenas_tf import cli
 
+CONFIG = flags.DEFINE_string(
+    "config", None, "Training recipe: a preset of configs/train/ or a YAML/JSON file."
+)
 ARCH = flags.DEFINE_string("arch", None, "ArchSpec JSON file or shipped net name.", required=True)
 RUN_DIR = flags.DEFINE_string("run_dir", None, "Run directory.", required=True)
 EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.")
@@ -52,26 +61,36 @@ def main(argv):
     from densenas_tf.train import TrainConfig, train
 
     spec = load_arch(ARCH.value)
-    config = TrainConfig(
-        epochs=EPOCHS.value,
-        batch_size=BATCH_SIZE.value,
-        lr=LR.value,
-        lr_min=LR_MIN.value,
-        momentum=MOMENTUM.value,
-        weight_decay=WEIGHT_DECAY.value,
-        label_smoothing=LABEL_SMOOTHING.value,
-        dropout=DROPOUT.value,
-        augment=AUGMENT.value,
-        seed=SEED.value,
-    )
+    flag_values = {
+        "epochs": EPOCHS,
+        "batch_size": BATCH_SIZE,
+        "lr": LR,
+        "lr_min": LR_MIN,
+        "momentum": MOMENTUM,
+        "weight_decay": WEIGHT_DECAY,
+        "label_smoothing": LABEL_SMOOTHING,
+        "dropout": DROPOUT,
+        "augment": AUGMENT,
+        "seed": SEED,
+    }
+    values = {name: flag.value for name, flag in flag_values.items()}
     source = cli.data_source_from_flags()
-    data = cli.load_data(source)
+    if CONFIG.value:
+        from densenas_tf.train_recipe import load_train_recipe
+
+        recipe_train, recipe_data = load_train_recipe(CONFIG.value)
+        values.update({k: v for k, v in recipe_train.items() if not flag_values[k].present})
+        source.update({k: v for k, v in recipe_data.items() if not flags.FLAGS[k].present})
+    config = TrainConfig(**values)
+    # Before the data: MultiWorkerMirroredStrategy must exist before other TensorFlow ops.
+    strategy = make_strategy(STRATEGY.value)
+    data = cli.open_data(source)
     metrics = train(
         spec,
         data,
         RUN_DIR.value,
         config,
-        make_strategy(STRATEGY.value),
+        strategy,
         source,
         overwrite=OVERWRITE.value,
     )

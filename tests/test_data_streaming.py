@@ -1,0 +1,525 @@
+"""Streamed data: image folders, TFRecords and tfds read lazily; class lists, per-class
+splits from the index alone; sharding across input pipelines and workers; streamed
+channel statistics; the search and training reading streams; the input benchmark.
+
+Every image is a real Fashion-MNIST test image (28x28, PNG, lossless), so a
+streamed pixel can be compared with the file it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from densenas_tf import data_sources
+from densenas_tf.data import DataError, ImageData, channel_stats, load_fashion_mnist
+from densenas_tf.data_sources import (
+    open_data,
+    open_image_folder,
+    open_tfds,
+    open_tfrecords,
+    split_per_class,
+)
+from densenas_tf.tfrecords import write_tfrecords
+
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = {"bag": 8, "coat": 4, "trouser": 1}  # folder name -> Fashion-MNIST label
+PER_CLASS = 8
+
+
+def _context(count: int, index: int):
+    return tf.distribute.InputContext(
+        num_input_pipelines=count, input_pipeline_id=index, num_replicas_in_sync=count
+    )
+
+
+def _key(image) -> bytes:
+    return np.asarray(image, np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    images, labels = load_fashion_mnist("test")
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, fashion):
+    """3 classes x 8 real images as PNG; {pixels: label} of every file."""
+    images, labels = fashion
+    root = tmp_path_factory.mktemp("stream") / "images"
+    expected = {}
+    for label, (name, fashion_label) in enumerate(CLASSES.items()):
+        for i, image in enumerate(images[labels == fashion_label][:PER_CLASS]):
+            path = root / name / f"{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tf.io.encode_png(image).numpy())
+            expected[_key(image)] = label
+    return root, expected
+
+
+@pytest.fixture(scope="module")
+def records(folder, tmp_path_factory):
+    root, _ = folder
+    out = tmp_path_factory.mktemp("records") / "shards"
+    lines = []
+    write_tfrecords(out, "train", image_folder=root, records_per_shard=5, log=lines.append)
+    return out, lines
+
+
+def _read_all(data, split, batch=5):
+    """{pixels: label} of every image of a split, read unaugmented in index order."""
+    seen = {}
+    for x, y in data.images(split, batch, drop_remainder=False):
+        for image, label in zip(np.round(x.numpy()), y.numpy()):
+            key = _key(image)
+            assert key not in seen  # each image once
+            seen[key] = int(label)
+    return seen
+
+
+# --- sources ----------------------------------------------------------------------------
+
+
+def test_image_folder_streams_the_files_pixels(folder, tmp_path):
+    root, expected = folder
+    data = open_image_folder(root, test_fraction=0.25, seed=3, cache_dir=tmp_path)
+    assert data.input_shape == (28, 28, 1) and data.class_names == tuple(CLASSES)
+    assert (data.num_train, data.num_test) == (18, 6)  # 2 of each class's 8 held out
+    seen = {**_read_all(data, data.train), **_read_all(data, data.test)}
+    assert seen == expected
+
+
+def test_tfrecords_hold_the_same_examples_and_the_writer_reports_progress(records, folder):
+    out, lines = records
+    _, expected = folder
+    description = json.loads((out / "dataset.json").read_text())
+    assert [s["count"] for s in description["splits"]["train"]["shards"]] == [5, 5, 5, 5, 4]
+    assert any(line.startswith("wrote 24 train records in 5 shards") for line in lines)
+    data = open_tfrecords(out, image_size=28, test_fraction=0.25, seed=3)
+    assert data.class_names == tuple(CLASSES) and (data.num_train, data.num_test) == (18, 6)
+    assert {**_read_all(data, data.train), **_read_all(data, data.test)} == expected
+
+
+def test_class_list_selects_and_renumbers_classes_or_names_the_missing_one(
+    folder, records, tmp_path
+):
+    root, expected = folder
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("# two of the three\ntrouser\nbag\n")
+    for data in (
+        open_image_folder(root, class_list=class_list, test_fraction=0.25),
+        open_tfrecords(records[0], 28, class_list=class_list, test_fraction=0.25),
+    ):
+        assert data.class_names == ("trouser", "bag") and data.num_train + data.num_test == 16
+        seen = {**_read_all(data, data.train), **_read_all(data, data.test)}
+        renumber = {2: 0, 0: 1}  # trouser was 2, bag 0
+        assert seen == {k: renumber[v] for k, v in expected.items() if v in renumber}
+    class_list.write_text("trouser\nsandal\n")
+    with pytest.raises(DataError, match=r"class 'sandal' of the class list is not in .*fix"):
+        open_image_folder(root, class_list=class_list)
+    with pytest.raises(DataError, match=r"class 'sandal' of the class list is not in the TFRec"):
+        open_tfrecords(records[0], 28, class_list=class_list)
+
+
+def test_clear_errors_for_bad_sources(folder, tmp_path):
+    root, _ = folder
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DataError, match="no class sub-folders"):
+        open_image_folder(tmp_path / "flat")
+    (tmp_path / "flat" / "empty").mkdir()
+    (tmp_path / "flat" / "full").mkdir()
+    (tmp_path / "flat" / "full" / "a.png").write_bytes((root / "bag" / "00.png").read_bytes())
+    with pytest.raises(DataError, match=r"flat/empty: class folder holds no images"):
+        open_image_folder(tmp_path / "flat")
+    # A file named like an image that is none: refused when it is the one probed for the
+    # size, else it stops the pipeline; either way the error names it.
+    (tmp_path / "flat" / "empty" / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match=r"notes.png: not a readable image"):
+        open_image_folder(tmp_path / "flat")
+    data = open_image_folder(tmp_path / "flat", 28, test_fraction=0.0, channels=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"notes.png: not an image"):
+        _read_all(data, data.train)
+    with pytest.raises(DataError, match=r"nowhere: no such TFRecord directory.*write_tfrecords"):
+        open_tfrecords(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"no dataset.json .*write the shards again"):
+        open_tfrecords(tmp_path / "flat")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(DataError, match="the class list is empty"):
+        open_image_folder(root, class_list=tmp_path / "empty.txt")
+
+
+# --- splits without pixels ---------------------------------------------------------------
+
+
+def test_per_class_split_is_deterministic_by_seed_and_reads_no_pixels(folder, monkeypatch):
+    root, _ = folder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pixels read")
+
+    monkeypatch.setattr(data_sources._FolderReader, "records", refuse)
+    monkeypatch.setattr(data_sources, "_probe_image", refuse)
+    data = open_image_folder(root, image_size=28, channels=1, test_fraction=0.0)
+    labels = data.train.labels()
+    weight, arch = split_per_class(labels, 0.25, seed=7)
+    again = split_per_class(labels, 0.25, seed=7)
+    other = split_per_class(labels, 0.25, seed=8)
+    np.testing.assert_array_equal(weight, again[0])
+    np.testing.assert_array_equal(arch, again[1])
+    assert not np.array_equal(arch, other[1])
+    assert np.bincount(labels[arch]).tolist() == [2, 2, 2]  # round(8 * 0.25) per class
+    assert sorted(np.concatenate([weight, arch])) == list(range(24))
+
+
+# --- sharding ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["folder", "tfrecords by file", "tfrecords by record"])
+def test_each_pipeline_reads_its_own_share_and_a_replicas_batch(folder, records, kind):
+    if kind == "folder":
+        data = open_image_folder(folder[0], test_fraction=0.0)
+    else:
+        data = open_tfrecords(records[0], 28, test_fraction=0.0)
+    # 5 shards: by file for 2 pipelines, by record for 8.
+    count = 2 if kind != "tfrecords by record" else 8
+    ids = [[int(i) for _, _, i in data.train.records(5, _context(count, k))] for k in range(count)]
+    # Every example once across the pipelines.
+    assert sorted(i for share in ids for i in share) == list(range(24))
+    per_replica = 4 if count == 2 else 1
+    global_batch = per_replica * count
+    steps = 24 // global_batch
+    for k in sorted({0, count - 1}):  # the first and the last pipeline
+        batches = list(data.train_dataset(global_batch, seed=0, input_context=_context(count, k)))
+        assert len(batches) == steps  # every pipeline yields every step
+        assert all(
+            x.shape == (per_replica, 28, 28, 1) and len(y) == per_replica for x, y in batches
+        )
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
+    """MultiWorkerMirroredStrategy, one replica in each of two processes: each worker
+    reads its own shards and batches half of the global batch of 8."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    processes = []
+    try:
+        for index in range(2):
+            config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            command = [sys.executable, __file__, str(records[0]), str(tmp_path / f"{index}.json")]
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    env={**env, "TF_CONFIG": json.dumps(config)},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for process in processes:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    first, second = (json.loads((tmp_path / f"{k}.json").read_text()) for k in (0, 1))
+    assert first["replicas"] == second["replicas"] == 2
+    assert sorted(first["ids"] + second["ids"]) == list(range(24))
+    assert first["batch_shapes"] == second["batch_shapes"] == [[4, 28, 28, 1]] * 3
+
+
+def _worker(directory: str, out: str) -> None:
+    """One worker of the test above (run as a script, TF_CONFIG set)."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    data = open_tfrecords(directory, 28, test_fraction=0.0)
+    ids = strategy.distribute_datasets_from_function(
+        lambda context: data.train.records(None, context).map(lambda e, y, i: i).batch(64)
+    )
+    mine = [int(i) for batch in ids for t in strategy.experimental_local_results(batch) for i in t]
+    batches = strategy.distribute_datasets_from_function(
+        lambda context: data.train_dataset(8, seed=0, input_context=context)
+    )
+    shapes = [list(x.shape) for x, _ in batches for x in strategy.experimental_local_results(x)]
+    result = {"replicas": strategy.num_replicas_in_sync, "ids": mine, "batch_shapes": shapes}
+    Path(out).write_text(json.dumps(result))
+
+
+# --- tfds ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_path, no_network):
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    examples = {}
+
+    class TinyFashionStream(tfds.core.GeneratorBasedBuilder):
+        """12 real Fashion-MNIST images in train, 6 in test; one shard each."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(28, 28, 1)),
+                        "label": tfds.features.ClassLabel(names=list(CLASSES)),
+                    }
+                ),
+                supervised_keys=("image", "label"),
+            )
+
+        def _split_generators(self, dl_manager):
+            return {
+                "train": self._generate_examples(0, 12),
+                "test": self._generate_examples(12, 18),
+            }
+
+        def _generate_examples(self, start, stop):
+            images, labels = examples["images"], examples["labels"]
+            for i in range(start, stop):
+                yield i, {"image": images[i], "label": int(labels[i])}
+
+    images, labels = fashion
+    picked = np.concatenate([np.flatnonzero(labels == f)[:6] for f in CLASSES.values()])
+    picked = np.random.default_rng(0).permutation(picked)
+    to_label = {fashion_label: k for k, fashion_label in enumerate(CLASSES.values())}
+    examples.update(images=images[picked], labels=np.array([to_label[v] for v in labels[picked]]))
+    tfds.builder("tiny_fashion_stream", data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    with pytest.raises(DataError, match=r"not prepared in .*tfds build tiny_fashion_stream"):
+        open_tfds("tiny_fashion_stream", tmp_path / "elsewhere")
+    cache = tmp_path / "cache"
+    data = open_tfds("tiny_fashion_stream", tmp_path / "tfds", cache_dir=cache)
+    assert data.input_shape == (28, 28, 1) and (data.num_train, data.num_test) == (12, 6)
+    expected = {_key(im): int(lb) for im, lb in zip(examples["images"], examples["labels"])}
+    assert {**_read_all(data, data.train), **_read_all(data, data.test)} == expected
+    # One shard, two pipelines: divided by record, every example once.
+    halves = [list(data.images(data.train, 2, input_context=_context(2, k))) for k in (0, 1)]
+    got = [_key(np.round(im)) for half in halves for x, _ in half for im in x.numpy()]
+    assert sorted(got) == sorted(_key(im) for im in examples["images"][:12])
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("coat\n")
+    coats = open_tfds(
+        "tiny_fashion_stream", tmp_path / "tfds", class_list=class_list, cache_dir=cache
+    )
+    assert coats.num_train + coats.num_test == 6 and set(coats.train.labels()) == {0}
+    assert set(_read_all(coats, coats.train).values()) == {0}
+    assert len(list(cache.glob("tfds_index_*.json"))) == 2  # train and test indexed once
+    # TFRecords written from the prepared dataset hold its examples (PNGs copied as they are).
+    shards = tmp_path / "shards"
+    for split in ("train", "test"):
+        write_tfrecords(
+            shards,
+            split,
+            tfds_name="tiny_fashion_stream",
+            tfds_data_dir=tmp_path / "tfds",
+            class_list=class_list,
+            log=lambda line: None,
+        )
+    written = open_tfrecords(shards, 28)
+    assert written.class_names == ("coat",) and (written.num_train, written.num_test) == (
+        coats.num_train,
+        coats.num_test,
+    )
+    assert _read_all(written, written.train) == _read_all(coats, coats.train)
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_channel_stats_are_streamed_and_cached(folder, tmp_path, monkeypatch):
+    root, expected = folder
+    data = open_image_folder(root, test_fraction=0.25, seed=3, cache_dir=tmp_path)
+    mean, std = data.channel_stats()
+    arrays = np.stack([np.frombuffer(k, np.uint8).reshape(28, 28, 1) for k in expected])
+    train_keys = set(_read_all(data, data.train))
+    want = channel_stats(np.stack([a for a in arrays if _key(a) in train_keys]))
+    np.testing.assert_allclose(mean, want[0], rtol=1e-5)
+    np.testing.assert_allclose(std, want[1], rtol=1e-5)
+    assert len(list(tmp_path.glob("channel_stats_*.json"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("statistics recomputed")
+
+    monkeypatch.setattr(data_sources.StreamingData, "_stream_stats", refuse)
+    again = open_image_folder(root, test_fraction=0.25, seed=3, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.channel_stats()[0], mean)
+
+
+# --- the library picks; the search and training read streams ----------------------------
+
+
+def test_open_data_picks_memory_or_stream(folder, records, tmp_path):
+    root, _ = folder
+    small = open_data({"image_folder": str(root), "test_fraction": 0.25})
+    assert isinstance(small, ImageData)
+    assert isinstance(
+        open_data({"image_folder": str(root)}, stream=True), data_sources.StreamingData
+    )
+    assert isinstance(
+        open_data({"tfrecord_dir": str(records[0]), "image_size": 28}), data_sources.StreamingData
+    )
+    assert isinstance(
+        open_data({"dataset": "fashion_mnist", "train_limit": 8, "test_limit": 8}), ImageData
+    )
+    # TFRecords held in memory on request: the same examples as the stream.
+    cached = open_data(
+        {"tfrecord_dir": str(records[0]), "image_size": 28, "test_fraction": 0.25}, stream=False
+    )
+    assert isinstance(cached, ImageData) and cached.train_images.shape == (18, 28, 28, 1)
+    pairs = zip(
+        np.concatenate([cached.train_images, cached.test_images]),
+        np.concatenate([cached.train_labels, cached.test_labels]),
+    )
+    assert {_key(image): int(label) for image, label in pairs} == folder[1]
+    with pytest.raises(DataError, match="class lists need tfds_name, image_folder or tfrecord_dir"):
+        open_data({"dataset": "fashion_mnist", "class_list": str(tmp_path / "x.txt")})
+
+
+def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
+    from types import SimpleNamespace
+
+    from densenas_tf.search_config import SearchConfig
+    from densenas_tf.search_run import check_search_data, load_search_data
+    from densenas_tf.search_space import load_space
+    from densenas_tf.searcher import Searcher
+
+    config = SearchConfig.from_dict(
+        {
+            "space": "fashion_mnist",
+            "batch_size": 4,
+            "seed": 2,
+            "data": {
+                "image_folder": str(folder[0]),
+                "arch_fraction": 0.25,
+                "cache_dir": str(tmp_path),
+            },
+        }
+    )
+    weight, arch = load_search_data(config)
+    assert (weight.num_examples, arch.num_examples) == (18, 6)
+    assert np.bincount(arch.split.labels()).tolist() == [2, 2, 2]
+    with pytest.raises(DataError, match=r"are 28x28x1 images in 3 classes; search a space with"):
+        check_search_data(load_space("fashion_mnist"), config, weight)
+    # The Searcher's passes: shuffled by its seed, normalised, skip resumes mid-pass.
+    host = SimpleNamespace(config=config, strategy=tf.distribute.get_strategy())
+    host.shuffle_seed = lambda epoch, phase: Searcher.shuffle_seed(host, epoch, phase)
+    first = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 0)]
+    again = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 0)]
+    resumed = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 2)]
+    assert len(first) == 4 and first == again and resumed == first[2:]
+    x, _ = next(Searcher._batches(host, arch, None, 0, 0))
+    assert abs(float(tf.reduce_mean(x))) < 1.0  # normalised by the streamed statistics
+
+
+def test_training_reads_a_stream(folder, tmp_path):
+    from densenas_tf.arch_spec import ArchSpec
+    from densenas_tf.train import TrainConfig, train
+
+    data = open_image_folder(folder[0], test_fraction=0.25, cache_dir=tmp_path / "cache")
+    spec = ArchSpec.from_block_string(
+        "28x28x1 | stem:c8s2+k3e1>8 | 8>16:k3e3s2 | final:32 | classes:3", name="small"
+    )
+    config = TrainConfig(epochs=1, batch_size=6, lr=0.05)
+    metrics = train(spec, data, tmp_path / "run", config, log=lambda line: None)
+    assert (metrics["train_images"], metrics["test_images"]) == (18, 6)
+    assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["loss"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert list((tmp_path / "cache").glob("channel_stats_*.json"))
+
+
+def test_recipes_and_search_config_keys():
+    from densenas_tf.search_config import ConfigError, load_search_config
+    from densenas_tf.train_recipe import load_train_recipe
+
+    train, data = load_train_recipe("imagenet")
+    assert (train["epochs"], train["batch_size"], train["lr"], train["label_smoothing"]) == (
+        240,
+        1024,
+        0.5,
+        0.1,
+    )
+    assert data["tfds_name"] == "imagenet2012" and data["stream"] is True
+    config = load_search_config("imagenet100")
+    assert (config.batch_size, config.epochs, config.warmup_epochs) == (352, 150, 50)
+    assert (config.weight_lr, config.alpha_lr, config.data.arch_fraction) == (0.2, 3e-4, 0.2)
+    assert config.data.streamed and config.data.class_list
+    # Configs without streaming keys keep the form older runs recorded.
+    assert set(load_search_config("fashion_mnist").to_dict()["data"]) == {
+        "dataset",
+        "data_dir",
+        "train_limit",
+        "arch_fraction",
+    }
+    with pytest.raises(
+        ConfigError, match=r"data\.image_folder and data\.tfrecord_dir are both set"
+    ):
+        load_search_config(None, ["data.image_folder=a", "data.tfrecord_dir=b"])
+    with pytest.raises(ConfigError, match=r"data\.class_list applies to streaming sources only"):
+        load_search_config(None, ["data.class_list=a.txt"])
+
+
+def test_bench_input_on_tiny_jpegs_with_an_injected_clock(tmp_path, fashion):
+    from densenas_tf.bench_input import bench_input, format_table
+
+    ticks = iter(range(0, 1000, 2))  # every clock read 2 s after the last
+    step = {"space": "imagenet_mbv2", "batch_size": 8}
+    step.update(weight_step_s=2.0, weight_step_images_per_s=4.0)
+    step.update(arch_step_s=2.5, arch_step_images_per_s=3.2)
+    rows = bench_input(
+        tmp_path,
+        images=12,
+        image_size=16,
+        batch_size=4,
+        epochs=1,
+        clock=lambda: float(next(ticks)),
+        step_figures=step,
+        step_source="bench.json",
+    )
+    assert [r["batches"] for r in rows[:2]] == [3, 3]  # 12 images, batch 4, one timed epoch
+    assert all(r["images_per_s"] == pytest.approx(12 / 2) for r in rows[:2])
+    assert [r["images_per_s"] for r in rows[2:]] == [4.0, 3.2]
+    assert "search weight step (imagenet_mbv2, batch 8, from bench.json)" in rows[2]["input"]
+    table = format_table(rows)
+    assert "image folder (JPEG), 16x16" in table and "TFRecords (JPEG)" in table
+    # The JPEGs are upscaled Fashion-MNIST images, not noise.
+    first = sorted((tmp_path / "jpeg").rglob("*.jpg"))[0]
+    pixels = tf.io.decode_jpeg(first.read_bytes(), channels=1).numpy()[..., 0].astype(float)
+    images, _ = fashion
+    small = tf.image.resize(images[..., :1].astype(np.float32), (16, 16)).numpy()[..., 0]
+    assert np.min(np.abs(small - pixels).mean(axis=(1, 2))) < 8.0
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])
