@@ -81,8 +81,8 @@ REDUCED = ComparePlan(
         "warmup_epochs=1",
         "deterministic=false",  # a check of the pipeline, not of its results
     ),
-    lams=(0.1, 1.0),
-    mbv2_widths=(0.5, 1.0),
+    lams=(0.1,),
+    mbv2_widths=(0.5,),
     train_epochs=1,
     train_limit=2000,
     test_limit=500,
