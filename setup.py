@@ -23,5 +23,5 @@ setup(
         "pyyaml>=6.0",
     ],
     # Pinned: a new linter release must not turn CI red.
-    extras_require={"test": ["pytest==9.0.3", "ruff==0.17.6"]},
+    extras_require={"test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "ruff==0.17.6"]},
 )

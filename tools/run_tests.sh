@@ -15,4 +15,6 @@ echo "==> ruff"
 "$PY" -m ruff format --check .
 
 echo "==> pytest"
-"$PY" -m pytest -q -p no:cacheprovider "$@" tests
+# Two workers by default: much of a test is single-threaded Python and tracing.
+"$PY" -m pytest -q -p no:cacheprovider -n "${DENSENAS_TEST_WORKERS:-2}" --dist worksteal \
+    --durations=15 "$@" tests
