@@ -469,13 +469,8 @@ def _load_image_folder(
     )
 
 
-def _load_tfds(
-    name: str,
-    data_dir: str | os.PathLike | None,
-    image_size: int | None,
-    test_fraction: float,
-    seed: int,
-) -> ImageData:
+def tfds_builder(name: str, data_dir: str | os.PathLike | None):
+    """The builder of a tfds dataset prepared in data_dir; never downloads."""
     import tensorflow_datasets as tfds
 
     if ":" in name:
@@ -486,20 +481,31 @@ def _load_tfds(
     kwargs = {} if data_dir is None else {"data_dir": os.fspath(data_dir)}
     try:
         builder = tfds.builder(name, **kwargs)
-    except tfds.core.DatasetNotFoundError as e:
+    except tfds.core.DatasetNotFoundError as err:
         raise DataError(
             f"unknown tensorflow-datasets name {name!r}; tfds.list_builders() lists the "
             "known names (a version or config goes after a slash: 'name/config:1.0.0')"
-        ) from e
-    except ValueError as e:
-        raise DataError(f"tensorflow-datasets {name!r}: {e}") from e
+        ) from err
+    except ValueError as err:
+        raise DataError(f"tensorflow-datasets {name!r}: {err}") from err
     if not builder.is_prepared():
         raise DataError(
-            f"tensorflow-datasets {name!r} is not prepared in {builder.data_dir} "
-            "(no dataset_info.json and features.json there), and nothing is downloaded here. "
-            f"On a machine with network access run 'tfds build {name} --data_dir=DIR', "
-            "copy DIR to this machine and pass it as tfds_data_dir"
+            f"tensorflow-datasets {name!r} is not prepared in {builder.data_dir}, and nothing "
+            f"is downloaded here; on a machine with network access run 'tfds build {name} "
+            "--data_dir=DIR' (ImageNet: put the archives in DIR/downloads/manual first), copy "
+            "DIR here and pass it as tfds_data_dir"
         )
+    return builder
+
+
+def _load_tfds(
+    name: str,
+    data_dir: str | os.PathLike | None,
+    image_size: int | None,
+    test_fraction: float,
+    seed: int,
+) -> ImageData:
+    builder = tfds_builder(name, data_dir)
     info = builder.info
     if not info.supervised_keys or len(info.supervised_keys) != 2:
         raise DataError(

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.data import IMAGE_EXTENSIONS, SMALL_IMAGE_SIDE, DataError, ImageData
+from densenas_tf.data import (
+    IMAGE_EXTENSIONS,
+    SMALL_IMAGE_SIDE,
+    DataError,
+    ImageData,
+    tfds_builder,
+)
 
 # The description file that tools/write_tfrecords.py writes beside its shards.
 TFRECORD_DESCRIPTION = "dataset.json"
@@ -829,35 +835,6 @@ def open_tfrecords(
         },
         cache_dir=directory if writable else Path(cache_dir or DEFAULT_CACHE_DIR).expanduser(),
     )
-
-
-def tfds_builder(name: str, data_dir: str | os.PathLike | None):
-    """The builder of a tfds dataset prepared in data_dir; never downloads."""
-    import tensorflow_datasets as tfds
-
-    if ":" in name:
-        raise DataError(
-            f"tfds_name {name!r}: community datasets (namespace:name) need the network; "
-            "pass the name of a dataset registered with tensorflow-datasets"
-        )
-    kwargs = {} if data_dir is None else {"data_dir": os.fspath(data_dir)}
-    try:
-        builder = tfds.builder(name, **kwargs)
-    except tfds.core.DatasetNotFoundError as err:
-        raise DataError(
-            f"unknown tensorflow-datasets name {name!r}; tfds.list_builders() lists the "
-            "known names (a version or config goes after a slash: 'name/config:1.0.0')"
-        ) from err
-    except ValueError as err:
-        raise DataError(f"tensorflow-datasets {name!r}: {err}") from err
-    if not builder.is_prepared():
-        raise DataError(
-            f"tensorflow-datasets {name!r} is not prepared in {builder.data_dir}, and nothing "
-            f"is downloaded here; on a machine with network access run 'tfds build {name} "
-            "--data_dir=DIR' (ImageNet: put the archives in DIR/downloads/manual first), copy "
-            "DIR here and pass it as tfds_data_dir"
-        )
-    return builder
 
 
 def open_tfds(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.data import DataError
+from densenas_tf.data import DataError, tfds_builder
 from densenas_tf.data_sources import (
     IMAGE_KEY,
     INDEX_KEY,
@@ -34,7 +34,6 @@ from densenas_tf.data_sources import (
     _probe_image,
     read_class_list,
     select_classes,
-    tfds_builder,
 )
 from densenas_tf.io_utils import replace_atomic, write_text_atomic
 

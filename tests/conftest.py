@@ -82,3 +82,16 @@ def read_events(directory):
         elif plugin == "text":
             meta[tag] += ([tf.make_ndarray(e.tensor_proto).item().decode() for e in events],)
     return scalars, meta
+
+
+def free_ports(count):
+    """``count`` localhost ports free a moment ago (for localhost workers)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

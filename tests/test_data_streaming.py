@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import free_ports
 
 from densenas_tf import data_sources
 from densenas_tf.data import DataError, ImageData, channel_stats, load_fashion_mnist
@@ -205,20 +206,10 @@ def test_each_pipeline_reads_its_own_share_and_a_replicas_batch(folder, records,
         )
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
     """MultiWorkerMirroredStrategy, one replica in each of two processes: each worker
     reads its own shards and batches half of the global batch of 8."""
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    workers = [f"localhost:{port}" for port in free_ports(2)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     processes = []

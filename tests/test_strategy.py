@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 5
@@ -530,21 +530,11 @@ def test_the_summary_reports_how_far_replicas_drifted_apart(mirrored_steps):
     assert float(mirrored_steps["two/planted_spread"]) == pytest.approx(0.25, abs=1e-6)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_on_localhost_match_one_device(tmp_path):
     """The same steps under MultiWorkerMirroredStrategy, one replica in each of
     two processes: the workers end identical, and as one device on the same
     global batches (each worker got its half of every batch)."""
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    workers = [f"localhost:{port}" for port in free_ports(2)]
     processes = []
     try:
         for index in range(2):
