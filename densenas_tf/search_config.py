@@ -286,7 +286,8 @@ class SearchConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     checkpoint_every_steps: int = 200
-    # TensorBoard: the steps' own losses, accuracies and rates every N steps.
+    # TensorBoard: each weight step's loss, accuracy and rate every N weight steps
+    # (architecture steps: every one).
     summary_every_steps: int = 10
     # Selection as in the reference: from epoch select_from_epoch (1-based; null:
     # the first architecture epoch) the keep_best derived architectures with the

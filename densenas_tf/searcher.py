@@ -421,8 +421,11 @@ class Searcher:
             self.global_step.assign_add(1)
             self.batch_in_phase.assign_add(1)
             progress.update(stats.means())
-            step_number = int(self.global_step)
-            if step_number % self.config.summary_every_steps == 0:
+            # Architecture steps are few (a fifth of the images): every one is logged;
+            # weight steps every summary_every_steps of them.
+            every = self.config.summary_every_steps
+            if arch or int(self.weight_optimizer.iterations) % every == 0:
+                step_number = int(self.global_step)
                 search_report.write_step_summaries(self.writer, self, key, step_number, values)
             if int(self.global_step) % self.config.checkpoint_every_steps == 0:
                 self._save()
