@@ -144,7 +144,12 @@ def data_source_from_flags(recorded: dict[str, Any] | None = None) -> dict[str, 
 
 def search_data_overrides() -> list[str]:
     """The data flags a user set, as ``data.*`` overrides of a search config."""
+    from densenas_tf.search_config import STREAMING_SOURCES
+
     overrides = []
+    given = [name for name in STREAMING_SOURCES if flags.FLAGS[name].present]
+    if given:  # a source named on the command line replaces the config's source
+        overrides += [f"data.{name}=null" for name in STREAMING_SOURCES if name not in given]
     for name, key in SEARCH_DATA_KEYS.items():
         if flags.FLAGS[name].present:
             overrides.append(f"data.{key}={json.dumps(flags.FLAGS[name].value)}")

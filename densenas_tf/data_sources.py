@@ -532,7 +532,9 @@ class StreamingData:
         dataset = records.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = dataset.batch(per_replica, drop_remainder=drop_remainder)
         if steps is not None:
-            dataset = dataset.take(steps)
+            # One pipeline feeds all its replicas: each global step takes one
+            # per-replica batch per replica from it.
+            dataset = dataset.take(steps * replicas_per_pipeline(input_context))
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def train_dataset(
@@ -833,7 +835,10 @@ def open_tfrecords(
             "test_fraction": None if "test" in splits else test_fraction,
             "seed": seed,
         },
-        cache_dir=directory if writable else Path(cache_dir or DEFAULT_CACHE_DIR).expanduser(),
+        # A given cache directory first; else beside the shards where that is writable.
+        cache_dir=Path(cache_dir).expanduser()
+        if cache_dir
+        else (directory if writable else Path(DEFAULT_CACHE_DIR).expanduser()),
     )
 
 
@@ -1079,9 +1084,17 @@ class SearchSplit:
 
         def per_pipeline(context):
             dataset = self.dataset(batch_size, shuffle_seed, context)
-            return dataset.skip(skip) if skip else dataset
+            return dataset.skip(skip * replicas_per_pipeline(context)) if skip else dataset
 
         return strategy.distribute_datasets_from_function(per_pipeline)
+
+
+def replicas_per_pipeline(input_context) -> int:
+    """How many replicas one input pipeline feeds (1 without a context): a
+    global step takes that many per-replica batches from it."""
+    if input_context is None:
+        return 1
+    return max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
 def search_splits(

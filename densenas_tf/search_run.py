@@ -127,6 +127,15 @@ def check_search_data(space, config: SearchConfig, data) -> None:
     )
 
 
+# Config keys that change what is logged, not what is computed: a run directory
+# resumes whatever they say (and one written before they existed resumes too).
+LOGGING_ONLY_KEYS = ("summary_every_steps",)
+
+
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in LOGGING_ONLY_KEYS}
+
+
 def prepare_run_dir(
     run_dir: Path,
     config: SearchConfig,
@@ -137,7 +146,7 @@ def prepare_run_dir(
     already holds this finished run."""
     saved = run_dir / "config.json"
     if saved.is_file():
-        if json.loads(saved.read_text()) != json.loads(config.to_json()):
+        if _identity(json.loads(saved.read_text())) != _identity(json.loads(config.to_json())):
             if not overwrite:
                 raise RunDirError(
                     f"{run_dir} holds a run with another config ({saved}); pick another --run_dir "

@@ -4,7 +4,7 @@ each with a description and unit, the global step on the x-axis.
 Prefixes, one per phase or subject:
 
 - ``weight_step/``: the search's weight steps (every ``summary_every_steps``);
-- ``arch_step/``: the search's architecture steps (idem; none in warm-up);
+- ``arch_step/``: the search's architecture steps (every one; none in warm-up);
 - ``latency/``: the latency the search optimises and predicts, in ms;
 - ``eval/``: the supernet evaluated on the architecture split (each epoch);
 - ``derived/``: the net derived at the end of each epoch (margins, costs,

@@ -184,6 +184,24 @@ def test_per_class_split_is_deterministic_by_seed_and_reads_no_pixels(folder, mo
 # --- sharding ----------------------------------------------------------------------------
 
 
+def test_one_pipeline_feeding_two_replicas_yields_a_batch_per_replica_per_step(folder):
+    """MirroredStrategy on one machine: one input pipeline, two replicas. Each global
+    step takes two per-replica batches from it, so an epoch is 2 x steps batches and
+    every example is read once."""
+    data = open_image_folder(folder[0], test_fraction=0.0)
+    context = tf.distribute.InputContext(
+        num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2
+    )
+    batches = list(data.train_dataset(8, seed=0, augment=False, input_context=context))
+    assert len(batches) == 2 * (24 // 8)  # 3 global steps of 2 replicas' batches of 4
+    assert all(x.shape == (4, 28, 28, 1) for x, _ in batches)
+    seen = sorted(_key(x[i]) for x, _ in batches for i in range(4))
+    everything = sorted(
+        _key(x[i]) for x, _ in data.train_dataset(24, seed=0, augment=False) for i in range(24)
+    )
+    assert seen == everything  # each example once
+
+
 @pytest.mark.parametrize("kind", ["folder", "tfrecords by file", "tfrecords by record"])
 def test_each_pipeline_reads_its_own_share_and_a_replicas_batch(folder, records, kind):
     if kind == "folder":

@@ -249,6 +249,22 @@ def test_foreign_run_dir_and_foreign_table_are_refused(micro, tmp_path):
     assert not (tmp_path / "other").exists()  # refused before anything was written
 
 
+def test_a_run_dir_from_before_a_logging_key_still_counts_as_this_run(micro, tmp_path):
+    from densenas_tf.search_run import prepare_run_dir
+
+    config = _config(micro, epochs=1)
+    older = config.to_dict()
+    del older["summary_every_steps"]  # as runs recorded it before the key existed
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    (tmp_path / "summary.json").write_text("{}")
+    assert prepare_run_dir(tmp_path, config, overwrite=False) is True  # finished: not refused
+    other_logging = SearchConfig.from_dict({**config.to_dict(), "summary_every_steps": 3})
+    assert prepare_run_dir(tmp_path, other_logging, overwrite=False) is True
+    other_maths = SearchConfig.from_dict({**config.to_dict(), "seed": 4})
+    with pytest.raises(RunDirError, match="holds a run with another config"):
+        prepare_run_dir(tmp_path, other_maths, overwrite=False)
+
+
 def _search_cmd(micro, run_dir, *extra):
     config_file = micro["folder"] / "search.json"
     config_file.write_text(_config(micro, epochs=3, warmup_epochs=1).to_json())

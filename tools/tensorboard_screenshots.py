@@ -30,12 +30,11 @@ SIZE = flags.DEFINE_string("size", "1400,1000", "Window width,height in pixels."
 DASHBOARDS = flags.DEFINE_list(
     "dashboards",
     [
-        "scalars:scalars&regexInput=weight_step|arch_step",
+        "scalars:scalars&tagFilter=weight_step%7Ceval%7Ctrain%2F(loss%7Caccuracy%7Clearning_rate)",
         "custom_scalars:custom_scalars",
         "images:images",
         "text:text",
         "histograms:histograms",
-        "hparams:hparams",
     ],
     "name:URL fragment pairs (the fragment after '#').",
 )

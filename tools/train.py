@@ -80,6 +80,9 @@ def main(argv):
 
         recipe_train, recipe_data = load_train_recipe(CONFIG.value)
         values.update({k: v for k, v in recipe_train.items() if not flag_values[k].present})
+        sources = ("tfds_name", "image_folder", "tfrecord_dir")
+        if any(flags.FLAGS[k].present for k in sources):  # a source flag replaces the recipe's
+            recipe_data = {k: v for k, v in recipe_data.items() if k not in sources}
         source.update({k: v for k, v in recipe_data.items() if not flags.FLAGS[k].present})
     config = TrainConfig(**values)
     # Before the data: MultiWorkerMirroredStrategy must exist before other TensorFlow ops.
