@@ -46,8 +46,13 @@ def load_search_data(
     return (images[weight_ids], labels[weight_ids]), (images[arch_ids], labels[arch_ids])
 
 
+# The share of a source without a test split that the search leaves out: the
+# default test part of the retraining (cli --test_fraction, --data_seed 0).
+SEARCH_HOLDS_OUT = 0.2
+
+
 def open_search_source(config: SearchConfig):
-    """The streaming source of a search config, its whole training part (no test part)."""
+    """The streaming source of a search config; the search reads its train part."""
     from densenas_tf.data_sources import open_stream
 
     data = config.data
@@ -58,8 +63,11 @@ def open_search_source(config: SearchConfig):
         tfrecord_dir=data.tfrecord_dir,
         image_size=data.image_size,
         class_list=data.class_list,
-        test_fraction=0.0,
-        seed=config.seed,
+        # The test part that tools/train.py holds out by default (--test_fraction 0.2,
+        # --data_seed 0) stays out of the search too: the net is never chosen on the
+        # images it is tested on. Sources with a test split of their own keep it.
+        test_fraction=SEARCH_HOLDS_OUT,
+        seed=0,
         train_limit=data.train_limit,
         cache_dir=data.cache_dir,
     )

@@ -437,8 +437,13 @@ def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
         }
     )
     weight, arch = load_search_data(config)
-    assert (weight.num_examples, arch.num_examples) == (18, 6)
+    # 24 images: the 6 that tools/train.py tests on by default (test_fraction 0.2,
+    # data seed 0) are left out; the other 18 divided per class, 2 of 6 each to arch.
+    assert (weight.num_examples, arch.num_examples) == (12, 6)
     assert np.bincount(arch.split.labels()).tolist() == [2, 2, 2]
+    held_out = set(open_image_folder(folder[0], test_fraction=0.2, seed=0).test._positions())
+    searched = set(weight.split._positions()) | set(arch.split._positions())
+    assert len(held_out) == 6 and not held_out & searched and len(searched) == 18
     with pytest.raises(DataError, match=r"are 28x28x1 images in 3 classes; search a space with"):
         check_search_data(load_space("fashion_mnist"), config, weight)
     # The Searcher's passes: shuffled by its seed, normalised, skip resumes mid-pass.
@@ -447,7 +452,7 @@ def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
     first = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 0)]
     again = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 0)]
     resumed = [y.numpy().tolist() for _, y in Searcher._batches(host, weight, 0, 1, 2)]
-    assert len(first) == 4 and first == again and resumed == first[2:]
+    assert len(first) == 3 and first == again and resumed == first[2:]  # 12 images, batch 4
     x, _ = next(Searcher._batches(host, arch, None, 0, 0))
     assert abs(float(tf.reduce_mean(x))) < 1.0  # normalised by the streamed statistics
 
