@@ -147,7 +147,9 @@ STEP_TAGS = {
 }  # fmt: skip
 
 
-def write_step_summaries(writer, searcher, kind: str, step: int, values: dict) -> None:
+def write_step_summaries(
+    writer, searcher, kind: str, step: int, values: dict, weight_steps_done: int = 0
+) -> None:
     """One step's scalars (``kind`` "weight" or "arch"): the batch's own values,
     not running means, and the learning rates in force, at global step ``step``."""
     with writer.as_default():
@@ -163,10 +165,9 @@ def write_step_summaries(writer, searcher, kind: str, step: int, values: dict) -
                 rate = float(tf.convert_to_tensor(optimizer.learning_rate))
                 summaries.scalar(f"arch_step/{name}_learning_rate", rate, step)
         else:
-            # The rate this step used: the schedule at the iteration before the update.
-            optimizer = searcher.weight_optimizer
-            schedule = optimizer.learning_rate
-            iteration = int(optimizer.iterations) - 1
+            # The rate this step used: the schedule at its iteration (steps done - 1).
+            schedule = searcher.weight_optimizer.learning_rate
+            iteration = weight_steps_done - 1
             rate = float(schedule(iteration)) if callable(schedule) else float(schedule)
             summaries.scalar("weight_step/learning_rate", rate, step)
 

@@ -423,10 +423,13 @@ class Searcher:
             progress.update(stats.means())
             # Architecture steps are few (a fifth of the images): every one is logged;
             # weight steps every summary_every_steps of them.
-            every = self.config.summary_every_steps
-            if arch or int(self.weight_optimizer.iterations) % every == 0:
+            # (The weight steps' own count: epochs before this one, then this pass.)
+            done = epoch * self.weight_steps_per_epoch + int(self.batch_in_phase)
+            if arch or done % self.config.summary_every_steps == 0:
                 step_number = int(self.global_step)
-                search_report.write_step_summaries(self.writer, self, key, step_number, values)
+                search_report.write_step_summaries(
+                    self.writer, self, key, step_number, values, weight_steps_done=done
+                )
             if int(self.global_step) % self.config.checkpoint_every_steps == 0:
                 self._save()
         return stats.means()
