@@ -470,7 +470,8 @@ def _load_image_folder(
 
 
 def tfds_builder(name: str, data_dir: str | os.PathLike | None):
-    """The builder of a tfds dataset prepared in data_dir; never downloads."""
+    """The builder of an image classification tfds dataset prepared in data_dir
+    (supervised (image, label) keys and a train split); never downloads."""
     import tensorflow_datasets as tfds
 
     if ":" in name:
@@ -495,6 +496,16 @@ def tfds_builder(name: str, data_dir: str | os.PathLike | None):
             "--data_dir=DIR' (ImageNet: put the archives in DIR/downloads/manual first), copy "
             "DIR here and pass it as tfds_data_dir"
         )
+    info = builder.info
+    if not info.supervised_keys or len(info.supervised_keys) != 2:
+        raise DataError(
+            f"tensorflow-datasets {name!r} has no (image, label) supervised structure "
+            f"(supervised_keys {info.supervised_keys}); use an image classification dataset"
+        )
+    if "train" not in info.splits:
+        raise DataError(
+            f"tensorflow-datasets {name!r} has no 'train' split (splits: {list(info.splits)})"
+        )
     return builder
 
 
@@ -507,15 +518,6 @@ def _load_tfds(
 ) -> ImageData:
     builder = tfds_builder(name, data_dir)
     info = builder.info
-    if not info.supervised_keys or len(info.supervised_keys) != 2:
-        raise DataError(
-            f"tensorflow-datasets {name!r} has no (image, label) supervised structure "
-            f"(supervised_keys {info.supervised_keys}); use an image classification dataset"
-        )
-    if "train" not in info.splits:
-        raise DataError(
-            f"tensorflow-datasets {name!r} has no 'train' split (splits: {list(info.splits)})"
-        )
     train_images, train_labels = _read_tfds_split(builder, "train", image_size)
     if "test" in info.splits:
         test_images, test_labels = _read_tfds_split(builder, "test", image_size)

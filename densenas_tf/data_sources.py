@@ -859,15 +859,6 @@ def open_tfds(
     """
     builder = tfds_builder(name, data_dir)
     info = builder.info
-    if not info.supervised_keys or len(info.supervised_keys) != 2:
-        raise DataError(
-            f"tensorflow-datasets {name!r} has no (image, label) supervised structure "
-            f"(supervised_keys {info.supervised_keys}); use an image classification dataset"
-        )
-    if "train" not in info.splits:
-        raise DataError(
-            f"tensorflow-datasets {name!r} has no 'train' split (splits: {list(info.splits)})"
-        )
     image_key, label_key = info.supervised_keys
     image_feature = info.features[image_key]
     shape = tuple(image_feature.shape)
