@@ -615,6 +615,24 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np
     return mean.astype(np.float32), np.sqrt(variance).astype(np.float32)
 
 
+def random_crop_box(image, seed):
+    """(begin, size) of a random-resized crop (GoogLeNet's: 8-100 % of the area,
+    aspect 3/4-4/3), stateless by ``seed``; the whole image when no box fits."""
+    import tensorflow as tf
+
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin, size
+
+
 def _augment_image(image, seed):
     """One float32 image [H, W, C] (static H, W, C), augmented with a stateless seed [2]."""
     import tensorflow as tf
@@ -626,16 +644,7 @@ def _augment_image(image, seed):
         padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
         image = tf.image.stateless_random_crop(padded, [height, width, channels], crop_seed)
     else:
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image),
-            bounding_boxes=tf.zeros([1, 0, 4]),
-            seed=crop_seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=(0.08, 1.0),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
+        begin, size = random_crop_box(image, crop_seed)
         crop = tf.slice(image, begin, size)
         image = tf.image.resize(crop, (height, width), "bilinear")
         image = tf.ensure_shape(image, (height, width, channels))

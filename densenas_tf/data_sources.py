@@ -33,6 +33,7 @@ from densenas_tf.data import (
     SMALL_IMAGE_SIDE,
     DataError,
     ImageData,
+    random_crop_box,
     tfds_builder,
 )
 
@@ -441,16 +442,7 @@ def _prepare(image, example_id, size, channels, seed, augment: bool):
         image_seed = tf.random.experimental.stateless_fold_in(seed, example_id)
         if large:
             crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(image_seed, 2))
-            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image),
-                bounding_boxes=tf.zeros([1, 0, 4]),
-                seed=crop_seed,
-                min_object_covered=0.0,
-                aspect_ratio_range=(3 / 4, 4 / 3),
-                area_range=(0.08, 1.0),
-                max_attempts=10,
-                use_image_if_no_bounding_boxes=True,
-            )
+            begin, extent = random_crop_box(image, crop_seed)
             out = _resize(tf.slice(image, begin, extent), size)
             out = tf.image.stateless_random_flip_left_right(out, flip_seed)
         else:
