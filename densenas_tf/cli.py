@@ -52,8 +52,25 @@ def main(
         except OSError as err:
             print(f"error: {describe_os_error(err)}", file=sys.stderr)
             return 1
+        except Exception as err:
+            # An input pipeline's named data failure (an image that cannot be
+            # decoded, met mid-run inside Keras's fit) is one line too.
+            converted = _pipeline_data_error(err)
+            if converted is None:
+                raise
+            print(f"error: {converted}", file=sys.stderr)
+            return converted.exit_code
 
     return wrapped
+
+
+def _pipeline_data_error(err: Exception):
+    """The DataError a TensorFlow error stands for (``data_sources.data_error``), or None."""
+    if not type(err).__module__.startswith("tensorflow"):
+        return None
+    from densenas_tf.data_sources import data_error
+
+    return data_error(err)
 
 
 # The flags defined here are the calling binary's, shown by its --help.
@@ -172,27 +189,42 @@ def recorded_data_source(model_path: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def load_data(source: dict[str, Any]):
-    """Loads data.ImageData from a source dict (the keys of DATA_FLAGS).
+# Images the exporters take at most from a streamed source, per split, unless
+# train_limit / test_limit say otherwise (their checks use up to 1,000 test images;
+# int8 calibrates on 200 training images by default).
+EXPORT_IMAGES = 1000
 
-    A streamed source (TFRecords, a class list, ``stream``) is read into memory
-    up to its train_limit and test_limit (default 1000 images each): what the
-    exporters check and calibrate with."""
+
+def load_data(source: dict[str, Any]):
+    """The data.ImageData the exporters check and calibrate with, from a source
+    dict (the keys of DATA_FLAGS).
+
+    Fashion-MNIST is read into memory (limited by train_limit / test_limit).
+    Any other source is opened as training opens it (``data_sources.open_data``,
+    so the test split is the one training held out): a source that training
+    holds in memory (at most ``IN_MEMORY_LIMIT_BYTES`` of pixels) is read
+    likewise; a streamed one (TFRecords always) gives only a bounded sample:
+    train_limit and test_limit images, or ``EXPORT_IMAGES`` of each split by
+    default, read from the stream and nothing more."""
     from densenas_tf.data import load_image_data
 
-    kwargs = {k: v for k, v in source.items() if k not in STREAMING_FLAGS}
-    streamed = source.get("tfrecord_dir") or source.get("class_list")
-    if streamed or str(source.get("stream")).lower() == "true":
-        from densenas_tf.data_sources import open_data, to_image_data
+    streamed = any(source.get(k) for k in ("tfrecord_dir", "tfds_name", "image_folder"))
+    streamed = streamed or source.get("class_list") or str(source.get("stream")).lower() == "true"
+    if not streamed:
+        kwargs = {k: v for k, v in source.items() if k not in STREAMING_FLAGS}
+        kwargs["seed"] = kwargs.pop("data_seed", 0)
+        return load_image_data(**kwargs)
+    from densenas_tf.data_sources import StreamingData, open_data, sample_image_data
 
-        limited = {
-            **source,
-            "train_limit": source.get("train_limit") or 1000,
-            "test_limit": source.get("test_limit") or 1000,
-        }
-        return to_image_data(open_data(limited, stream=True))
-    kwargs["seed"] = kwargs.pop("data_seed", 0)
-    return load_image_data(**kwargs)
+    data = open_data(source, stream=True if source.get("tfrecord_dir") else None)
+    if not isinstance(data, StreamingData):
+        return data
+    return sample_image_data(
+        data,
+        source.get("train_limit") or EXPORT_IMAGES,
+        source.get("test_limit") or EXPORT_IMAGES,
+        source.get("data_seed") or 0,
+    )
 
 
 def open_data(source: dict[str, Any]):

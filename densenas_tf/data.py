@@ -420,31 +420,56 @@ def _stack_images(
     return out
 
 
-def _load_image_folder(
-    root: Path, image_size: int | None, test_fraction: float, seed: int
-) -> ImageData:
-    import tensorflow as tf
+def list_image_folder(root: Path) -> tuple[list[str], list[list[Path]]]:
+    """(class names, each class's image files) of ``root/<class>/<image>``: the one
+    listing of an image folder, in memory (``load_image_data``) and streamed
+    (``data_sources.open_image_folder``, ``tfrecords.write_tfrecords``) alike.
 
+    Classes are the sub-folders sorted by name; a class's files are those with
+    an extension of ``IMAGE_EXTENSIONS`` (any case), sorted by name. Hidden
+    folders and files (a leading '.', e.g. macOS's ``._x.jpg``) are skipped. A
+    class folder without images is listed empty: the caller decides whether
+    that is an error (a class list may drop it).
+    """
     layout = (
         "expected one sub-folder per class holding image files "
-        f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {root}/cat/1.png"
+        f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {root}/cat/1.jpg"
     )
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder; {layout}")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root}: no class sub-folders; {layout}")
+    files = [
+        sorted(
+            p
+            for p in class_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        for class_dir in class_dirs
+    ]
+    return [p.name for p in class_dirs], files
+
+
+def empty_class_error(class_dir: Path) -> DataError:
+    """The error for a class folder that holds no images."""
+    return DataError(
+        f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+        "add images or remove the folder"
+    )
+
+
+def _load_image_folder(
+    root: Path, image_size: int | None, test_fraction: float, seed: int
+) -> ImageData:
+    import tensorflow as tf
+
+    names, listed = list_image_folder(root)
     files: list[Path] = []
     labels: list[int] = []
-    for label, class_dir in enumerate(class_dirs):
-        found = sorted(
-            p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+    for label, found in enumerate(listed):
         if not found:
-            raise DataError(
-                f"{class_dir}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "add images or remove the folder"
-            )
+            raise empty_class_error(root / names[label])
         files += found
         labels += [label] * len(found)
     images = []
@@ -465,7 +490,7 @@ def _load_image_folder(
         train_labels=label_array[train],
         test_images=stacked[test],
         test_labels=label_array[test],
-        class_names=tuple(p.name for p in class_dirs),
+        class_names=tuple(names),
     )
 
 

@@ -18,6 +18,7 @@ its own share and batches its replica's part of the global batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from densenas_tf.data import (
-    IMAGE_EXTENSIONS,
     SMALL_IMAGE_SIDE,
     DataError,
     ImageData,
+    empty_class_error,
+    list_image_folder,
     random_crop_box,
     tfds_builder,
 )
@@ -146,13 +148,99 @@ def _read_checked(path, label, example_id):
         return tf.identity(encoded), label, example_id
 
 
+# What a pipeline's error says when an image cannot be decoded (``data_error`` finds it).
+UNREADABLE = "not a readable image"
+_FOLDER_FIX = "remove the file or re-encode it (e.g. as PNG), then run again"
+_RECORD_FIX = (
+    "write the shards again with tools/write_tfrecords.py from a source without the damaged image"
+)
+
+
+def _decode_named(encoded, channels: int, where, fix: str):
+    """The decoded image (uint8 [h, w, channels]); one that cannot be decoded stops
+    the pipeline with an error naming it (``where``, a string tensor) and the fix.
+
+    The decode runs in a one-element dataset whose failure leaves it empty (its
+    errors ignored), so an empty stand-in image comes out instead and fails the
+    assertion that names the file: no image is ever skipped.
+    """
+    import tensorflow as tf
+
+    decoded = tf.data.Dataset.from_tensors(encoded).map(
+        lambda e: tf.io.decode_image(e, channels=channels, expand_animations=False)
+    )
+    stand_in = tf.data.Dataset.from_tensors(tf.zeros([0, 0, channels], tf.uint8))
+    image = decoded.ignore_errors().concatenate(stand_in).take(1).get_single_element()
+    message = tf.strings.join([where, f": {UNREADABLE} (it could not be decoded); {fix}"])
+    with tf.control_dependencies([tf.debugging.Assert(tf.size(image) > 0, [message])]):
+        return tf.identity(image)
+
+
+# The one-line messages the pipelines' assertions carry (see _read_checked, _decode_named).
+_NAMED_FAILURES = (f": {UNREADABLE} (", ": not an image (")
+
+
+def data_error(err: BaseException) -> DataError | None:
+    """The one-line DataError behind a pipeline's tf.errors.InvalidArgumentError
+    when it is a named data failure (an unreadable image); else None."""
+    message = getattr(err, "message", None) or str(err)
+    head = "assertion failed: ["
+    if head not in message:
+        return None
+    line = message.split(head, 1)[1].split("\n", 1)[0].rstrip()
+    line = line[:-1] if line.endswith("]") else line
+    if not any(marker in line for marker in _NAMED_FAILURES):
+        return None
+    return DataError(line)
+
+
+@contextlib.contextmanager
+def named_data_errors():
+    """Re-raises a pipeline's named data failure met while iterating in the block
+    as a one-line DataError (other errors pass unchanged)."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        converted = data_error(err)
+        if converted is None:
+            raise
+        raise converted from None
+
+
+class CheckedBatches:
+    """An iterable of (distributed) batches whose iteration turns a named data
+    failure (an unreadable image met mid-run) into a one-line DataError."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        iterator = iter(self.batches)
+        while True:
+            with named_data_errors():
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+            yield batch
+
+    def __getattr__(self, name: str):
+        if name == "batches":  # not set yet (e.g. while copied): no recursion
+            raise AttributeError(name)
+        return getattr(self.batches, name)
+
+
 class _FolderReader:
     """Image files listed in memory: read lazily, shuffled exactly by permutation."""
 
+    # Every pipeline gets exactly its share (no example read twice in a pass).
     exact_shards = True
 
     def __init__(self, paths: np.ndarray, labels: np.ndarray, channels: int):
         self.paths, self.labels, self.channels = paths, labels, channels
+        self._path_tensor = None  # the paths as one tensor, made on the first decode
 
     def description(self) -> dict[str, Any]:
         return {
@@ -178,10 +266,14 @@ class _FolderReader:
         dataset = tf.data.Dataset.from_tensor_slices((self.paths[order], self.labels[order], order))
         return dataset.map(_read_checked, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    def decode(self, encoded):
+    def decode(self, encoded, example_id):
         import tensorflow as tf
 
-        return tf.io.decode_image(encoded, channels=self.channels, expand_animations=False)
+        if self._path_tensor is None:
+            with tf.init_scope():  # an eager tensor, shared by every pipeline's graph
+                self._path_tensor = tf.constant(self.paths)
+        path = tf.gather(self._path_tensor, example_id)
+        return _decode_named(encoded, self.channels, path, _FOLDER_FIX)
 
 
 def _membership(positions: np.ndarray, size: int):
@@ -196,40 +288,77 @@ def _membership(positions: np.ndarray, size: int):
 
 
 class _RecordReader:
-    """TFRecord shards written by ``tfrecords.write_shards``: files interleaved,
-    records shuffled in a buffer, sharded by file or by record."""
+    """TFRecord shards written by ``tfrecords.write_tfrecords``: each input pipeline
+    reads an exact, equal share of the records (see ``share``), files interleaved,
+    records shuffled in a buffer."""
 
-    exact_shards = False
+    # Every pipeline gets exactly its share (no example read twice in a pass).
+    exact_shards = True
 
     def __init__(
-        self, files: list[str], counts: list[int], labels: np.ndarray, remap, channels: int
+        self,
+        files: list[str],
+        counts: list[int],
+        labels: np.ndarray,
+        remap,
+        channels: int,
+        where: str = "TFRecords",
     ):
         self.files, self.counts, self.channels = files, counts, channels
         self.raw_labels = labels  # as written, indexed by the record's image/index
         self.remap = remap
         self.labels = remap[labels]
+        self.where = where
 
     def description(self) -> dict[str, Any]:
         return {"files": self.files, "records": int(sum(self.counts))}
+
+    def share(
+        self, positions: np.ndarray, shuffle_seed: int | None, count: int, index: int, whole: int
+    ) -> tuple[np.ndarray, list[int]]:
+        """(record indices, shard numbers in reading order) of pipeline ``index`` of ``count``.
+
+        ``dataset.json`` tells which records each shard holds (shard k holds
+        the indices after those of shards 0..k-1), so the division is exact
+        without reading a record: the positions are permuted by the seed;
+        ``whole`` > 0 drops the last ``len % whole`` of them (a seeded choice of
+        fewer than one global batch, the same on every worker, different each
+        epoch); the rest, ordered by shard (shards in a seeded order) and by
+        index, are cut into ``count`` consecutive runs of equal length (or
+        lengths differing by one when nothing is dropped). A pipeline reads the
+        shards its run touches: whole ones, and at most two that it shares
+        with its neighbours, of which it keeps its own records.
+        """
+        order = np.asarray(positions, np.int64)
+        if shuffle_seed is not None:
+            order = np.random.default_rng([int(shuffle_seed), 0]).permutation(order)
+        if whole:
+            order = order[: len(order) - len(order) % whole]
+        rank = np.arange(len(self.files))
+        if shuffle_seed is not None:
+            rank[np.random.default_rng([int(shuffle_seed), 1]).permutation(len(self.files))] = (
+                np.arange(len(self.files))
+            )
+        starts = np.concatenate([[0], np.cumsum(self.counts)])
+        shard_of = np.searchsorted(starts, order, side="right") - 1
+        run = np.array_split(order[np.lexsort((order, rank[shard_of]))], count)[index]
+        shards = np.unique(np.searchsorted(starts, run, side="right") - 1)
+        return np.sort(run), [int(k) for k in shards[np.argsort(rank[shards])]]
 
     def records(self, positions, shuffle_seed, context, whole):
         import tensorflow as tf
 
         count, index = _shard_share(context)
-        files = tf.data.Dataset.from_tensor_slices(self.files)
-        if shuffle_seed is not None:
-            files = files.shuffle(len(self.files), seed=shuffle_seed)
-        by_file = count > 1 and len(self.files) >= count
-        if by_file:
-            files = files.shard(count, index)
+        mine, shards = self.share(positions, shuffle_seed, count, index, whole)
+        files = tf.data.Dataset.from_tensor_slices(
+            tf.constant([self.files[k] for k in shards], tf.string)
+        )
         dataset = files.interleave(
             tf.data.TFRecordDataset,
-            cycle_length=min(len(self.files), 16),
+            cycle_length=max(1, min(len(shards), 16)),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        if count > 1 and not by_file:
-            dataset = dataset.shard(count, index)
         spec = {
             IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
@@ -243,19 +372,20 @@ class _RecordReader:
             return example[IMAGE_KEY], label, example[INDEX_KEY]
 
         dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        mask = _membership(positions, len(self.labels))
+        mask = _membership(mine, len(self.labels))
         if mask is not None:
             dataset = dataset.filter(lambda encoded, label, i: tf.gather(mask, i))
-        if shuffle_seed is not None:
+        if shuffle_seed is not None and len(mine):
             dataset = dataset.shuffle(
-                min(len(positions), 10_000), seed=shuffle_seed, reshuffle_each_iteration=False
+                min(len(mine), 10_000), seed=shuffle_seed, reshuffle_each_iteration=False
             )
         return dataset
 
-    def decode(self, encoded):
+    def decode(self, encoded, example_id):
         import tensorflow as tf
 
-        return tf.io.decode_image(encoded, channels=self.channels, expand_animations=False)
+        where = tf.strings.join([f"{self.where}: record ", tf.strings.as_string(example_id)])
+        return _decode_named(encoded, self.channels, where, _RECORD_FIX)
 
 
 class _TfdsReader:
@@ -357,7 +487,7 @@ class _TfdsReader:
             dataset = dataset.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=False)
         return dataset
 
-    def decode(self, encoded):
+    def decode(self, encoded, example_id):
         feature = self.builder.info.features[self.image_key]
         import tensorflow as tf
 
@@ -501,7 +631,13 @@ class StreamingData:
         pipeline reads its share of the examples and batches its replica's part
         (``get_per_replica_batch_size``). ``shuffle_seed`` fixes the order and
         the augmentation; None reads in index order. ``steps`` caps the batches
-        (every pipeline then yields the same number).
+        (every pipeline then yields the same number). With ``drop_remainder``,
+        an image folder or TFRecords first leave out the remainder of fewer
+        than one global batch, then split the rest exactly: across the
+        pipelines each other example is read once (a tfds split divided by
+        files of unequal sizes repeats its shorter shares to fill every step).
+        An image that cannot be decoded stops the pipeline with an error
+        naming it (``named_data_errors`` makes it a DataError).
         """
         import tensorflow as tf
 
@@ -518,7 +654,8 @@ class StreamingData:
         decode = split.reader.decode
 
         def load(encoded, label, example_id):
-            image = _prepare(decode(encoded), example_id, (height, width), channels, seed, augment)
+            image = decode(encoded, example_id)
+            image = _prepare(image, example_id, (height, width), channels, seed, augment)
             return image, tf.cast(label, tf.int32)
 
         dataset = records.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -584,11 +721,12 @@ class StreamingData:
         total, total_sq, count = np.zeros(channels), np.zeros(channels), 0.0
         log(f"channel statistics of {self.name}: streaming {split.num_examples} images")
         progress = Progress(f"channel statistics of {self.name}", -(-split.num_examples // batch))
-        for s, sq, n in dataset:
-            total += s.numpy()
-            total_sq += sq.numpy()
-            count += float(n)
-            progress.update({})
+        with named_data_errors():
+            for s, sq, n in dataset:
+                total += s.numpy()
+                total_sq += sq.numpy()
+                count += float(n)
+                progress.update({})
         if count == 0:
             raise DataError(f"{self.name}: no training images to compute channel statistics of")
         mean = total / count
@@ -621,27 +759,8 @@ def _cached(cache_dir: Path, kind: str, key: Mapping[str, Any], make) -> dict[st
 
 
 def _list_folder(root: Path) -> tuple[list[str], list[list[Path]]]:
-    layout = (
-        "expected one sub-folder per class holding image files "
-        f"({', '.join(IMAGE_EXTENSIONS)}), e.g. {root}/cat/1.jpg"
-    )
-    if not root.is_dir():
-        raise DataError(f"{root}: no such image folder; {layout}")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders; {layout}")
-    files = []
-    for class_dir in class_dirs:
-        files.append(
-            sorted(
-                p
-                for p in class_dir.iterdir()
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not p.name.startswith(".")
-            )
-        )
-    return [p.name for p in class_dirs], files
+    """The image folder's listing: ``data.list_image_folder``, shared with memory."""
+    return list_image_folder(root)
 
 
 def _probe_image(path: Path) -> np.ndarray:
@@ -692,10 +811,7 @@ def open_image_folder(
         if remap[old] < 0:
             continue
         if not found:
-            raise DataError(
-                f"{root / names[old]}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                "add images or remove the folder"
-            )
+            raise empty_class_error(root / names[old])
         paths += [str(p) for p in found]
         labels += [int(remap[old])] * len(found)
     if image_size is None or channels is None:
@@ -797,6 +913,7 @@ def open_tfrecords(
             np.asarray(splits[split]["labels"], np.int32),
             remap,
             channels,
+            f"{directory} ({split} split)",
         )
 
     train_reader = reader("train")
@@ -947,12 +1064,44 @@ def open_stream(
         data = open_image_folder(image_folder, **common)
     else:
         data = open_tfrecords(tfrecord_dir, **common)
+    return limit_stream(data, train_limit, test_limit, seed)
+
+
+def limit_stream(
+    data: StreamingData, train_limit: int | None, test_limit: int | None, seed: int
+) -> StreamingData:
+    """The data with at most train_limit / test_limit examples per split (a seeded choice)."""
     if train_limit is None and test_limit is None:
         return data
     train = _limit_split(data.train, train_limit, seed, 0)
     test = _limit_split(data.test, test_limit, seed, 1)
     description = {**data.description, "train_limit": train_limit, "test_limit": test_limit}
     return dataclasses.replace(data, train=train, test=test, description=description)
+
+
+def sample_image_data(
+    data: StreamingData, train_count: int, test_count: int, seed: int = 0
+) -> ImageData:
+    """At most ``train_count`` training and ``test_count`` test images of a stream,
+    read into memory (resized, not augmented): what a check or a calibration
+    needs, never the whole source. The images are a seeded choice from the
+    index; a whole tfds split (no index built yet) gives its first images in
+    file order instead (tfds stores its examples shuffled), so that no pass
+    over the split is needed to choose them.
+    """
+
+    def sample(split: Split, count: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
+        if count < split.num_examples:
+            if split.positions is None and isinstance(split.reader, _TfdsReader):
+                return _read_into_memory(data, split, limit=count)
+            split = _limit_split(split, count, seed, stream)
+        return _read_into_memory(data, split)
+
+    train_images, train_labels = sample(data.train, train_count, 0)
+    test_images, test_labels = sample(data.test, test_count, 1)
+    return ImageData(
+        data.name, train_images, train_labels, test_images, test_labels, data.class_names
+    )
 
 
 def _estimated_bytes(data: StreamingData) -> int:
@@ -967,7 +1116,8 @@ def open_data(source: Mapping[str, Any], stream: bool | None = None) -> ImageDat
     for data that fits. A tfds dataset or an image folder streams when
     ``stream`` is true, or when ``stream`` is None and its pixels would take
     more than ``IN_MEMORY_LIMIT_BYTES`` (or a class list is given); else it is
-    read into memory as before.
+    read into memory as before. The pixels counted are the whole source's, not
+    those left by train_limit / test_limit: memory reads all before it limits.
     """
     from densenas_tf.data import load_image_data
 
@@ -984,6 +1134,7 @@ def open_data(source: Mapping[str, Any], stream: bool | None = None) -> ImageDat
         stream = requested if stream is None else stream
     for key in streaming_keys:
         values.pop(key, None)
+    train_limit, test_limit = values.get("train_limit"), values.get("test_limit")
     if not (tfrecord_dir or values.get("tfds_name") or values.get("image_folder")):
         if stream or class_list:
             raise DataError(
@@ -1001,8 +1152,6 @@ def open_data(source: Mapping[str, Any], stream: bool | None = None) -> ImageDat
             class_list=class_list,
             test_fraction=values.get("test_fraction", 0.2),
             seed=seed,
-            train_limit=values.get("train_limit"),
-            test_limit=values.get("test_limit"),
             cache_dir=cache_dir,
         )
     except DataError:
@@ -1011,11 +1160,14 @@ def open_data(source: Mapping[str, Any], stream: bool | None = None) -> ImageDat
         # What the stream cannot open (e.g. non-square images without image_size),
         # memory may still hold; else its own error names the problem.
         return load_image_data(**values, seed=seed)
+    # Judged on the whole source: load_image_data reads all of it before it limits.
+    whole_bytes = _estimated_bytes(data)
+    data = limit_stream(data, train_limit, test_limit, seed)
     if tfrecord_dir and stream is False:
         return to_image_data(data)  # decoded once, held in memory: a cache for data that fits
     if tfrecord_dir or class_list or stream:
         return data
-    if stream is None and _estimated_bytes(data) > IN_MEMORY_LIMIT_BYTES:
+    if stream is None and whole_bytes > IN_MEMORY_LIMIT_BYTES:
         return data
     return load_image_data(**values, seed=seed)
 
@@ -1061,15 +1213,18 @@ class SearchSplit:
         )
         return dataset.map(lambda x, y: ((x - mean) / std, y)).prefetch(tf.data.AUTOTUNE)
 
-    def distribute(self, strategy, batch_size: int, shuffle_seed: int | None, skip: int = 0):
+    def distribute(
+        self, strategy, batch_size: int, shuffle_seed: int | None, skip: int = 0
+    ) -> CheckedBatches:
         """The pass as a distributed dataset: each input pipeline reads its own share
-        (``distribute_datasets_from_function``), the first ``skip`` steps left out."""
+        (``distribute_datasets_from_function``), the first ``skip`` steps left out.
+        Iterating it raises a one-line DataError for an image that cannot be decoded."""
 
         def per_pipeline(context):
             dataset = self.dataset(batch_size, shuffle_seed, context)
             return dataset.skip(skip * replicas_per_pipeline(context)) if skip else dataset
 
-        return strategy.distribute_datasets_from_function(per_pipeline)
+        return CheckedBatches(strategy.distribute_datasets_from_function(per_pipeline))
 
 
 def replicas_per_pipeline(input_context) -> int:
@@ -1099,21 +1254,27 @@ def search_splits(
     )
 
 
+def _read_into_memory(
+    data: StreamingData, split: Split, batch_size: int = 256, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, int32 labels) of a split (its first ``limit`` only, when given),
+    resized, not augmented, in reading order."""
+    steps = None if limit is None else -(-limit // batch_size)
+    images, labels = [], []
+    with named_data_errors():
+        for x, y in data.images(split, batch_size, drop_remainder=False, steps=steps):
+            images.append(np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8))
+            labels.append(y.numpy().astype(np.int32))
+    if not images:
+        return np.zeros((0, *data.input_shape), np.uint8), np.zeros(0, np.int32)
+    return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+
+
 def to_image_data(data: StreamingData, batch_size: int = 256) -> ImageData:
     """A streamed dataset read into memory (resized, not augmented) as a data.ImageData;
     for small ones, or ones limited by train_limit / test_limit."""
-
-    def arrays(split: Split) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for x, y in data.images(split, batch_size, drop_remainder=False):
-            images.append(np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8))
-            labels.append(y.numpy().astype(np.int32))
-        if not images:
-            return np.zeros((0, *data.input_shape), np.uint8), np.zeros(0, np.int32)
-        return np.concatenate(images), np.concatenate(labels)
-
-    train_images, train_labels = arrays(data.train)
-    test_images, test_labels = arrays(data.test)
+    train_images, train_labels = _read_into_memory(data, data.train, batch_size)
+    test_images, test_labels = _read_into_memory(data, data.test, batch_size)
     return ImageData(
         data.name, train_images, train_labels, test_images, test_labels, data.class_names
     )

@@ -1,19 +1,27 @@
 """TFRecord shards for streaming: written from an image folder or a prepared tfds dataset.
 
-One directory holds the shards of one or more splits (``train-00000-of-00008.tfrecord``
-...) and a ``dataset.json`` describing them: class names, image size (when the
+One directory holds the shards of one or more splits (``train-<generation>-00000-of-00008.tfrecord``
+...; the generation is a random tag per write) and a ``dataset.json`` describing them: class names, image size (when the
 images were resized on writing), channels, and per split its shards with their
 record counts and every record's label. Records carry the encoded image, its
 label and its index (its position in the split), so that readers can select
 classes and draw splits from the description alone, without reading a record
 (``data_sources.open_tfrecords``). Examples are written in an order shuffled
 by seed, so every shard mixes the classes.
+
+A write replaces one split atomically: the new shards are written into a
+staging folder in the directory, moved in beside the old ones (their names
+carry a new generation), then ``dataset.json`` is replaced by a rename, and
+only then are the old shards deleted. Interrupted at any point, the directory
+reads as either the old split or the new one, complete.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.data import DataError, tfds_builder
+from densenas_tf.data import DataError, list_image_folder, tfds_builder
 from densenas_tf.data_sources import (
     IMAGE_KEY,
     INDEX_KEY,
@@ -30,12 +38,11 @@ from densenas_tf.data_sources import (
     TFRECORD_DESCRIPTION,
     TFRECORD_FORMAT,
     TFRECORD_VERSION,
-    _list_folder,
     _probe_image,
     read_class_list,
     select_classes,
 )
-from densenas_tf.io_utils import replace_atomic, write_text_atomic
+from densenas_tf.io_utils import write_text_atomic
 
 SPLITS = ("train", "test")
 
@@ -68,7 +75,7 @@ def _reencode(encoded: bytes, image_size: int, channels: int, where: str) -> byt
 
 
 def _folder_examples(root: Path, class_list) -> tuple[tuple[str, ...], list, int]:
-    names, files = _list_folder(root)
+    names, files = list_image_folder(root)
     wanted = read_class_list(class_list) if class_list else None
     kept, remap = select_classes(tuple(names), wanted, f"the image folder {root}")
     examples = [
@@ -124,7 +131,8 @@ def write_tfrecords(
     ``image_size`` resizes (and re-encodes) every image on writing, which
     makes reading cheaper; without it the encoded files are copied as they are.
     An existing description in out_dir keeps its other splits (their classes
-    must be the same); this split's old shards are replaced.
+    must be the same); this split's old shards are replaced atomically (see the
+    module docstring): a write that fails or is interrupted leaves them readable.
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {list(SPLITS)}, got {split!r}")
@@ -148,14 +156,54 @@ def write_tfrecords(
         count = len(examples)
         order = np.random.default_rng(seed).permutation(count)
         items = ((p.read_bytes(), label, str(p)) for p, label in (examples[i] for i in order))
-    description = _existing_description(out_dir, kept, channels, image_size)
-    shards, labels = _write_shards(
-        out_dir, split, items, count, records_per_shard, image_size, channels, log
-    )
-    description["splits"][split] = {"shards": shards, "labels": labels, "source": source}
-    write_text_atomic(out_dir / TFRECORD_DESCRIPTION, json.dumps(description) + "\n")
+    _existing_description(out_dir, kept, channels, image_size)  # refused before any work
+    generation = secrets.token_hex(4)
+    staging = out_dir / f".{split}-staging-{generation}"
+    moved: list[Path] = []
+    try:
+        shards, labels = _write_shards(
+            staging, split, generation, items, count, records_per_shard, image_size, channels, log
+        )
+        # The new shards move in beside the old ones under names of their own; the
+        # description's atomic rename is the switch from the old split to the new.
+        for entry in shards:
+            os.replace(staging / entry["file"], out_dir / entry["file"])
+            moved.append(out_dir / entry["file"])
+        description = _existing_description(out_dir, kept, channels, image_size)
+        description["splits"][split] = {"shards": shards, "labels": labels, "source": source}
+        write_text_atomic(out_dir / TFRECORD_DESCRIPTION, json.dumps(description) + "\n")
+    except BaseException:
+        # Not switched: the new shards moved in so far go (unless the description
+        # already names them); the old split stays as it was.
+        listed = _listed_shards(out_dir)
+        for path in moved:
+            if path.name not in listed:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_unlisted(out_dir, split, {entry["file"] for entry in shards})
     log(f"wrote {len(labels)} {split} records in {len(shards)} shards to {out_dir}")
     return description
+
+
+def _listed_shards(out_dir: Path) -> set[str]:
+    """The shard files the description in out_dir names (none when it is unreadable)."""
+    try:
+        description = json.loads((out_dir / TFRECORD_DESCRIPTION).read_text())
+        return {s["file"] for split in description["splits"].values() for s in split["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _remove_unlisted(out_dir: Path, split: str, listed: set[str]) -> None:
+    """Deletes the split's shards that the description no longer names (the old
+    ones, and any left by an interrupted write) and stale staging folders."""
+    for path in out_dir.glob(f"{split}-*.tfrecord"):
+        if path.name not in listed:
+            path.unlink(missing_ok=True)
+    for path in out_dir.glob(f".{split}-staging-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tfds_items(dataset, image_key, label_key, remap) -> Iterator[tuple[bytes, int, str]]:
@@ -188,42 +236,43 @@ def _existing_description(out_dir: Path, kept, channels: int, image_size) -> dic
     return old
 
 
-def _write_shards(out_dir, split, items, count, records_per_shard, image_size, channels, log):
-    """Writes the items in shards (each renamed into place when complete)."""
+def _write_shards(
+    staging: Path, split, generation, items, count, records_per_shard, image_size, channels, log
+):
+    """Writes the items in shards into the (new) staging folder; returns
+    (shard entries, every record's label). The shard names carry the write's
+    generation, so they never clash with the shards already in place."""
     import tensorflow as tf
 
     from densenas_tf.runtime import Progress
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob(f"{split}-*.tfrecord"):
-        old.unlink()
+    staging.mkdir(parents=True)
     num_shards = max(1, -(-count // records_per_shard))
     progress = Progress(f"writing {split} shards", num_shards)
     shards, labels, start = [], [], time.time()
     items = iter(items)
     for shard in range(num_shards):
-        name = f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+        name = f"{split}-{generation}-{shard:05d}-of-{num_shards:05d}.tfrecord"
         written = 0
-        with replace_atomic(out_dir / name) as tmp:
-            with tf.io.TFRecordWriter(str(tmp)) as writer:
-                for encoded, label, where in items:
-                    if image_size:
-                        encoded = _reencode(encoded, image_size, channels, where)
-                    writer.write(_example(encoded, label, len(labels)))
-                    labels.append(label)
-                    written += 1
-                    if written == records_per_shard:
-                        break
+        with tf.io.TFRecordWriter(str(staging / name)) as writer:
+            for encoded, label, where in items:
+                if image_size:
+                    encoded = _reencode(encoded, image_size, channels, where)
+                writer.write(_example(encoded, label, len(labels)))
+                labels.append(label)
+                written += 1
+                if written == records_per_shard:
+                    break
         if written == 0:
-            (out_dir / name).unlink()
+            (staging / name).unlink()
             break
         shards.append({"file": name, "count": written})
         progress.update({"images/s": len(labels) / max(time.time() - start, 1e-9)})
     if len(shards) != num_shards:  # a class filter left fewer examples than the split had
         renamed = []
         for k, entry in enumerate(shards):
-            name = f"{split}-{k:05d}-of-{len(shards):05d}.tfrecord"
-            os.replace(out_dir / entry["file"], out_dir / name)
+            name = f"{split}-{generation}-{k:05d}-of-{len(shards):05d}.tfrecord"
+            os.replace(staging / entry["file"], staging / name)
             renamed.append({"file": name, "count": entry["count"]})
         shards = renamed
     if not labels:

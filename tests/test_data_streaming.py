@@ -8,6 +8,9 @@ streamed pixel can be compared with the file it came from.
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import itertools
 import json
 import os
 import socket
@@ -20,9 +23,10 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports
 
-from densenas_tf import data_sources
+from densenas_tf import data_sources, tfrecords
 from densenas_tf.data import DataError, ImageData, channel_stats, load_fashion_mnist
 from densenas_tf.data_sources import (
+    SearchSplit,
     open_data,
     open_image_folder,
     open_tfds,
@@ -44,6 +48,30 @@ def _context(count: int, index: int):
 
 def _key(image) -> bytes:
     return np.asarray(image, np.uint8).tobytes()
+
+
+def _digest(image) -> str:
+    """A short name of an image's pixels (float 0..255 or uint8)."""
+    return hashlib.sha1(_key(np.round(image))).hexdigest()
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """The example ids an image folder's pipelines decode, one entry per decode."""
+    ids = []
+    decode = data_sources._FolderReader.decode
+
+    def counting(self, encoded, example_id):
+        def note(i):
+            ids.append(int(i))
+            return i
+
+        noted = tf.py_function(note, [example_id], tf.int64)
+        with tf.control_dependencies([noted]):
+            return tf.identity(decode(self, encoded, example_id))
+
+    monkeypatch.setattr(data_sources._FolderReader, "decode", counting)
+    return ids
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +138,69 @@ def test_tfrecords_hold_the_same_examples_and_the_writer_reports_progress(record
     assert {**_read_all(data, data.train), **_read_all(data, data.test)} == expected
 
 
+def test_rewriting_a_split_leaves_the_old_one_readable_until_the_new_one_is_complete(
+    folder, tmp_path, monkeypatch
+):
+    root, expected = folder
+    out = tmp_path / "shards"
+    write_tfrecords(out, "train", image_folder=root, records_per_shard=5, log=lambda line: None)
+    old_files = sorted(p.name for p in out.iterdir())
+    old_description = (out / "dataset.json").read_text()
+
+    def reads_completely() -> bool:
+        data = open_tfrecords(out, 28, test_fraction=0.0)
+        return _read_all(data, data.train) == expected
+
+    def rewrite():
+        write_tfrecords(
+            out, "train", image_folder=root, records_per_shard=3, seed=1, log=lambda line: None
+        )
+
+    # The writer fails after 7 of the 24 records: the old split is untouched.
+    example, calls = tfrecords._example, itertools.count()
+
+    def failing(*args):
+        if next(calls) == 7:
+            raise RuntimeError("disk gone")
+        return example(*args)
+
+    monkeypatch.setattr(tfrecords, "_example", failing)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        rewrite()
+    monkeypatch.setattr(tfrecords, "_example", example)
+    assert sorted(p.name for p in out.iterdir()) == old_files  # no staging folder left
+    assert (out / "dataset.json").read_text() == old_description
+    assert reads_completely()
+    # Every new shard written and moved in, but the switch (dataset.json's rename)
+    # fails: still the old split, and the new shards are gone again.
+    write_text = tfrecords.write_text_atomic
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tfrecords, "write_text_atomic", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        rewrite()
+    monkeypatch.setattr(tfrecords, "write_text_atomic", write_text)
+    assert sorted(p.name for p in out.iterdir()) == old_files
+    assert reads_completely()
+    # What a killed writer leaves (a staging folder, a shard moved in but never
+    # listed) does not disturb reading, and the next complete write clears it.
+    (out / ".train-staging-dead").mkdir()
+    (out / ".train-staging-dead" / "train-dead-00000-of-00002.tfrecord").write_bytes(b"x")
+    (out / "train-dead-00001-of-00002.tfrecord").write_bytes(b"x")
+    assert reads_completely()
+    rewrite()
+    description = json.loads((out / "dataset.json").read_text())
+    shards = description["splits"]["train"]["shards"]
+    assert [s["count"] for s in shards] == [3] * 8
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["dataset.json"] + [s["file"] for s in shards]
+    )
+    assert not set(old_files) & {s["file"] for s in shards}
+    assert reads_completely()
+
+
 def test_class_list_selects_and_renumbers_classes_or_names_the_missing_one(
     folder, records, tmp_path
 ):
@@ -158,6 +249,98 @@ def test_clear_errors_for_bad_sources(folder, tmp_path):
         open_image_folder(root, class_list=tmp_path / "empty.txt")
 
 
+def test_memory_and_stream_list_an_image_folder_alike(folder, tmp_path):
+    """One listing (data.list_image_folder) for both: classes sorted by name, image
+    extensions in any case, hidden files and folders skipped."""
+    from densenas_tf.data import list_image_folder, load_image_data
+
+    source = folder[0]
+    root = tmp_path / "mixed"
+    layout = {"b": ["00.png"], "a": ["01.PNG", "00.png"], ".cache": ["00.png"]}
+    images = iter(sorted((source / "coat").glob("*.png")))  # a different image each
+    for name, files in layout.items():
+        (root / name).mkdir(parents=True)
+        for file in files:
+            (root / name / file).write_bytes(next(images).read_bytes())
+    (root / "a" / "._00.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (root / "a" / "notes.txt").write_text("not an image")
+    names, files = list_image_folder(root)
+    assert names == ["a", "b"]
+    assert [[p.name for p in found] for found in files] == [["00.png", "01.PNG"], ["00.png"]]
+    assert data_sources._list_folder(root) == (names, files)
+    memory = load_image_data(image_folder=root, test_fraction=0.5)
+    stream = open_image_folder(root, test_fraction=0.0)
+    assert memory.class_names == stream.class_names == ("a", "b")
+    in_memory = {
+        _key(image): int(label)
+        for image, label in zip(
+            np.concatenate([memory.train_images, memory.test_images]),
+            np.concatenate([memory.train_labels, memory.test_labels]),
+        )
+    }
+    assert in_memory == _read_all(stream, stream.train) and len(in_memory) == 3
+
+
+def _jpeg_folder(root: Path, fashion) -> Path:
+    """3 classes x 6 real images as JPEG files."""
+    images, labels = fashion
+    for name, fashion_label in CLASSES.items():
+        for i, image in enumerate(images[labels == fashion_label][:6]):
+            path = root / name / f"{i:02d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
+    return root
+
+
+def test_an_undecodable_image_met_mid_run_is_a_one_line_data_error(fashion, tmp_path, capsys):
+    from densenas_tf import cli
+    from densenas_tf.arch_spec import ArchSpec
+    from densenas_tf.train import TrainConfig, train
+
+    root = _jpeg_folder(tmp_path / "images", fashion)
+    cache = tmp_path / "cache"
+    data = open_image_folder(root, test_fraction=0.25, cache_dir=cache)
+    mean, std = data.channel_stats()  # cached while every file was good
+    # Then a training file is damaged: its JPEG header stays (so it passes for a
+    # JPEG), the rest is garbage, cut short.
+    bad = Path(data.train.reader.paths[data.train._positions()[7]])
+    bad.write_bytes(bad.read_bytes()[:20] + b"\x00garbage" * 8)
+    expected = (
+        f"{bad}: not a readable image (it could not be decoded); remove the file or "
+        "re-encode it (e.g. as PNG), then run again"
+    )
+    # The search's pass: its iterator raises the DataError, one line naming the file.
+    part = SearchSplit(data, data.train, mean, std)
+    with pytest.raises(DataError) as raised:
+        for _ in part.distribute(tf.distribute.get_strategy(), 6, shuffle_seed=1):
+            pass
+    assert str(raised.value) == expected
+    # Reading into memory (to_image_data, the exporters' sample) says the same.
+    with pytest.raises(DataError) as raised:
+        data_sources.to_image_data(data)
+    assert str(raised.value) == expected
+    # Training (inside Keras's fit; the statistics come from the cache): the binary's
+    # one "error:" line, exit 1.
+    spec = ArchSpec.from_block_string(
+        "28x28x1 | stem:c8s2+k3e1>8 | 8>16:k3e3s2 | final:32 | classes:3", name="small"
+    )
+    config = TrainConfig(epochs=1, batch_size=6, lr=0.05)
+
+    def run(argv):
+        train(spec, data, tmp_path / "run", config, log=lambda line: None)
+
+    capsys.readouterr()
+    assert cli.main(run)([]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {expected}"]
+    # The same damaged image copied into TFRecords (no --image_size: no re-encoding)
+    # is named by its record.
+    shards = tmp_path / "shards"
+    write_tfrecords(shards, "train", image_folder=root, log=lambda line: None)
+    records = open_tfrecords(shards, 28, test_fraction=0.0)
+    with pytest.raises(DataError, match=r"^.*shards \(train split\): record \d+: not a readable"):
+        data_sources.to_image_data(records)
+
+
 # --- splits without pixels ---------------------------------------------------------------
 
 
@@ -202,14 +385,15 @@ def test_one_pipeline_feeding_two_replicas_yields_a_batch_per_replica_per_step(f
     assert seen == everything  # each example once
 
 
-@pytest.mark.parametrize("kind", ["folder", "tfrecords by file", "tfrecords by record"])
+@pytest.mark.parametrize("kind", ["folder", "tfrecords, 2 pipelines", "tfrecords, 8 pipelines"])
 def test_each_pipeline_reads_its_own_share_and_a_replicas_batch(folder, records, kind):
     if kind == "folder":
         data = open_image_folder(folder[0], test_fraction=0.0)
     else:
         data = open_tfrecords(records[0], 28, test_fraction=0.0)
-    # 5 shards: by file for 2 pipelines, by record for 8.
-    count = 2 if kind != "tfrecords by record" else 8
+    # 5 shards of 5, 5, 5, 5 and 4 records: 2 pipelines share one of them, 8
+    # pipelines read 3 records each from one or two shards.
+    count = 2 if kind != "tfrecords, 8 pipelines" else 8
     ids = [[int(i) for _, _, i in data.train.records(5, _context(count, k))] for k in range(count)]
     # Every example once across the pipelines.
     assert sorted(i for share in ids for i in share) == list(range(24))
@@ -224,9 +408,19 @@ def test_each_pipeline_reads_its_own_share_and_a_replicas_batch(folder, records,
         )
 
 
+def _weight_part(data) -> SearchSplit:
+    """The search's weight part (3/4 of each class) of the data, not normalised."""
+    weight, _ = split_per_class(data.train.labels(), 0.25, seed=1)
+    zero, one = np.zeros(1, np.float32), np.ones(1, np.float32)
+    return SearchSplit(data, data.train.subset(weight), zero, one)
+
+
 def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
-    """MultiWorkerMirroredStrategy, one replica in each of two processes: each worker
-    reads its own shards and batches half of the global batch of 8."""
+    """MultiWorkerMirroredStrategy, one replica in each of two processes, on shards
+    of unequal sizes (5, 5, 5, 5, 4 records): per epoch, the training dataset and
+    the search's pass that the workers consume together hold every example once."""
+    description = json.loads((records[0] / "dataset.json").read_text())
+    assert [s["count"] for s in description["splits"]["train"]["shards"]] == [5, 5, 5, 5, 4]
     workers = [f"localhost:{port}" for port in free_ports(2)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -255,7 +449,24 @@ def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
     first, second = (json.loads((tmp_path / f"{k}.json").read_text()) for k in (0, 1))
     assert first["replicas"] == second["replicas"] == 2
     assert sorted(first["ids"] + second["ids"]) == list(range(24))
-    assert first["batch_shapes"] == second["batch_shapes"] == [[4, 28, 28, 1]] * 3
+    data = open_tfrecords(records[0], 28, test_fraction=0.0)
+    every = sorted(_digest(im) for x, _ in data.images(data.train, 24) for im in x.numpy())
+    # Training (global batch 8, 24 images: 3 steps): each epoch, each example once.
+    for epoch in range(2):
+        mine, theirs = first["train"][epoch], second["train"][epoch]
+        assert mine["shapes"] == theirs["shapes"] == [[4, 28, 28, 1]] * 3
+        assert sorted(mine["images"] + theirs["images"]) == every
+    assert first["train"][0]["images"] != first["train"][1]["images"]  # reshuffled per epoch
+    # The search's weight part (18 images, global batch 4: 4 steps): none twice, and
+    # only the remainder of fewer than a global batch (2 images) left out.
+    weight = _weight_part(data)
+    part = [_digest(im) for x, _ in weight.dataset(18) for im in x.numpy()]
+    for seed in range(2):
+        mine, theirs = first["search"][seed], second["search"][seed]
+        assert mine["shapes"] == theirs["shapes"] == [[2, 28, 28, 1]] * 4
+        seen = mine["images"] + theirs["images"]
+        assert len(set(seen)) == len(seen) == 16 and set(seen) <= set(part)
+        assert len(set(part) - set(seen)) == 18 % 4 < 4
 
 
 def _worker(directory: str, out: str) -> None:
@@ -266,11 +477,36 @@ def _worker(directory: str, out: str) -> None:
         lambda context: data.train.records(None, context).map(lambda e, y, i: i).batch(64)
     )
     mine = [int(i) for batch in ids for t in strategy.experimental_local_results(batch) for i in t]
-    batches = strategy.distribute_datasets_from_function(
-        lambda context: data.train_dataset(8, seed=0, input_context=context)
-    )
-    shapes = [list(x.shape) for x, _ in batches for x in strategy.experimental_local_results(x)]
-    result = {"replicas": strategy.num_replicas_in_sync, "ids": mine, "batch_shapes": shapes}
+
+    def local(batches) -> dict:
+        """What this worker's pipeline yields in one pass: image digests, batch shapes."""
+        images, shapes = [], []
+        for x, _ in batches:
+            for t in strategy.experimental_local_results(x):
+                shapes.append(list(t.shape))
+                images += [_digest(image) for image in t.numpy()]
+        return {"images": images, "shapes": shapes}
+
+    # What tools/train.py's fit consumes: train.py's per-pipeline dataset.
+    train = [
+        local(
+            strategy.distribute_datasets_from_function(
+                lambda context, epoch=epoch: data.train_dataset(
+                    8, seed=0, augment=False, epoch=epoch, input_context=context
+                )
+            )
+        )
+        for epoch in range(2)
+    ]
+    # What the Searcher's weight steps consume (SearchSplit.distribute), two passes.
+    weight = _weight_part(data)
+    search = [local(weight.distribute(strategy, 4, shuffle_seed)) for shuffle_seed in (3, 4)]
+    result = {
+        "replicas": strategy.num_replicas_in_sync,
+        "ids": mine,
+        "train": train,
+        "search": search,
+    }
     Path(out).write_text(json.dumps(result))
 
 
@@ -337,6 +573,11 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
     halves = [list(data.images(data.train, 2, input_context=_context(2, k))) for k in (0, 1)]
     got = [_key(np.round(im)) for half in halves for x, _ in half for im in x.numpy()]
     assert sorted(got) == sorted(_key(im) for im in examples["images"][:12])
+    # The exporters' sample of a whole tfds split: its first images, no index built.
+    sample = data_sources.sample_image_data(data, 5, 4)
+    assert (len(sample.train_images), len(sample.test_images)) == (5, 4)
+    assert all(expected[_key(im)] == lb for im, lb in zip(sample.test_images, sample.test_labels))
+    assert not list(cache.glob("tfds_index_*.json"))
     class_list = tmp_path / "classes.txt"
     class_list.write_text("coat\n")
     coats = open_tfds(
@@ -416,6 +657,65 @@ def test_open_data_picks_memory_or_stream(folder, records, tmp_path):
         open_data({"dataset": "fashion_mnist", "class_list": str(tmp_path / "x.txt")})
 
 
+def test_open_data_holds_in_memory_only_a_source_that_fits_whole(folder, monkeypatch):
+    """load_image_data reads a whole source before it limits, so the choice is made
+    on the whole source: 24 images (18,816 bytes) over the limit stream even when
+    train_limit and test_limit leave 8 (6,272 bytes)."""
+    from densenas_tf import data as data_module
+
+    def refuse(**kwargs):
+        raise AssertionError("the whole source read into memory")
+
+    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 10_000)
+    monkeypatch.setattr(data_module, "load_image_data", refuse)
+    data = open_data({"image_folder": str(folder[0]), "train_limit": 4, "test_limit": 4})
+    assert isinstance(data, data_sources.StreamingData)
+    assert (data.num_train, data.num_test) == (4, 4)
+
+
+def test_exporters_take_a_bounded_sample_of_a_streamed_source(
+    folder, records, monkeypatch, decoded
+):
+    from densenas_tf import cli
+    from densenas_tf import data as data_module
+
+    root, expected = folder
+    # Any source training would stream (here: one counted as over the in-memory
+    # limit) gives the exporters EXPORT_IMAGES images of each split and no more.
+    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(cli, "EXPORT_IMAGES", 5)
+    load = data_module.load_image_data
+
+    def refuse(**kwargs):
+        raise AssertionError("the whole source read into memory")
+
+    monkeypatch.setattr(data_module, "load_image_data", refuse)
+    data = cli.load_data({"image_folder": str(root), "test_fraction": 0.25})
+    assert isinstance(data, ImageData)
+    assert (len(data.train_images), len(data.test_images)) == (5, 5)
+    assert len(decoded) == 10  # the 10 images sampled, decoded once each
+    pairs = zip(
+        np.concatenate([data.train_images, data.test_images]),
+        np.concatenate([data.train_labels, data.test_labels]),
+    )
+    sampled = {_key(image): int(label) for image, label in pairs}
+    assert len(sampled) == 10 and all(expected[k] == v for k, v in sampled.items())
+    # The test images are the test split's (the 6 training held out).
+    held_out = open_image_folder(root, test_fraction=0.25)
+    assert {_key(im) for im in data.test_images} <= set(_read_all(held_out, held_out.test))
+    # Given limits are taken as they are; TFRecords are sampled from the stream too.
+    limited = cli.load_data({"image_folder": str(root), "train_limit": 3, "test_limit": 2})
+    assert (len(limited.train_images), len(limited.test_images)) == (3, 2)
+    shards = cli.load_data({"tfrecord_dir": str(records[0]), "image_size": 28})
+    assert (len(shards.train_images), len(shards.test_images)) == (5, 5)
+    # A source that training holds in memory is read as training reads it.
+    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 2 << 30)
+    monkeypatch.setattr(data_module, "load_image_data", load)
+    small = cli.load_data({"image_folder": str(root), "test_fraction": 0.25})
+    reference = load(image_folder=root, test_fraction=0.25)
+    np.testing.assert_array_equal(small.test_images, reference.test_images)
+
+
 def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
     from types import SimpleNamespace
 
@@ -457,20 +757,39 @@ def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
     assert abs(float(tf.reduce_mean(x))) < 1.0  # normalised by the streamed statistics
 
 
-def test_training_reads_a_stream(folder, tmp_path):
+def test_training_reads_a_stream(folder, tmp_path, decoded):
     from densenas_tf.arch_spec import ArchSpec
+    from densenas_tf.exporting import load_trained_model
     from densenas_tf.train import TrainConfig, train
 
     data = open_image_folder(folder[0], test_fraction=0.25, cache_dir=tmp_path / "cache")
     spec = ArchSpec.from_block_string(
         "28x28x1 | stem:c8s2+k3e1>8 | 8>16:k3e3s2 | final:32 | classes:3", name="small"
     )
-    config = TrainConfig(epochs=1, batch_size=6, lr=0.05)
+    config = TrainConfig(epochs=2, batch_size=6, lr=0.05)
     metrics = train(spec, data, tmp_path / "run", config, log=lambda line: None)
     assert (metrics["train_images"], metrics["test_images"]) == (18, 6)
-    assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["loss"])
+    history = metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(set(h) == {"epoch", "loss", "train_acc", "lr", "time_s"} for h in history)
+    assert all(np.isfinite(h["loss"]) and 0.0 <= h["train_acc"] <= 1.0 for h in history)
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert list((tmp_path / "cache").glob("channel_stats_*.json"))
+    # The stream was read, and read as much as the run needs: every training image
+    # once for the channel statistics and once per epoch (2 epochs of 3 steps of 6),
+    # every test image once for the evaluation; nothing else.
+    train_ids, test_ids = data.train._positions(), data.test._positions()
+    assert collections.Counter(decoded) == {
+        **{int(i): 3 for i in train_ids},
+        **{int(i): 1 for i in test_ids},
+    }
+    assert len(list((tmp_path / "cache").glob("channel_stats_*.json"))) == 1
+    # The saved model classifies the stream's images into the 3 classes.
+    model = load_trained_model(metrics["model"])
+    x, y = next(iter(data.eval_dataset(6)))
+    logits = model(x, training=False).numpy()
+    assert logits.shape == (6, 3) and np.all(np.isfinite(logits))
+    hits = int(np.sum(np.argmax(logits, -1) == y.numpy()))
+    assert metrics["test_accuracy"] == pytest.approx(hits / 6)
 
 
 def test_recipes_and_search_config_keys():

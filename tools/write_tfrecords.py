@@ -7,6 +7,10 @@
 Run it once per split (e.g. --split=test --tfds_split=validation for ImageNet's
 validation images). The shards and their dataset.json are what --tfrecord_dir
 reads in tools/search.py and tools/train.py. Progress lines go to stderr.
+
+Writing a split again replaces it atomically: the new shards are staged in
+the directory and take over only when complete (one rename of dataset.json),
+so a write that fails or is interrupted leaves the previous split readable.
 """
 
 import os
