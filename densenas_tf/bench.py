@@ -31,6 +31,7 @@ import numpy as np
 
 VARIANTS = (
     "default",
+    "eager_steps",
     "eager_ops",
     "layered_forward",
     "arch_kernel_grads",
@@ -39,9 +40,13 @@ VARIANTS = (
 )
 
 
-# The variants whose forward goes layer by layer (SuperNet.call) instead of
-# through SuperNet._direct_call.
-LAYERED_VARIANTS = ("eager_ops", "layered_forward")
+# The variants whose steps run eagerly, each op dispatched from Python
+# (``graph_steps: false``); the others trace each kind of step as one graph.
+EAGER_VARIANTS = ("eager_steps", "eager_ops", "layered_forward")
+# The variants whose forward takes SuperNet._direct_call (eager, each op's
+# coefficient applied inside its graph); the others go layer by layer
+# (SuperNet.call: traced steps, and the eager variants undoing _direct_call).
+DIRECT_VARIANTS = ("eager_steps",)
 
 
 def stem_mult_adds(space) -> float:
@@ -65,13 +70,13 @@ def step_mult_adds(space, head_counts, stack_counts, step: str, variant: str = "
     gradients only, and only where the tape recorded the layer: not in the
     stem (its images and kernels are not watched, and no architecture
     parameter comes before it), so a forward plus the forward without the stem.
-    The direct forward runs each drawn op as one traced graph with its
-    coefficient (path probability x op weight) as an input, so every op after
-    the stem is recorded and its graph's backward runs whole; the layered
-    forward (``eager_ops``, ``layered_forward``) weights the ops' outputs
-    outside them, so the ops on block 0's output (its head ops and a final
-    conv from it), whose inputs do not depend on alpha or beta, get no
-    backward either.
+    The eager direct forward (``eager_steps``) runs each drawn op as one traced
+    graph with its coefficient (path probability x op weight) as an input, so
+    every op after the stem is recorded and its graph's backward runs whole;
+    the layered forward (traced steps, ``eager_ops``, ``layered_forward``)
+    weights the ops' outputs outside them, so the ops on block 0's output (its
+    head ops and a final conv from it), whose inputs do not depend on alpha or
+    beta, get no backward either.
     """
     from densenas_tf.describe import supernet_mult_adds
 
@@ -84,7 +89,7 @@ def step_mult_adds(space, head_counts, stack_counts, step: str, variant: str = "
     if step == "weight" or variant == "arch_kernel_grads":
         return 3.0 * forward
     constant = stem_mult_adds(space)  # the forward on what no gradient reaches
-    if variant in LAYERED_VARIANTS:
+    if variant not in DIRECT_VARIANTS:
         from densenas_tf import ops
 
         from_stem = np.zeros_like(head_counts)
@@ -102,16 +107,30 @@ def step_mult_adds(space, head_counts, stack_counts, step: str, variant: str = "
     return 2.0 * forward - constant
 
 
-def run_worker(script: str, args: list[str], label: str) -> dict[str, Any] | None:
+def run_worker(
+    script: str, args: list[str], label: str, root: str | None = None
+) -> dict[str, Any] | None:
     """Runs ``script`` with ``args`` in its own process (so each measurement has
     a fresh process and its own peak memory) and returns the JSON on its last
-    stdout line; None, with an error naming ``label``, when it failed."""
+    stdout line; None, with an error naming ``label``, when it failed.
+
+    ``root``: a checkout whose ``densenas_tf`` the worker imports (first on
+    its PYTHONPATH), e.g. an older commit timed against this one."""
     import json
+    import os
     import subprocess
     import sys
 
+    env = None
+    if root is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
     start = time.time()
-    done = subprocess.run([sys.executable, script, *args], stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, script, *args], stdout=subprocess.PIPE, text=True, env=env
+    )
     if done.returncode != 0:
         print(f"error: {label} failed (see above)", file=sys.stderr)
         return None
@@ -146,6 +165,7 @@ def bench_space(
     variant: str = "default",
     table=None,
     timer: Callable[[Callable[[], object], int, int], list[float]] | None = None,
+    profile_steps: int = 0,
 ) -> dict[str, Any]:
     """Times the three steps on ``space_name`` (a preset or a space file);
     returns the figures (see module doc).
@@ -155,7 +175,10 @@ def bench_space(
     steps: it calls ``run`` warmup times, then runs times, and returns the
     seconds of the timed calls (default: ``latency_measure.timed_runs``).
 
-    ``variant`` undoes one speed-up, to measure what it is worth: ``eager_ops``
+    ``variant`` undoes one speed-up, to measure what it is worth:
+    ``eager_steps`` (each step runs eagerly, its ops' graphs dispatched from
+    Python, instead of one traced graph per kind of step; the next three undo
+    a speed-up of that eager path), ``eager_ops``
     (ops run kernel by kernel from Python instead of as traced graphs),
     ``layered_forward`` (the supernet forward goes layer by layer through
     DenseBlock and MixedOp, with their per-layer slicing and mixing ops, instead
@@ -164,6 +187,10 @@ def bench_space(
     search option costs: ``nested`` (``weight_sharing: nested``: the ops of a
     mixed layer slice one shared kernel) and ``deterministic`` (TensorFlow's
     op determinism, ``deterministic: true``).
+
+    ``profile_steps``: after the timing, run TensorFlow's profiler over that
+    many steps of each kind and add the time per kernel type (``profile``:
+    step -> kernel -> milliseconds per step, summed over executor threads).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
@@ -182,7 +209,13 @@ def bench_space(
     if table is None:
         table = LatencyTable.load(default_table_path(space.name))
     timer = timer or timed_runs
-    config = SearchConfig(space=space_name, batch_size=batch_size, epochs=2, warmup_epochs=0)
+    config = SearchConfig(
+        space=space_name,
+        batch_size=batch_size,
+        epochs=2,
+        warmup_epochs=0,
+        graph_steps=variant not in EAGER_VARIANTS,
+    )
     keras.utils.set_random_seed(0)
     log(f"{space_name}: building the supernet")
     if variant == "deterministic":
@@ -191,6 +224,7 @@ def bench_space(
     initial = net.get_weights()
     net.set_compiled_ops(variant != "eager_ops")
     net.set_direct_forward(variant != "layered_forward")
+    net.set_graph_forward_all(variant not in EAGER_VARIANTS)
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
@@ -278,6 +312,15 @@ def bench_space(
         results["forward_all_images_per_s"] = batch_size / median
         results["forward_all_mult_adds"] = every
         results["forward_all_mult_adds_per_s"] = every * batch_size / median
+        if profile_steps:
+            results["profile"] = {}
+            for name, fn in (
+                ("weight_step", weight_step),
+                ("arch_step", arch_step),
+                ("forward_all", forward_all),
+            ):
+                log(f"{space_name}: profiling {profile_steps} x {name}")
+                results["profile"][name] = profile_kernels(fn, profile_steps, run_dir)
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -303,4 +346,143 @@ def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str
         + f"; dense float32 matmul: {matmul_macs_per_s / 1e9:.1f} GMAC/s; tracing every op once: "
         + ", ".join(f"{r['space']} {r['trace_s']:.0f} s" for r in results)
     )
+    return "\n".join(lines)
+
+
+STEPS = ("weight_step", "arch_step", "forward_all")
+
+
+def checkout_commit(root) -> str | None:
+    """The commit a checkout has checked out (None when it is not a git checkout)."""
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def compare_figures(ours: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per step: the median over rounds of each checkout's median seconds and
+    peak memory, and the speed-up (baseline seconds / ours)."""
+    out: dict[str, Any] = {}
+    for step in STEPS:
+        mine = statistics.median(r[f"{step}_s"] for r in ours)
+        theirs = statistics.median(r[f"{step}_s"] for r in baseline)
+        out[step] = {
+            "baseline_s": theirs,
+            "ours_s": mine,
+            "speedup": theirs / mine,
+            "rounds_ours_s": [r[f"{step}_s"] for r in ours],
+            "rounds_baseline_s": [r[f"{step}_s"] for r in baseline],
+        }
+    out["peak_rss_mb"] = {
+        "baseline": max(r["peak_rss_mb"] for r in baseline),
+        "ours": max(r["peak_rss_mb"] for r in ours),
+    }
+    return out
+
+
+def format_comparison(comparisons: dict[str, dict[str, Any]], baseline_label: str) -> str:
+    """The baseline comparison as a Markdown table, one row per preset and step."""
+    lines = [
+        f"| preset | step | {baseline_label} s | this checkout s | speed-up | "
+        f"peak RSS {baseline_label} / this (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for preset, c in comparisons.items():
+        rss = c["peak_rss_mb"]
+        for step in STEPS:
+            f = c[step]
+            lines.append(
+                f"| {preset} | {step} | {f['baseline_s']:.3f} | {f['ours_s']:.3f} | "
+                f"{f['speedup']:.2f}x | {rss['baseline']:.0f} / {rss['ours']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def profile_kernels(run: Callable[[], object], steps: int, work_dir: str) -> dict[str, Any]:
+    """Runs ``run`` ``steps`` times under TensorFlow's profiler and returns
+    ``{"wall_ms": per step, "kernels": {kernel type: ms per step}}``, the
+    kernel times summed over the executor's threads (on two cores they can
+    add up to about twice the wall time)."""
+    import glob
+    import os
+
+    import tensorflow as tf
+
+    logdir = os.path.join(work_dir, f"profile_{time.monotonic_ns()}")
+    run()  # one step outside the trace: nothing left to build
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    for _ in range(steps):
+        run()
+    wall = time.perf_counter() - start
+    tf.profiler.experimental.stop()
+    paths = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))
+    if not paths:
+        raise RuntimeError(f"TensorFlow's profiler wrote no trace under {logdir}")
+    totals = kernel_times(paths[-1])
+    return {
+        "wall_ms": 1e3 * wall / steps,
+        "kernels": {k: v / steps for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def kernel_times(xplane_path: str) -> dict[str, float]:
+    """Milliseconds per TensorFlow kernel type in a profiler trace (XSpace):
+    the events of the host's executor threads that name an op type."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xplane_path, "rb") as f:
+        space.ParseFromString(f.read())
+    totals: dict[str, float] = {}
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            if line.name == "python":
+                continue
+            for event in line.events:
+                meta = plane.event_metadata[event.metadata_id]
+                kind = meta.display_name
+                # Kernel events are "node name:OpType" with the type as display name.
+                if not kind or ":" not in meta.name:
+                    continue
+                totals[kind] = totals.get(kind, 0.0) + event.duration_ps / 1e9
+    return totals
+
+
+def format_profile(results: list[dict[str, Any]], matmul_macs_per_s: float, top: int = 15) -> str:
+    """The per-kernel tables of profiled results as Markdown."""
+    lines = [
+        "# Where a search step's time goes",
+        "",
+        "Written by `python tools/bench_step.py --profile`: TensorFlow's profiler over a few",
+        "steps of each kind after the timed ones; kernel time per step summed over the",
+        "executor's threads (on two cores the kernels of one step can add up to twice",
+        "its wall time); the rest of a step's wall time is Python, dispatch and waiting.",
+        f"Dense float32 matmul on this machine: {matmul_macs_per_s / 1e9:.1f} GMAC/s.",
+        "",
+    ]
+    for r in results:
+        for step in STEPS:
+            prof = r.get("profile", {}).get(step)
+            if not prof:
+                continue
+            kernels = prof["kernels"]
+            total = sum(kernels.values())
+            lines.append(
+                f"## {r['space']}, batch {r['batch_size']}, {r['variant']}: {step} "
+                f"(wall {prof['wall_ms']:.0f} ms per step while profiled, kernels {total:.0f} ms)"
+            )
+            lines += ["", "| kernel | ms per step | share of kernel time |", "|---|---|---|"]
+            shown = list(kernels.items())[:top]
+            for name, ms in shown:
+                lines.append(f"| {name} | {ms:.1f} | {ms / total:.1%} |")
+            rest = total - sum(ms for _, ms in shown)
+            if rest > 0:
+                lines.append(f"| (other kernels) | {rest:.1f} | {rest / total:.1%} |")
+            lines.append("")
     return "\n".join(lines)

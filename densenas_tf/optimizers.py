@@ -47,30 +47,49 @@ class MomentumSGD(tf.Module):
         lr = self.learning_rate
         return tf.cast(lr(self.iterations) if callable(lr) else lr, tf.float32)
 
-    def apply_gradients(self, grads_and_vars) -> None:
-        """Call in replica context (inside strategy.run, or with no strategy)."""
-        pairs = [(g, _tf_variable(v)) for g, v in grads_and_vars if g is not None]
+    def apply_gradients(self, grads_and_vars, applied=None) -> None:
+        """Call in replica context (inside strategy.run, or with no strategy).
+
+        ``applied``: per pair, None (update) or a scalar boolean tensor; where
+        it is false the variable and its buffer are left untouched, as for a
+        missing gradient (a traced step, whose gradients of undrawn ops are
+        zeros rather than None, says so with the draw)."""
+        applied = [None] * len(grads_and_vars) if applied is None else list(applied)
+        kept = [
+            (g, _tf_variable(v), a) for (g, v), a in zip(grads_and_vars, applied) if g is not None
+        ]
         context = tf.distribute.get_replica_context()
         grads = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g, _ in pairs]
+            tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g, _, _ in kept]
         )
-        context.merge_call(self._update, args=(grads, [v for _, v in pairs]))
+        context.merge_call(
+            self._update, args=(grads, [v for _, v, _ in kept], [a for _, _, a in kept])
+        )
 
-    def _update(self, strategy, grads, variables) -> None:
+    def _update(self, strategy, grads, variables, applied) -> None:
         lr = self.current_learning_rate()
         momentum = tf.constant(self.momentum, tf.float32)
 
-        def step(var, grad, buffer):
+        def step(var, grad, buffer, rows=None):
             if self.weight_decay:
                 grad = grad + self.weight_decay * var
-            return tf.raw_ops.ResourceApplyMomentum(
-                var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype), grad=grad,
-                momentum=tf.cast(momentum, var.dtype),
+            if rows is None:
+                return tf.raw_ops.ResourceApplyMomentum(
+                    var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype), grad=grad,
+                    momentum=tf.cast(momentum, var.dtype),
+                )  # fmt: skip
+            # The same update on the first-axis rows listed: all of them, or none.
+            return tf.raw_ops.ResourceSparseApplyMomentum(
+                var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype),
+                grad=tf.gather(grad, rows), indices=rows, momentum=tf.cast(momentum, var.dtype),
             )  # fmt: skip
 
-        for grad, var in zip(grads, variables):
+        for grad, var, flag in zip(grads, variables, applied):
             buffer = self.buffers[self._slot[id(var)]]
-            strategy.extended.update(var, step, args=(grad, buffer), group=False)
+            args = (grad, buffer)
+            if flag is not None:
+                args += (tf.range(var.shape[0] * tf.cast(flag, tf.int32)),)
+            strategy.extended.update(var, step, args=args, group=False)
         self.iterations.assign_add(1)
 
 

@@ -301,6 +301,12 @@ class SearchConfig:
     latency_check: bool = True
     # TensorFlow's op determinism: the same command and seed derive the same net.
     deterministic: bool = True
+    # Each step (weight, architecture, evaluation) as one traced TensorFlow graph
+    # that selects the drawn ops inside it (tf.switch_case): no per-op dispatch
+    # from Python, at the cost of a longer trace over the first steps. false: each
+    # op is its own graph, dispatched from Python (as mixed precision and several
+    # replicas always do).
+    graph_steps: bool = True
     # float16 compute (Keras mixed_float16) with float32 alpha, beta, softmaxes and
     # latency, and dynamic loss scaling; for GPUs (float16 is slow on CPUs).
     mixed_precision: bool = False

@@ -135,9 +135,10 @@ def check_search_data(space, config: SearchConfig, data) -> None:
     )
 
 
-# Config keys that change what is logged, not what is computed: a run directory
-# resumes whatever they say (and one written before they existed resumes too).
-LOGGING_ONLY_KEYS = ("summary_every_steps",)
+# Config keys that change what is logged or how the steps are executed, not what
+# is computed: a run directory resumes whatever they say (and one written before
+# they existed resumes too).
+LOGGING_ONLY_KEYS = ("summary_every_steps", "graph_steps")
 
 
 def _identity(config: dict) -> dict:

@@ -200,9 +200,17 @@ class Searcher:
         self.lean_arch_step = True
         # They never change: not worth walking the layer tree for them every step.
         self._weight_variables = supernet.weight_variables
-        self._weight_step = self._wrap(self._weight_replica_step)
-        self._arch_step = self._wrap(self._arch_replica_step)
-        self._eval_step = self._wrap(self._eval_replica_step)
+        self._draw_keys = supernet.weight_draw_keys()
+        # One traced graph per kind of step (config.graph_steps) on one device.
+        # Eager otherwise: mixed precision's skipped steps are Python decisions,
+        # and across replicas the synchronised batch norms' all-reduces cannot
+        # sit inside the switch that picks the drawn op.
+        self.graph_steps = (
+            bool(config.graph_steps)
+            and self.loss_scale is None
+            and self.strategy.num_replicas_in_sync == 1
+        )
+        self._build_steps()
         self._stats: dict[str, PassStats] = {}
         self._mark = time.time()
 
@@ -211,6 +219,23 @@ class Searcher:
         return [self.net.alpha_head, self.net.alpha_stack]
 
     # ----- steps ---------------------------------------------------------------------
+    def _build_steps(self) -> None:
+        self.traced_steps: list = []  # the tf.functions of the traced steps
+        self._weight_step = self._wrap(self._weight_replica_step)
+        self._arch_step = self._wrap(self._arch_replica_step)
+        self._eval_step = self._wrap(self._eval_replica_step)
+
+    @property
+    def objective(self) -> Objective:
+        return self._objective
+
+    @objective.setter
+    def objective(self, value: Objective) -> None:
+        # A traced step holds the objective it was traced with: trace anew.
+        self._objective = value
+        if "_weight_step" in self.__dict__:
+            self._build_steps()
+
     def _wrap(self, replica_fn):
         def step(batch, sample):
             per_replica = self.strategy.run(replica_fn, args=(*batch, sample))
@@ -219,7 +244,34 @@ class Searcher:
                 for k, v in per_replica.items()
             }
 
-        return step
+        if not self.graph_steps:
+            return step
+        traced = tf.function(step, autograph=False)
+        self.traced_steps.append(traced)
+
+        def graph_step(batch, sample):
+            # Fixed dtypes: one trace whatever produced the draw.
+            sample = type(sample)(*(tf.cast(part, tf.int32) for part in sample))
+            return traced(batch, sample)
+
+        return graph_step
+
+    def _applied(self, sample) -> list | None:
+        """Per weight variable: None (updated every step) or whether the step's
+        draw used it (a boolean tensor). Needed in a traced step, where the
+        gradients of the ops a switch did not take are zeros instead of None;
+        None when undrawn ops step anyway (``undrawn_ops_step``) or eagerly."""
+        if tf.executing_eagerly() or self.config.undrawn_ops_step:
+            return None
+        flags = []
+        for key in self._draw_keys:
+            if key is None:
+                flags.append(None)
+                continue
+            kind, row, ops_used = key
+            drawn = (sample.head if kind == "head" else sample.stack)[row]
+            flags.append(tf.reduce_any(tf.equal(drawn, list(ops_used))))
+        return flags
 
     def weight_step(self, batch, sample) -> dict[str, tf.Tensor]:
         """One weight step on a (distributed) batch with drawn ops (one per layer):
@@ -266,9 +318,15 @@ class Searcher:
                 # gradient, so momentum and weight decay still move them.
                 grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
             # Otherwise ops that were not drawn get no gradient and no update.
-            self.weight_optimizer.apply_gradients(
-                [(g, v) for g, v in zip(grads, variables) if g is not None]
-            )
+            applied = self._applied(sample)
+            pairs = list(zip(grads, variables))
+            if applied is None:
+                self.weight_optimizer.apply_gradients([(g, v) for g, v in pairs if g is not None])
+            else:
+                kept = [(p, a) for p, a in zip(pairs, applied) if p[0] is not None]
+                self.weight_optimizer.apply_gradients(
+                    [p for p, _ in kept], applied=[a for _, a in kept]
+                )
         return {"ce": loss, "acc": self._accuracy_sum(labels, logits), **self._skipped(finite)}
 
     def _eval_replica_step(self, images, labels, sample):

@@ -662,6 +662,28 @@ class SuperNet(keras.Model):
         graphs and under several replicas; for benchmarks and tests)."""
         self.__dict__["direct_forward"] = bool(enabled)
 
+    def weight_draw_keys(self) -> list[tuple[str, int, tuple[int, ...]] | None]:
+        """For each of ``weight_variables``: when a weight step that draws one op
+        per layer uses it. ``(kind, row, ops)``: when row ``row`` of
+        ``kind`` ("head" or "stack") drew one of ``ops`` (a candidate's own
+        weights: its op; nested shared kernels: every MBConv op of the layer);
+        None: every step (stem, final convs, classifier)."""
+        owners: dict[int, tuple[str, int, tuple[int, ...]]] = {}
+        space = self.space
+        for block, layer in zip(space.blocks[1:], self.dense_blocks):
+            j = block.index
+            mixed_rows = [("head", r, m) for r, m in zip(self._head_rows[j], layer.heads)]
+            mixed_rows += [("stack", r, m) for r, m in zip(self._stack_rows[j], layer.stacking)]
+            for kind, row, mixed in mixed_rows:
+                convs = tuple(k for k, c in enumerate(mixed.candidates) if c.op_layers)
+                if mixed.shared is not None:
+                    for v in mixed.shared.trainable_variables:
+                        owners[id(v)] = (kind, int(row), convs)
+                for k, candidate in enumerate(mixed.candidates):
+                    for v in candidate.trainable_variables:
+                        owners[id(v)] = (kind, int(row), (k,))
+        return [owners.get(id(v)) for v in self.weight_variables]
+
     # ----- probabilities and sampling -------------------------------------------------
     def path_probabilities(self) -> tf.Tensor:
         """p_{i->j} for every edge: softmax of beta over each block's outgoing edges."""
@@ -696,18 +718,50 @@ class SuperNet(keras.Model):
             raise ValueError(f"unknown mode {mode!r}; modes are {MODES}")
         if mode != "all" and sample is None:
             raise ValueError(f"mode {mode!r} needs a sample from sample_ops()")
-        space = self.space
         # Under a mixed policy the layers compute in float16 while alpha, beta
         # and every softmax over them stay float32; logits come back float32.
         images = tf.cast(images, self.compute_dtype)
         kwargs = {"training": training, "weight_gradients": weight_gradients}
+        eager_one_device = tf.executing_eagerly() and op_layers.replicas_in_sync() == 1
+        if mode == "all" and eager_one_device and self.__dict__.get("graph_forward_all", True):
+            return self._forward_all_graph(bool(training), bool(weight_gradients))(images)
         if (
             self.__dict__.get("direct_forward", True)
             and self.__dict__.get("compiled_ops", True)
-            and tf.executing_eagerly()
-            and op_layers.replicas_in_sync() == 1
+            and eager_one_device
         ):
             return self._direct_call(images, mode, sample, **kwargs)
+        return self._layered_call(images, mode, sample, **kwargs)
+
+    def _forward_all_graph(self, training: bool, weight_gradients: bool):
+        """The all-ops forward (every op of every layer mixed by softmax(alpha))
+        as one traced graph per flag pair, made on first use: no switch to
+        trace, and no per-op dispatch from Python."""
+        graphs = self.__dict__.setdefault("_forward_all_graphs", {})
+        key = (training, weight_gradients)
+        if key not in graphs:
+            graphs[key] = tf.function(
+                functools.partial(
+                    self._layered_call,
+                    mode="all",
+                    sample=None,
+                    training=training,
+                    weight_gradients=weight_gradients,
+                ),
+                autograph=False,
+            )
+        return graphs[key]
+
+    def set_graph_forward_all(self, enabled: bool) -> None:
+        """Whether an eager one-device all-ops forward runs as one traced graph
+        (the default) or as the eager forward does (for benchmarks)."""
+        self.__dict__["graph_forward_all"] = bool(enabled)
+
+    def _layered_call(self, images, mode, sample, training, weight_gradients):
+        """The forward layer by layer through DenseBlock and MixedOp (graphs,
+        several replicas, and the traced steps)."""
+        space = self.space
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
         x = self.stem_conv(images, **kwargs)
         outputs = {0: self.stem_op(x, **kwargs)}
         probs = self.path_probabilities()

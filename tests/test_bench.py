@@ -13,7 +13,7 @@ import yaml
 
 from densenas_tf import bench
 from densenas_tf.describe import supernet_mult_adds, uniform_sampled_mult_adds
-from densenas_tf.search_space import SearchSpace, load_space
+from densenas_tf.search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,9 @@ def duo(tmp_path_factory):
     )
     for k, key in enumerate(space_keys(space).all_keys()):
         table.entries[key] = LatencyEntry(0.1 + 0.01 * k, 0.1 + 0.01 * k, 0.001, 10)
-    return {"file": str(space_file), "space": space, "table": table}
+    table_file = folder / "duo_lut.json"
+    table.save(table_file)
+    return {"file": str(space_file), "space": space, "table": table, "table_file": str(table_file)}
 
 
 def test_duo_forward_counts_match_the_hand_counts(duo):
@@ -89,11 +91,14 @@ def test_step_mult_adds_count_what_each_step_differentiates(duo):
     # The lean architecture step: the forward, then input gradients of every
     # layer but the stem (nothing before it depends on alpha or beta)...
     lean = 2 * DUO_ALL - DUO_STEM
-    for variant in ("default", "nested", "deterministic"):
-        assert bench.step_mult_adds(space, *both, "arch", variant) == lean == 158_016
-    # ... and, layer by layer, not of the head ops on the stem's output either.
+    assert bench.DIRECT_VARIANTS == ("eager_steps",)
+    assert bench.step_mult_adds(space, *both, "arch", "eager_steps") == lean == 158_016
+    # ... and, layer by layer (traced steps too), not of the head ops on the
+    # stem's output either.
     from_stem = sum(DUO_HEADS[0]) + sum(DUO_HEADS[1])
-    for variant in bench.LAYERED_VARIANTS:
+    layered = set(bench.VARIANTS) - {"eager_steps", "arch_kernel_grads"}
+    assert layered == {"default", "eager_ops", "layered_forward", "nested", "deterministic"}
+    for variant in layered:
         assert bench.step_mult_adds(space, *both, "arch", variant) == lean - from_stem == 124_992
     with pytest.raises(ValueError, match="unknown step 'both'"):
         bench.step_mult_adds(space, *both, "both")
@@ -142,9 +147,11 @@ def test_bench_figures_come_from_the_timed_steps(duo, monkeypatch):
     assert figures["weight_step_mult_adds_per_s"] == pytest.approx(
         np.mean(per_step) * 4 / 0.5, rel=1e-12
     )
-    # Every architecture step runs both ops of every layer.
-    assert figures["arch_step_mult_adds"] == 2 * DUO_ALL - DUO_STEM
-    assert figures["arch_step_mult_adds_per_s"] == (2 * DUO_ALL - DUO_STEM) * 4 / 2.0
+    # Every architecture step runs both ops of every layer; the traced step takes
+    # no input gradients of the stem or of the head ops on its output.
+    lean = 2 * DUO_ALL - DUO_STEM - sum(DUO_HEADS[0]) - sum(DUO_HEADS[1])
+    assert figures["arch_step_mult_adds"] == lean
+    assert figures["arch_step_mult_adds_per_s"] == lean * 4 / 2.0
     assert figures["forward_all_mult_adds"] == DUO_ALL
     assert figures["forward_all_mult_adds_per_s"] == DUO_ALL * 4 / 0.25
 
@@ -170,40 +177,94 @@ def test_mult_adds_of_op_counts(fashion_space):
     assert uniform == round(cost(np.full((heads, nh), 1 / nh), np.full((stacks, ns), 1 / ns)))
 
 
-def test_bench_binary_on_a_small_batch(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "bench_step.py"),
-            "--presets=fashion_mnist:2",
-            "--warmup=1",
-            "--runs=2",
-            f"--json_out={out}",
-        ],
+def _bench(*flags, timeout=600):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_step.py"), *flags],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
+    )
+
+
+def test_bench_binary_on_a_small_batch(tmp_path, duo):
+    out, profile = tmp_path / "bench.json", tmp_path / "profile.md"
+    preset = f"{duo['file']}:2"
+    result = _bench(
+        f"--presets={preset}",
+        f"--latency_table={duo['table_file']}",
+        "--warmup=1",
+        "--runs=2",
+        f"--json_out={out}",
+        "--profile",
+        "--profile_steps=1",
+        f"--profile_out={profile}",
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(out.read_text())
-    assert list(payload["presets"]) == ["fashion_mnist:2"]
-    figures = payload["presets"]["fashion_mnist:2"]
+    assert list(payload["presets"]) == [preset]
+    figures = payload["presets"][preset]
     assert (figures["space"], figures["batch_size"], figures["variant"]) == (
-        "fashion_mnist",
+        duo["file"],
         2,
         "default",
     )
     # The printed table is the JSON's figures against the JSON's matmul rate.
     table = bench.format_table([figures], payload["matmul_mult_adds_per_s"])
     assert result.stdout.strip() == table
-    # An all-ops forward of the fashion_mnist space (every op of every layer once).
-    space = load_space("fashion_mnist")
-    every = (
-        np.ones((len(space.head_edges), len(space.head_ops))),
-        np.ones((len(space.stacking_layers), len(space.stacking_ops))),
+    # An all-ops forward of the space (every op of every layer once).
+    assert figures["forward_all_mult_adds"] == DUO_ALL
+    # The profile: each step's kernels by type, the convolutions among them, and
+    # the file's tables are those figures.
+    text = profile.read_text()
+    for step in bench.STEPS:
+        kernels = figures["profile"][step]["kernels"]
+        assert figures["profile"][step]["wall_ms"] > 0
+        assert "DepthwiseConv2dNative" in kernels and all(ms >= 0 for ms in kernels.values())
+        assert f"default: {step} (wall" in text
+    assert "DepthwiseConv2dNativeBackpropFilter" in figures["profile"]["weight_step"]["kernels"]
+    # The lean architecture step computes no kernel gradient of a depthwise conv.
+    assert "DepthwiseConv2dNativeBackpropFilter" not in figures["profile"]["arch_step"]["kernels"]
+    assert text == bench.format_profile([figures], payload["matmul_mult_adds_per_s"])
+
+
+def test_bench_against_a_baseline_checkout(tmp_path, duo):
+    """--baseline times another checkout (here this one) alternately with this one."""
+    out = tmp_path / "compare.json"
+    result = _bench(
+        f"--presets={duo['file']}:2",
+        f"--latency_table={duo['table_file']}",
+        f"--baseline={ROOT}",
+        "--rounds=2",
+        "--warmup=0",
+        "--runs=1",
+        f"--json_out={out}",
+        timeout=900,
     )
-    assert figures["forward_all_mult_adds"] == supernet_mult_adds(space, *every)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(out.read_text())
+    assert payload["baseline"]["path"] == str(ROOT) and payload["rounds"] == 2
+    comparison = payload["comparison"][f"{duo['file']}:2"]
+    runs = payload["figures"][f"{duo['file']}:2"]
+    assert len(runs["ours"]) == len(runs["baseline"]) == 2
+    for step in bench.STEPS:
+        f = comparison[step]
+        assert f["ours_s"] == np.median([r[f"{step}_s"] for r in runs["ours"]])
+        assert f["speedup"] == pytest.approx(f["baseline_s"] / f["ours_s"])
+    assert result.stdout.strip() == bench.format_comparison(
+        payload["comparison"], f"baseline {payload['baseline']['commit'][:7]}"
+    )
+    # Four workers ran, alternating: ours, baseline, ours, baseline.
+    order = [line for line in result.stderr.splitlines() if line.startswith("benchmarking")]
+    assert [("ours" in line, "round 1" in line) for line in order] == [
+        (True, True), (False, True), (True, False), (False, False)
+    ]  # fmt: skip
+
+
+def test_a_baseline_that_is_not_a_checkout_is_refused(tmp_path):
+    result = _bench(f"--baseline={tmp_path}", timeout=120)
+    assert result.returncode != 0
+    assert "is not a checkout of this project" in result.stderr
+    assert "git worktree add" in result.stderr
 
 
 def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):

@@ -74,6 +74,8 @@ def _config(micro, **overrides):
         "deterministic": False,  # op determinism is process-wide: tested in its own processes
         "checkpoint_every_steps": 3,
         "seed": 3,
+        # Eager steps trace in seconds; the traced steps are tested against them below.
+        "graph_steps": False,
     }
     values.update(overrides)
     return SearchConfig.from_dict(values)
@@ -541,14 +543,21 @@ def test_a_table_of_this_machine_that_misses_whole_nets_is_refused(micro, tmp_pa
     assert result["checked"] is False and "measured on 'a phone'" in logged[0]
 
 
+@pytest.mark.parametrize("graph_steps", [True, False])
 @pytest.mark.parametrize("undrawn_ops_step", [False, True])
-def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(micro, tmp_path, undrawn_ops_step):
+def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
+    micro, tmp_path, undrawn_ops_step, graph_steps
+):
     """Op 0 of every layer is drawn (its weights gain momentum), then op 1: op 0's
     weights stay put, unless undrawn_ops_step (PyTorch 1.0-1.2's zeroed
-    gradients) lets momentum and weight decay move them."""
+    gradients) lets momentum and weight decay move them. Traced steps too,
+    where the switch hands undrawn ops zero gradients, not None."""
     from densenas_tf.supernet import OpSample
 
-    searcher = _searcher(micro, tmp_path, undrawn_ops_step=undrawn_ops_step)
+    searcher = _searcher(
+        micro, tmp_path, undrawn_ops_step=undrawn_ops_step, graph_steps=graph_steps
+    )
+    assert searcher.graph_steps == graph_steps
     net = searcher.net
     heads, stacks = len(net.space.head_edges), len(net.space.stacking_layers)
 
@@ -753,3 +762,74 @@ def test_a_table_missing_keys_is_refused_with_the_space_file_in_the_command(micr
     assert f"--space={micro['space']}" in str(refused.value)  # a command that works as given
     assert "SPACE_FILE" not in str(refused.value)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("weight_sharing", ["none", "nested"])
+def test_traced_steps_compute_what_the_eager_steps_compute(micro, tmp_path, weight_sharing):
+    """graph_steps (one traced graph per kind of step, the drawn ops picked by
+    tf.switch_case) against the eager steps (each op dispatched from Python),
+    from the same weights on the same batches and draws: the same losses and
+    accuracies, weights, batch-norm statistics, momentum buffers, alpha and
+    beta after weight, architecture and evaluation steps (float tolerance)."""
+    searchers = []
+    for graph in (True, False):
+        config = _config(micro, graph_steps=graph, weight_sharing=weight_sharing)
+        space = SearchSpace.from_config(MICRO_SPACE)
+        weight, arch = load_search_data(config)
+        keras.utils.set_random_seed(config.seed)
+        net = SuperNet.from_space(space, arch_init_seed=config.seed, weight_sharing=weight_sharing)
+        table = LatencyTable.load(micro["table"])
+        run_dir = tmp_path / ("graph" if graph else "eager")
+        searchers.append(Searcher(config, net, table, weight, arch, run_dir, log=lambda line: None))
+    traced, eager = searchers
+    assert traced.graph_steps and not eager.graph_steps
+    _assert_same(_values(traced.net.variables), _values(eager.net.variables))
+    weight_batch = next(traced._batches(traced.weight_data, 0, 1, 0))
+    arch_batch = next(traced._batches(traced.arch_data, 0, 0, 0))
+
+    arch_ids = {
+        id(v)
+        for v in [
+            *traced.net.arch_variables,
+            *traced.alpha_optimizer.variables,
+            *traced.beta_optimizer.variables,
+        ]
+    }
+
+    def state(searcher):
+        return [
+            *searcher.net.variables,
+            *searcher.weight_optimizer.buffers,
+            *searcher.alpha_optimizer.variables,
+            *searcher.beta_optimizer.variables,
+        ]
+
+    def close(a, b, variables):
+        for x, y, v in zip(a, b, variables):
+            # The gradients of alpha and beta are small differences of large terms
+            # (training-mode batch norms after the mixing), where the two paths'
+            # summation orders (and, without op determinism, thread timing) differ
+            # by up to a few tenths of a percent; Adam's first steps move them by
+            # about lr whatever the gradient's size. Weights: float noise only.
+            rtol, atol = (2e-2, 3e-4) if id(v) in arch_ids else (2e-4, 2e-5)
+            name = getattr(v, "path", v.name)
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=name)
+
+    for k in range(3):
+        for policy, step_name, batch in (
+            ("softmax", "weight_step", weight_batch),
+            ("two", "arch_step", arch_batch),
+            ("uniform", "_eval_step", arch_batch),
+        ):
+            sample = traced.net.sample_ops(tf.constant([5, k], tf.int64), policy)
+            out = [getattr(s, step_name)(batch, sample) for s in searchers]
+            assert sorted(out[0]) == sorted(out[1])
+            for key in out[0]:
+                np.testing.assert_allclose(float(out[0][key]), float(out[1][key]), rtol=2e-4)
+            close(_values(state(traced)), _values(state(eager)), state(traced))
+            # Each step from the same state: float-order differences do not pile up.
+            for mine, theirs in zip(state(traced), state(eager)):
+                mine.assign(theirs)
+    assert int(traced.weight_optimizer.iterations) == 3
+    # Each kind of step was traced once, whatever the draw.
+    assert [fn.experimental_get_tracing_count() for fn in traced.traced_steps] == [1, 1, 1]

@@ -347,9 +347,25 @@ def test_direct_forward_matches_layer_by_layer(mode):
         grads = [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
         return logits.numpy(), grads, after
 
+    net.set_graph_forward_all(False)  # mode all: the eager direct path, not its graph
     direct = {training: run(training) for training in (False, True)}
     net.set_direct_forward(False)
     layered = {training: run(training) for training in (False, True)}
+    if mode == "all":
+        # The all-ops forward as one traced graph (the default) computes the same.
+        net.set_graph_forward_all(True)
+        traced = {training: run(training) for training in (False, True)}
+        assert len(net.__dict__["_forward_all_graphs"]) == 2  # one graph per training flag
+        for training in (False, True):
+            np.testing.assert_allclose(
+                traced[training][0], direct[training][0], rtol=1e-5, atol=1e-5
+            )
+            for a, b in zip(traced[training][1], layered[training][1]):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        for a, b in zip(traced[True][2], direct[True][2]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # Logits of a few tenths summed from every op and edge: rounding differs by
     # about 1e-6 between the two summation orders.
     for training in (False, True):

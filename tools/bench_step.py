@@ -2,12 +2,24 @@
 
   python tools/bench_step.py [--presets=imagenet_mbv2:8,fashion_mnist:128]
       [--warmup=3 --runs=10] [--json_out=bench.json] [--variants=default,eager_ops,layered_forward,arch_kernel_grads]
+  python tools/bench_step.py --baseline=PATH_TO_OTHER_CHECKOUT [--rounds=2] [--json_out=...]
+  python tools/bench_step.py --profile [--profile_out=docs/bench_profile.md]
 
 Per preset (space:batch): median time and images per second of a weight step
 (one op per layer), an architecture step (two ops per layer with the latency
 term) and an all-ops forward, each after warm-up; peak resident memory (each
 preset runs in its own process); and the multiply-add rate each step achieves
 against this machine's dense float32 matmul rate.
+
+``--baseline``: times the default variant of each preset with this checkout's
+code and with another checkout's (e.g. ``git worktree add /tmp/base COMMIT``),
+alternating the two for ``--rounds`` rounds in one run, and prints each
+step's speed-up (the baseline's median seconds over this checkout's) and both
+peak memories.
+
+``--profile``: also runs TensorFlow's profiler over a few steps of each kind
+and writes the time per kernel (summed over the executor threads) as a
+Markdown table to ``--profile_out``.
 """
 
 import json
@@ -32,8 +44,33 @@ VARIANTS = flags.DEFINE_list(
     "layers), arch_kernel_grads (the architecture step computes kernel gradients); and what "
     "a search option costs: nested (weight_sharing: nested), deterministic (op determinism).",
 )
+BASELINE = flags.DEFINE_string(
+    "baseline",
+    None,
+    "Another checkout of this project (a directory holding densenas_tf/ and tools/): time "
+    "its steps and this checkout's in one run and print the speed-ups.",
+)
+ROUNDS = flags.DEFINE_integer(
+    "rounds", 1, "With --baseline: alternate the two checkouts this many times.", lower_bound=1
+)
+PROFILE = flags.DEFINE_bool(
+    "profile", False, "Profile a few steps of each kind and write the per-kernel table."
+)
+PROFILE_OUT = flags.DEFINE_string(
+    "profile_out", "docs/bench_profile.md", "With --profile: where the per-kernel table goes."
+)
+PROFILE_STEPS = flags.DEFINE_integer(
+    "profile_steps", 3, "With --profile: steps of each kind profiled.", lower_bound=1
+)
+LATENCY_TABLE = flags.DEFINE_string(
+    "latency_table",
+    None,
+    "The latency table of the architecture step's latency term (default: the space's "
+    "shipped one; needed for a space file without one).",
+)
 WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
 WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")
+WORKER_PROFILE = flags.DEFINE_integer("worker_profile", 0, "Internal.")
 
 
 def _parse(preset: str) -> tuple[str, int]:
@@ -53,12 +90,19 @@ def main(argv):
     if WORKER.value:
         name, batch = _parse(WORKER.value)
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-        figures = bench.bench_space(
-            name, batch, WARMUP.value, RUNS.value, log, variant=WORKER_VARIANT.value
-        )
+        kwargs = {"variant": WORKER_VARIANT.value}
+        if LATENCY_TABLE.value:
+            from densenas_tf.latency import LatencyTable
+
+            kwargs["table"] = LatencyTable.load(LATENCY_TABLE.value)
+        if WORKER_PROFILE.value:
+            kwargs["profile_steps"] = WORKER_PROFILE.value
+        figures = bench.bench_space(name, batch, WARMUP.value, RUNS.value, log, **kwargs)
         print(json.dumps(figures))
         return 0
     presets = [_parse(p) for p in PRESETS.value]
+    if BASELINE.value:
+        return _compare_with_baseline(bench, presets)
     unknown = sorted(set(VARIANTS.value) - set(bench.VARIANTS))
     if unknown:
         raise app.UsageError(f"unknown variants {unknown}; variants are {list(bench.VARIANTS)}")
@@ -72,6 +116,8 @@ def main(argv):
                     f"--worker_variant={variant}",
                     f"--warmup={WARMUP.value}",
                     f"--runs={RUNS.value}",
+                    f"--worker_profile={PROFILE_STEPS.value if PROFILE.value else 0}",
+                    *_table_flag(),
                 ],
                 f"benchmarking {name}:{batch} {variant}",
             )
@@ -93,6 +139,75 @@ def main(argv):
                 ): r
                 for r in results
             },
+        }
+        write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")
+    if PROFILE.value:
+        from densenas_tf.io_utils import write_text_atomic
+
+        text = bench.format_profile(results, rate)
+        write_text_atomic(PROFILE_OUT.value, text)
+        print(f"per-kernel table written to {PROFILE_OUT.value}", file=sys.stderr)
+    return 0
+
+
+def _table_flag() -> list[str]:
+    if not LATENCY_TABLE.value:
+        return []
+    return [f"--latency_table={os.path.abspath(LATENCY_TABLE.value)}"]
+
+
+def _compare_with_baseline(bench, presets) -> int:
+    """Times this checkout and the --baseline checkout alternately, prints the ratios."""
+    from pathlib import Path
+
+    ours_root = Path(__file__).resolve().parent.parent
+    base_root = Path(BASELINE.value).expanduser().resolve()
+    base_script = base_root / "tools" / "bench_step.py"
+    if not (base_root / "densenas_tf").is_dir() or not base_script.is_file():
+        raise app.UsageError(
+            f"--baseline={BASELINE.value} is not a checkout of this project (it needs "
+            "densenas_tf/ and tools/bench_step.py); make one with "
+            "`git worktree add /tmp/baseline COMMIT`"
+        )
+    comparisons, raw = {}, {}
+    for name, batch in presets:
+        runs = {"ours": [], "baseline": []}
+        for round_ in range(ROUNDS.value):
+            for who, root, script in (
+                ("ours", ours_root, __file__),
+                ("baseline", base_root, str(base_script)),
+            ):
+                result = bench.run_worker(
+                    script,
+                    [
+                        f"--worker={name}:{batch}",
+                        f"--warmup={WARMUP.value}",
+                        f"--runs={RUNS.value}",
+                        *_table_flag(),
+                    ],
+                    f"benchmarking {name}:{batch} ({who}, round {round_ + 1}/{ROUNDS.value})",
+                    root=str(root),
+                )
+                if result is None:
+                    return 1
+                runs[who].append(result)
+        preset = f"{name}:{batch}"
+        comparisons[preset] = bench.compare_figures(runs["ours"], runs["baseline"])
+        raw[preset] = runs
+    base_commit = bench.checkout_commit(base_root)
+    label = f"baseline {base_commit[:7]}" if base_commit else "baseline"
+    print(bench.format_comparison(comparisons, label))
+    if JSON_OUT.value:
+        from densenas_tf.io_utils import write_text_atomic
+
+        payload = {
+            "baseline": {"path": str(base_root), "commit": base_commit},
+            "ours": {"path": str(ours_root), "commit": bench.checkout_commit(ours_root)},
+            "warmup": WARMUP.value,
+            "runs": RUNS.value,
+            "rounds": ROUNDS.value,
+            "comparison": comparisons,
+            "figures": raw,
         }
         write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")
     return 0
