@@ -263,15 +263,12 @@ class Searcher:
         None when undrawn ops step anyway (``undrawn_ops_step``) or eagerly."""
         if tf.executing_eagerly() or self.config.undrawn_ops_step:
             return None
-        flags = []
-        for key in self._draw_keys:
-            if key is None:
-                flags.append(None)
-                continue
+        by_key: dict = {}  # one flag per op (or shared kernel), not per variable
+        for key in set(self._draw_keys) - {None}:
             kind, row, ops_used = key
             drawn = (sample.head if kind == "head" else sample.stack)[row]
-            flags.append(tf.reduce_any(tf.equal(drawn, list(ops_used))))
-        return flags
+            by_key[key] = tf.reduce_any(tf.equal(drawn, list(ops_used)))
+        return [None if key is None else by_key[key] for key in self._draw_keys]
 
     def weight_step(self, batch, sample) -> dict[str, tf.Tensor]:
         """One weight step on a (distributed) batch with drawn ops (one per layer):
