@@ -235,9 +235,6 @@ class CheckedBatches:
 class _FolderReader:
     """Image files listed in memory: read lazily, shuffled exactly by permutation."""
 
-    # Every pipeline gets exactly its share (no example read twice in a pass).
-    exact_shards = True
-
     def __init__(self, paths: np.ndarray, labels: np.ndarray, channels: int):
         self.paths, self.labels, self.channels = paths, labels, channels
         self._path_tensor = None  # the paths as one tensor, made on the first decode
@@ -287,13 +284,48 @@ def _membership(positions: np.ndarray, size: int):
     return tf.constant(mask)
 
 
+def exact_share(
+    counts: list[int],
+    positions: np.ndarray,
+    shuffle_seed: int | None,
+    count: int,
+    index: int,
+    whole: int,
+) -> tuple[np.ndarray, list[int]]:
+    """(example positions, shard numbers in reading order) of pipeline ``index`` of ``count``.
+
+    ``counts`` are the shards' sizes (shard k holds the positions after those
+    of shards 0..k-1), so the division is exact without reading an example:
+    the positions are permuted by the seed; ``whole`` > 0 drops the last
+    ``len % whole`` of them (a seeded choice of fewer than one global batch,
+    the same on every worker, different each epoch); the rest, ordered by
+    shard (shards in a seeded order) and by position, are cut into ``count``
+    consecutive runs of equal length (or lengths differing by one when nothing
+    is dropped). A pipeline reads the shards its run touches: whole ones, and
+    at most two that it shares with its neighbours, of which it keeps its own
+    examples.
+    """
+    order = np.asarray(positions, np.int64)
+    if shuffle_seed is not None:
+        order = np.random.default_rng([int(shuffle_seed), 0]).permutation(order)
+    if whole:
+        order = order[: len(order) - len(order) % whole]
+    rank = np.arange(len(counts))
+    if shuffle_seed is not None:
+        rank[np.random.default_rng([int(shuffle_seed), 1]).permutation(len(counts))] = np.arange(
+            len(counts)
+        )
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    shard_of = np.searchsorted(starts, order, side="right") - 1
+    run = np.array_split(order[np.lexsort((order, rank[shard_of]))], count)[index]
+    shards = np.unique(np.searchsorted(starts, run, side="right") - 1)
+    return np.sort(run), [int(k) for k in shards[np.argsort(rank[shards])]]
+
+
 class _RecordReader:
     """TFRecord shards written by ``tfrecords.write_tfrecords``: each input pipeline
-    reads an exact, equal share of the records (see ``share``), files interleaved,
+    reads an exact, equal share of the records (see ``exact_share``), files interleaved,
     records shuffled in a buffer."""
-
-    # Every pipeline gets exactly its share (no example read twice in a pass).
-    exact_shards = True
 
     def __init__(
         self,
@@ -313,43 +345,11 @@ class _RecordReader:
     def description(self) -> dict[str, Any]:
         return {"files": self.files, "records": int(sum(self.counts))}
 
-    def share(
-        self, positions: np.ndarray, shuffle_seed: int | None, count: int, index: int, whole: int
-    ) -> tuple[np.ndarray, list[int]]:
-        """(record indices, shard numbers in reading order) of pipeline ``index`` of ``count``.
-
-        ``dataset.json`` tells which records each shard holds (shard k holds
-        the indices after those of shards 0..k-1), so the division is exact
-        without reading a record: the positions are permuted by the seed;
-        ``whole`` > 0 drops the last ``len % whole`` of them (a seeded choice of
-        fewer than one global batch, the same on every worker, different each
-        epoch); the rest, ordered by shard (shards in a seeded order) and by
-        index, are cut into ``count`` consecutive runs of equal length (or
-        lengths differing by one when nothing is dropped). A pipeline reads the
-        shards its run touches: whole ones, and at most two that it shares
-        with its neighbours, of which it keeps its own records.
-        """
-        order = np.asarray(positions, np.int64)
-        if shuffle_seed is not None:
-            order = np.random.default_rng([int(shuffle_seed), 0]).permutation(order)
-        if whole:
-            order = order[: len(order) - len(order) % whole]
-        rank = np.arange(len(self.files))
-        if shuffle_seed is not None:
-            rank[np.random.default_rng([int(shuffle_seed), 1]).permutation(len(self.files))] = (
-                np.arange(len(self.files))
-            )
-        starts = np.concatenate([[0], np.cumsum(self.counts)])
-        shard_of = np.searchsorted(starts, order, side="right") - 1
-        run = np.array_split(order[np.lexsort((order, rank[shard_of]))], count)[index]
-        shards = np.unique(np.searchsorted(starts, run, side="right") - 1)
-        return np.sort(run), [int(k) for k in shards[np.argsort(rank[shards])]]
-
     def records(self, positions, shuffle_seed, context, whole):
         import tensorflow as tf
 
         count, index = _shard_share(context)
-        mine, shards = self.share(positions, shuffle_seed, count, index, whole)
+        mine, shards = exact_share(self.counts, positions, shuffle_seed, count, index, whole)
         files = tf.data.Dataset.from_tensor_slices(
             tf.constant([self.files[k] for k in shards], tf.string)
         )
@@ -392,8 +392,6 @@ class _TfdsReader:
     """A prepared tfds split read with ``builder.as_dataset``, images left encoded
     until the pipeline decodes them; its label index is built (and cached) on demand."""
 
-    exact_shards = False
-
     def __init__(self, builder, split: str, remap, channels: int, cache_dir: Path):
         self.builder, self.split, self.remap, self.channels = builder, split, remap, channels
         self.image_key, self.label_key = builder.info.supervised_keys
@@ -408,28 +406,19 @@ class _TfdsReader:
             "examples": int(info.splits[self.split].num_examples),
         }
 
-    def _read(self, context, shuffle_seed, decode_images: bool = False):
+    def _read(self, split: str, shuffle_seed, decode_images: bool = False):
         import tensorflow_datasets as tfds
 
-        count, _ = _shard_share(context)
-        shards = self.builder.info.splits[self.split].num_shards
-        by_file = count > 1 and shards >= count
         read_config = tfds.ReadConfig(
-            add_tfds_id=True,
-            shuffle_seed=shuffle_seed,
-            input_context=context if by_file else None,
-            try_autocache=False,
+            add_tfds_id=True, shuffle_seed=shuffle_seed, try_autocache=False
         )
         decoders = None if decode_images else {self.image_key: tfds.decode.SkipDecoding()}
-        dataset = self.builder.as_dataset(
-            split=self.split,
+        return self.builder.as_dataset(
+            split=split,
             shuffle_files=shuffle_seed is not None,
             decoders=decoders,
             read_config=read_config,
         )
-        if count > 1 and not by_file:
-            dataset = dataset.shard(*_shard_share(context))
-        return dataset
 
     @property
     def index(self) -> tuple[np.ndarray, np.ndarray]:
@@ -445,7 +434,7 @@ class _TfdsReader:
         from densenas_tf.runtime import Progress
 
         total = int(self.builder.info.splits[self.split].num_examples)
-        dataset = self._read(None, None).map(lambda ex: (ex["tfds_id"], ex[self.label_key]))
+        dataset = self._read(self.split, None).map(lambda ex: (ex["tfds_id"], ex[self.label_key]))
         ids, labels = [], []
         progress = Progress(
             f"indexing {self.builder.info.full_name} {self.split}", -(-total // 4096)
@@ -461,9 +450,28 @@ class _TfdsReader:
         return self.remap[self.index[1]]
 
     def records(self, positions, shuffle_seed, context, whole):
+        """(encoded image, label, example id) of this pipeline's share of the positions.
+
+        One pipeline reading a whole split reads it as it is (no index needed).
+        Otherwise the split's index (built once, cached) gives every example's
+        position, and ``exact_share`` divides them by the split's shard sizes
+        exactly as for TFRecords: each pipeline reads only the slices of the
+        shards its run touches (``train[a:b]+...``) and keeps its own examples.
+        """
         import tensorflow as tf
 
-        dataset = self._read(context, shuffle_seed)
+        count, index = _shard_share(context)
+        mine = None
+        split = self.split
+        if positions is not None or count > 1:
+            if positions is None:
+                positions = np.flatnonzero(self.labels >= 0)
+            lengths = [int(n) for n in self.builder.info.splits[self.split].shard_lengths]
+            mine, shards = exact_share(lengths, positions, shuffle_seed, count, index, whole)
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            split = "+".join(f"{self.split}[{starts[k]}:{starts[k + 1]}]" for k in shards)
+            split = split or f"{self.split}[0:{lengths[0]}]"  # an empty run: nothing kept
+        dataset = self._read(split, shuffle_seed)
         remap = tf.constant(self.remap, tf.int32)
         image_key, label_key = self.image_key, self.label_key
 
@@ -474,8 +482,8 @@ class _TfdsReader:
             return example[image_key], label, uid, example["tfds_id"]
 
         dataset = dataset.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if positions is not None:
-            ids = self.index[0][positions]
+        if mine is not None:
+            ids = self.index[0][mine] if len(mine) else np.array(["\0"])
             table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(ids, tf.ones(len(ids), tf.int32)), 0
             )
@@ -483,8 +491,9 @@ class _TfdsReader:
         elif np.any(self.remap < 0):
             dataset = dataset.filter(lambda e, label, uid, key: label >= 0)
         dataset = dataset.map(lambda e, label, uid, key: (e, label, uid))
-        if shuffle_seed is not None:
-            dataset = dataset.shuffle(10_000, seed=shuffle_seed, reshuffle_each_iteration=False)
+        if shuffle_seed is not None and (mine is None or len(mine)):
+            size = 10_000 if mine is None else min(len(mine), 10_000)
+            dataset = dataset.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=False)
         return dataset
 
     def decode(self, encoded, example_id):
@@ -632,10 +641,9 @@ class StreamingData:
         (``get_per_replica_batch_size``). ``shuffle_seed`` fixes the order and
         the augmentation; None reads in index order. ``steps`` caps the batches
         (every pipeline then yields the same number). With ``drop_remainder``,
-        an image folder or TFRecords first leave out the remainder of fewer
-        than one global batch, then split the rest exactly: across the
-        pipelines each other example is read once (a tfds split divided by
-        files of unequal sizes repeats its shorter shares to fill every step).
+        the pipelines first leave out a seeded remainder of fewer than one
+        global batch, then split the rest exactly: across the pipelines each
+        other example is read once.
         An image that cannot be decoded stops the pipeline with an error
         naming it (``named_data_errors`` makes it a DataError).
         """
@@ -645,11 +653,8 @@ class StreamingData:
         per_replica = (
             input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
         )
-        count, _ = _shard_share(input_context)
-        whole = batch_size if drop_remainder and split.reader.exact_shards else 0
+        whole = batch_size if drop_remainder else 0
         records = split.records(shuffle_seed, input_context, whole)
-        if count > 1 and steps is not None and not split.reader.exact_shards:
-            records = records.repeat()  # shares of unequal length still fill every step
         seed = tf.constant([0 if shuffle_seed is None else int(shuffle_seed), 7], tf.int64)
         decode = split.reader.decode
 

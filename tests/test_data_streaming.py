@@ -415,12 +415,16 @@ def _weight_part(data) -> SearchSplit:
     return SearchSplit(data, data.train.subset(weight), zero, one)
 
 
-def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
+@pytest.mark.parametrize("kind", ["tfrecords", "tfds"])
+def test_two_workers_on_localhost_see_every_example_once(records, tfds_shards, kind, tmp_path):
     """MultiWorkerMirroredStrategy, one replica in each of two processes, on shards
-    of unequal sizes (5, 5, 5, 5, 4 records): per epoch, the training dataset and
-    the search's pass that the workers consume together hold every example once."""
-    description = json.loads((records[0] / "dataset.json").read_text())
-    assert [s["count"] for s in description["splits"]["train"]["shards"]] == [5, 5, 5, 5, 4]
+    of unequal sizes (TFRecords of 5, 5, 5, 5 and 4 records, or a prepared tfds
+    dataset in 5 shards): per epoch, the training dataset and the search's pass
+    that the workers consume together hold every example once."""
+    source = str(records[0] if kind == "tfrecords" else tfds_shards)
+    data = _open_source(kind, source)
+    lengths = data.train.reader.counts if kind == "tfrecords" else _tfds_shard_lengths(data)
+    assert len(lengths) == 5 and sum(lengths) == 24 and len(set(lengths)) > 1
     workers = [f"localhost:{port}" for port in free_ports(2)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -428,7 +432,7 @@ def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
     try:
         for index in range(2):
             config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            command = [sys.executable, __file__, str(records[0]), str(tmp_path / f"{index}.json")]
+            command = [sys.executable, __file__, kind, source, str(tmp_path / f"{index}.json")]
             processes.append(
                 subprocess.Popen(
                     command,
@@ -448,8 +452,9 @@ def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
                 process.wait()
     first, second = (json.loads((tmp_path / f"{k}.json").read_text()) for k in (0, 1))
     assert first["replicas"] == second["replicas"] == 2
-    assert sorted(first["ids"] + second["ids"]) == list(range(24))
-    data = open_tfrecords(records[0], 28, test_fraction=0.0)
+    every_id = sorted(int(i) for _, _, i in data.train.records(None, None))
+    assert len(set(every_id)) == 24
+    assert sorted(first["ids"] + second["ids"]) == every_id
     every = sorted(_digest(im) for x, _ in data.images(data.train, 24) for im in x.numpy())
     # Training (global batch 8, 24 images: 3 steps): each epoch, each example once.
     for epoch in range(2):
@@ -469,10 +474,24 @@ def test_two_workers_on_localhost_see_every_example_once(records, tmp_path):
         assert len(set(part) - set(seen)) == 18 % 4 < 4
 
 
-def _worker(directory: str, out: str) -> None:
+def _open_source(kind: str, source: str):
+    """The 24 training images of the two-worker test, as TFRecords or as tfds."""
+    if kind == "tfrecords":
+        return open_tfrecords(source, 28, test_fraction=0.0)
+    return open_tfds(
+        "tiny_fashion_shards", source, test_fraction=0.0, cache_dir=Path(source) / "cache"
+    )
+
+
+def _tfds_shard_lengths(data) -> list[int]:
+    reader = data.train.reader
+    return [int(n) for n in reader.builder.info.splits[reader.split].shard_lengths]
+
+
+def _worker(kind: str, source: str, out: str) -> None:
     """One worker of the test above (run as a script, TF_CONFIG set)."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    data = open_tfrecords(directory, 28, test_fraction=0.0)
+    data = _open_source(kind, source)
     ids = strategy.distribute_datasets_from_function(
         lambda context: data.train.records(None, context).map(lambda e, y, i: i).batch(64)
     )
@@ -522,46 +541,75 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_path, no_network):
+def _prepare_tfds(name: str, data_dir: Path, splits: dict, num_shards: int | None = None):
+    """Prepares a tfds dataset ``name`` (a builder class made here) in data_dir from
+    {split: (uint8 images [N, 28, 28, 1], labels in CLASSES order)}."""
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
-    examples = {}
 
-    class TinyFashionStream(tfds.core.GeneratorBasedBuilder):
-        """12 real Fashion-MNIST images in train, 6 in test; one shard each."""
+    def info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.ClassLabel(names=list(CLASSES)),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
 
-        VERSION = tfds.core.Version("1.0.0")
+    def generate(self, images, labels):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            yield i, {"image": image, "label": int(label)}
 
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(28, 28, 1)),
-                        "label": tfds.features.ClassLabel(names=list(CLASSES)),
-                    }
-                ),
-                supervised_keys=("image", "label"),
-            )
+    def split_generators(self, dl_manager):
+        return {split: self._generate_examples(*pair) for split, pair in splits.items()}
 
-        def _split_generators(self, dl_manager):
-            return {
-                "train": self._generate_examples(0, 12),
-                "test": self._generate_examples(12, 18),
-            }
+    class_name = "".join(part.title() for part in name.split("_"))
+    builder_class = type(
+        class_name,
+        (tfds.core.GeneratorBasedBuilder,),
+        {
+            "__doc__": f"{name}: real Fashion-MNIST images.",
+            "__module__": __name__,
+            "VERSION": tfds.core.Version("1.0.0"),
+            "_info": info,
+            "_split_generators": split_generators,
+            "_generate_examples": generate,
+        },
+    )
+    builder = builder_class(data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(num_shards=num_shards)
+    )
+    return builder
 
-        def _generate_examples(self, start, stop):
-            images, labels = examples["images"], examples["labels"]
-            for i in range(start, stop):
-                yield i, {"image": images[i], "label": int(labels[i])}
 
+@pytest.fixture(scope="module")
+def tfds_shards(folder, tmp_path_factory):
+    """The folder's 24 images as a prepared tfds dataset (train only) in 5 shards."""
+    _, expected = folder
+    data_dir = tmp_path_factory.mktemp("tfds_shards")
+    images = np.stack([np.frombuffer(k, np.uint8).reshape(28, 28, 1) for k in expected])
+    labels = np.array(list(expected.values()))
+    _prepare_tfds("tiny_fashion_shards", data_dir, {"train": (images, labels)}, num_shards=5)
+    return data_dir
+
+
+def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_path, no_network):
     images, labels = fashion
     picked = np.concatenate([np.flatnonzero(labels == f)[:6] for f in CLASSES.values()])
     picked = np.random.default_rng(0).permutation(picked)
     to_label = {fashion_label: k for k, fashion_label in enumerate(CLASSES.values())}
-    examples.update(images=images[picked], labels=np.array([to_label[v] for v in labels[picked]]))
-    tfds.builder("tiny_fashion_stream", data_dir=str(tmp_path / "tfds")).download_and_prepare()
+    examples = {
+        "images": images[picked],
+        "labels": np.array([to_label[v] for v in labels[picked]]),
+    }
+    whole = (examples["images"], examples["labels"])
+    splits = {"train": tuple(a[:12] for a in whole), "test": tuple(a[12:] for a in whole)}
+    _prepare_tfds("tiny_fashion_stream", tmp_path / "tfds", splits)
     with pytest.raises(DataError, match=r"not prepared in .*tfds build tiny_fashion_stream"):
         open_tfds("tiny_fashion_stream", tmp_path / "elsewhere")
     cache = tmp_path / "cache"
@@ -569,15 +617,17 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
     assert data.input_shape == (28, 28, 1) and (data.num_train, data.num_test) == (12, 6)
     expected = {_key(im): int(lb) for im, lb in zip(examples["images"], examples["labels"])}
     assert {**_read_all(data, data.train), **_read_all(data, data.test)} == expected
-    # One shard, two pipelines: divided by record, every example once.
-    halves = [list(data.images(data.train, 2, input_context=_context(2, k))) for k in (0, 1)]
-    got = [_key(np.round(im)) for half in halves for x, _ in half for im in x.numpy()]
-    assert sorted(got) == sorted(_key(im) for im in examples["images"][:12])
     # The exporters' sample of a whole tfds split: its first images, no index built.
     sample = data_sources.sample_image_data(data, 5, 4)
     assert (len(sample.train_images), len(sample.test_images)) == (5, 4)
     assert all(expected[_key(im)] == lb for im, lb in zip(sample.test_images, sample.test_labels))
     assert not list(cache.glob("tfds_index_*.json"))
+    # One shard, two pipelines: divided by record, every example once
+    # (the split's index is built for it).
+    halves = [list(data.images(data.train, 2, input_context=_context(2, k))) for k in (0, 1)]
+    got = [_key(np.round(im)) for half in halves for x, _ in half for im in x.numpy()]
+    assert sorted(got) == sorted(_key(im) for im in examples["images"][:12])
+    assert len(list(cache.glob("tfds_index_*.json"))) == 1
     class_list = tmp_path / "classes.txt"
     class_list.write_text("coat\n")
     coats = open_tfds(
@@ -855,4 +905,4 @@ def test_bench_input_on_tiny_jpegs_with_an_injected_clock(tmp_path, fashion):
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2])
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3])
