@@ -107,35 +107,67 @@ def step_mult_adds(space, head_counts, stack_counts, step: str, variant: str = "
     return 2.0 * forward - constant
 
 
+def worker_env(root: str | None = None) -> dict[str, str] | None:
+    """The environment of a benchmark worker (None: this process's).
+
+    ``root``: a checkout whose ``densenas_tf`` the worker imports (first on
+    its PYTHONPATH), e.g. an older commit timed against this one. It runs
+    with the environment the user gave, not with the oneDNN setting this
+    package chose (an older checkout gets TensorFlow's own default)."""
+    import os
+
+    import densenas_tf
+
+    if root is None:
+        return None
+    env = dict(os.environ)
+    if densenas_tf.ONEDNN_SET_HERE:
+        env.pop(densenas_tf.ONEDNN_FLAG, None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    return env
+
+
 def run_worker(
     script: str, args: list[str], label: str, root: str | None = None
 ) -> dict[str, Any] | None:
     """Runs ``script`` with ``args`` in its own process (so each measurement has
     a fresh process and its own peak memory) and returns the JSON on its last
     stdout line; None, with an error naming ``label``, when it failed.
-
-    ``root``: a checkout whose ``densenas_tf`` the worker imports (first on
-    its PYTHONPATH), e.g. an older commit timed against this one."""
+    ``root``: see ``worker_env``."""
     import json
-    import os
     import subprocess
     import sys
 
-    env = None
-    if root is not None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
     start = time.time()
     done = subprocess.run(
-        [sys.executable, script, *args], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, script, *args], stdout=subprocess.PIPE, text=True, env=worker_env(root)
     )
     if done.returncode != 0:
         print(f"error: {label} failed (see above)", file=sys.stderr)
         return None
     print(f"{label} done in {time.time() - start:.0f} s", file=sys.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def onednn_in_worker(root: str | None = None) -> bool:
+    """Whether a plain TensorFlow started in a worker's environment (``worker_env``)
+    runs its oneDNN kernels: for a baseline checkout that does not report it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tensorflow.python.util import _pywrap_util_port as p; print(bool(p.IsMklEnabled()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=worker_env(root),
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1] == "True"
 
 
 def matmul_rate(size: int = 1024, runs: int = 10) -> float:
@@ -273,6 +305,7 @@ def bench_space(
             "space": space_name,
             "batch_size": batch_size,
             "variant": variant,
+            "onednn": onednn_enabled(),
         }
         # Trace every op's graphs first (a search does so over its first steps),
         # so the timed steps are the steady state; the tracing time is reported.
@@ -325,6 +358,20 @@ def bench_space(
     return results
 
 
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs its oneDNN CPU kernels."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _onednn_label(results: list[dict[str, Any]]) -> str:
+    flags = {r.get("onednn") for r in results}
+    if flags == {True}:
+        return "on"
+    return "off" if flags == {False} else "unknown"
+
+
 def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str:
     head = (
         "| space | batch | variant | step | median s | images/s | achieved GMAC/s | of matmul rate |\n"
@@ -345,6 +392,7 @@ def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str
         + ", ".join(f"{r['space']} {r['peak_rss_mb']:.0f} MB" for r in results)
         + f"; dense float32 matmul: {matmul_macs_per_s / 1e9:.1f} GMAC/s; tracing every op once: "
         + ", ".join(f"{r['space']} {r['trace_s']:.0f} s" for r in results)
+        + f"; oneDNN kernels: {_onednn_label(results)}"
     )
     return "\n".join(lines)
 
@@ -380,6 +428,7 @@ def compare_figures(ours: list[dict[str, Any]], baseline: list[dict[str, Any]]) 
         "baseline": max(r["peak_rss_mb"] for r in baseline),
         "ours": max(r["peak_rss_mb"] for r in ours),
     }
+    out["onednn"] = {"baseline": _onednn_label(baseline), "ours": _onednn_label(ours)}
     return out
 
 
@@ -387,16 +436,18 @@ def format_comparison(comparisons: dict[str, dict[str, Any]], baseline_label: st
     """The baseline comparison as a Markdown table, one row per preset and step."""
     lines = [
         f"| preset | step | {baseline_label} s | this checkout s | speed-up | "
-        f"peak RSS {baseline_label} / this (MB) |",
-        "|---|---|---|---|---|---|",
+        f"peak RSS {baseline_label} / this (MB) | oneDNN {baseline_label} / this |",
+        "|---|---|---|---|---|---|---|",
     ]
     for preset, c in comparisons.items():
         rss = c["peak_rss_mb"]
+        onednn = c.get("onednn", {})
+        flags = f"{onednn.get('baseline', 'unknown')} / {onednn.get('ours', 'unknown')}"
         for step in STEPS:
             f = c[step]
             lines.append(
                 f"| {preset} | {step} | {f['baseline_s']:.3f} | {f['ours_s']:.3f} | "
-                f"{f['speedup']:.2f}x | {rss['baseline']:.0f} / {rss['ours']:.0f} |"
+                f"{f['speedup']:.2f}x | {rss['baseline']:.0f} / {rss['ours']:.0f} | {flags} |"
             )
     return "\n".join(lines)
 
@@ -431,7 +482,11 @@ def profile_kernels(run: Callable[[], object], steps: int, work_dir: str) -> dic
 
 def kernel_times(xplane_path: str) -> dict[str, float]:
     """Milliseconds per TensorFlow kernel type in a profiler trace (XSpace):
-    the events of the host's executor threads that name an op type."""
+    the events of the host's executor threads that name an op type. oneDNN's
+    kernels (``_MklNativeConv2D``, ``_MklFusedBatchNormV3``) count under the
+    op they implement (``Conv2D``, ``FusedBatchNormV3``)."""
+    import re
+
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
@@ -450,6 +505,7 @@ def kernel_times(xplane_path: str) -> dict[str, float]:
                 # Kernel events are "node name:OpType" with the type as display name.
                 if not kind or ":" not in meta.name:
                     continue
+                kind = re.sub(r"^_Mkl(Native)?(?=[_A-Z])", "", kind)
                 totals[kind] = totals.get(kind, 0.0) + event.duration_ps / 1e9
     return totals
 
@@ -463,7 +519,9 @@ def format_profile(results: list[dict[str, Any]], matmul_macs_per_s: float, top:
         "steps of each kind after the timed ones; kernel time per step summed over the",
         "executor's threads (on two cores the kernels of one step can add up to twice",
         "its wall time); the rest of a step's wall time is Python, dispatch and waiting.",
-        f"Dense float32 matmul on this machine: {matmul_macs_per_s / 1e9:.1f} GMAC/s.",
+        f"Dense float32 matmul on this machine: {matmul_macs_per_s / 1e9:.1f} GMAC/s. "
+        f"TensorFlow's oneDNN kernels: {_onednn_label(results)} (their kernels are "
+        "listed under the op they implement).",
         "",
     ]
     for r in results:

@@ -250,6 +250,8 @@ def test_bench_against_a_baseline_checkout(tmp_path, duo):
         f = comparison[step]
         assert f["ours_s"] == np.median([r[f"{step}_s"] for r in runs["ours"]])
         assert f["speedup"] == pytest.approx(f["baseline_s"] / f["ours_s"])
+    # Both workers say whether TensorFlow ran its oneDNN kernels (here the same checkout).
+    assert comparison["onednn"]["ours"] == comparison["onednn"]["baseline"] in ("on", "off")
     assert result.stdout.strip() == bench.format_comparison(
         payload["comparison"], f"baseline {payload['baseline']['commit'][:7]}"
     )

@@ -41,3 +41,51 @@ def test_a_terminal_gets_one_line_redrawn_then_a_newline():
     text = stream.getvalue()
     assert text.count("\r") == 2 and text.endswith("\n") and text.count("\n") == 1
     assert "2/3 2.00 s/step ETA 2 s" in text and "3/3 2.00 s/step ETA 0 s" in text
+
+
+def _onednn_in_fresh_python(env_value):
+    """(ONEDNN_SET_HERE, TF_ENABLE_ONEDNN_OPTS, oneDNN kernels on) in a new process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    code = (
+        "import json, os, densenas_tf\n"
+        "from densenas_tf.bench import onednn_enabled\n"
+        "print(json.dumps([densenas_tf.ONEDNN_SET_HERE, "
+        "os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled()]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_package_first_turns_on_onednn_unless_the_user_chose():
+    assert _onednn_in_fresh_python(None) == [True, "1", True]
+    assert _onednn_in_fresh_python("0") == [False, "0", False]
+
+
+def test_a_baseline_worker_gets_the_users_onednn_setting_not_the_packages(tmp_path, monkeypatch):
+    import densenas_tf
+    from densenas_tf import bench
+
+    script = tmp_path / "env.py"
+    script.write_text(
+        "import json, os\nprint(json.dumps({'flag': os.environ.get('TF_ENABLE_ONEDNN_OPTS')}))\n"
+    )
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(densenas_tf, "ONEDNN_SET_HERE", True)
+    assert bench.run_worker(str(script), [], "ours") == {"flag": "1"}
+    assert bench.run_worker(str(script), [], "baseline", root=str(tmp_path)) == {"flag": None}
+    monkeypatch.setattr(densenas_tf, "ONEDNN_SET_HERE", False)  # the user set it
+    assert bench.run_worker(str(script), [], "baseline", root=str(tmp_path)) == {"flag": "1"}
+    # A baseline checkout that does not report its kernels: its environment is asked.
+    assert bench.onednn_in_worker(str(tmp_path)) is True
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert bench.onednn_in_worker(str(tmp_path)) is False

@@ -190,6 +190,8 @@ def _compare_with_baseline(bench, presets) -> int:
                 )
                 if result is None:
                     return 1
+                if "onednn" not in result:  # an older checkout: ask its environment
+                    result["onednn"] = bench.onednn_in_worker(str(root))
                 runs[who].append(result)
         preset = f"{name}:{batch}"
         comparisons[preset] = bench.compare_figures(runs["ours"], runs["baseline"])
