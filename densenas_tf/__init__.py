@@ -3,8 +3,8 @@ architecture search) in TensorFlow 2 / Keras 3.
 
 Importing the package before TensorFlow turns on TensorFlow's oneDNN CPU kernels
 (``TF_ENABLE_ONEDNN_OPTS=1``), which TensorFlow enables by default only on some
-x86 CPUs. On the 2-core AMD EPYC this project is measured on, they make the
-search's steps 1.5-1.9x faster (README, "Speed"). Set ``TF_ENABLE_ONEDNN_OPTS=0``
+x86 CPUs (those with AVX-512); the README's "Speed" section measures what they
+are worth on a CPU without it. Set ``TF_ENABLE_ONEDNN_OPTS=0``
 to keep TensorFlow's own kernels; once TensorFlow is imported the setting can no
 longer change, and ``ONEDNN_SET_HERE`` tells whether this package set it.
 """

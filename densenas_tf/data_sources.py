@@ -469,8 +469,9 @@ class _TfdsReader:
             lengths = [int(n) for n in self.builder.info.splits[self.split].shard_lengths]
             mine, shards = exact_share(lengths, positions, shuffle_seed, count, index, whole)
             starts = np.concatenate([[0], np.cumsum(lengths)])
+            # An empty run (more pipelines than examples) reads nothing: take(0) below.
+            shards = shards or [0]
             split = "+".join(f"{self.split}[{starts[k]}:{starts[k + 1]}]" for k in shards)
-            split = split or f"{self.split}[0:{lengths[0]}]"  # an empty run: nothing kept
         dataset = self._read(split, shuffle_seed)
         remap = tf.constant(self.remap, tf.int32)
         image_key, label_key = self.image_key, self.label_key
@@ -482,8 +483,10 @@ class _TfdsReader:
             return example[image_key], label, uid, example["tfds_id"]
 
         dataset = dataset.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if mine is not None:
-            ids = self.index[0][mine] if len(mine) else np.array(["\0"])
+        if mine is not None and not len(mine):
+            dataset = dataset.take(0)
+        elif mine is not None:
+            ids = self.index[0][mine]
             table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(ids, tf.ones(len(ids), tf.int32)), 0
             )
@@ -491,7 +494,7 @@ class _TfdsReader:
         elif np.any(self.remap < 0):
             dataset = dataset.filter(lambda e, label, uid, key: label >= 0)
         dataset = dataset.map(lambda e, label, uid, key: (e, label, uid))
-        if shuffle_seed is not None and (mine is None or len(mine)):
+        if shuffle_seed is not None and (mine is None or len(mine)):  # shuffle(0) is an error
             size = 10_000 if mine is None else min(len(mine), 10_000)
             dataset = dataset.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=False)
         return dataset

@@ -628,6 +628,9 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
     got = [_key(np.round(im)) for half in halves for x, _ in half for im in x.numpy()]
     assert sorted(got) == sorted(_key(im) for im in examples["images"][:12])
     assert len(list(cache.glob("tfds_index_*.json"))) == 1
+    # More pipelines than examples: the last ones get an empty share and read nothing.
+    shares = [list(data.train.records(None, _context(16, k))) for k in (0, 15)]
+    assert [len(share) for share in shares] == [1, 0]
     class_list = tmp_path / "classes.txt"
     class_list.write_text("coat\n")
     coats = open_tfds(
