@@ -126,38 +126,99 @@ def kernel_conv(x, kernel, stride: int, depthwise: bool, weight_gradients: bool 
     ``weight_gradients=False``: the op's gradient is its input's only.
     TensorFlow's registered gradients always compute the kernel's too (for a
     depthwise conv on the CPU that is the slowest kernel of all, several times
-    the forward), which the architecture step would throw away."""
+    the forward), which the architecture step would throw away. A depthwise
+    kernel's gradient is computed by ``depthwise_kernel_gradient``."""
     kernel = tf.cast(kernel, x.dtype)
     strides = [1, stride, stride, 1]
 
-    def forward(y):
+    def forward(y, k):
         if depthwise:
-            return tf.nn.depthwise_conv2d(y, kernel, strides, "SAME")
-        return tf.nn.conv2d(y, kernel, strides, "SAME")
+            return tf.nn.depthwise_conv2d(y, k, strides, "SAME")
+        return tf.nn.conv2d(y, k, strides, "SAME")
 
-    if weight_gradients:
-        return forward(x)
-    kernel = tf.stop_gradient(kernel)
+    def input_gradient(y, k, upstream):
+        backprop = (
+            tf.raw_ops.DepthwiseConv2dNativeBackpropInput
+            if depthwise
+            else tf.raw_ops.Conv2DBackpropInput
+        )
+        return backprop(
+            input_sizes=tf.shape(y),
+            filter=k,
+            out_backprop=upstream,
+            strides=strides,
+            padding="SAME",
+        )
+
+    if weight_gradients and not depthwise:
+        return forward(x, kernel)
+    if not weight_gradients:
+        kernel = tf.stop_gradient(kernel)
+
+        @tf.custom_gradient
+        def input_gradient_only(y):
+            return forward(y, kernel), lambda upstream: input_gradient(y, kernel, upstream)
+
+        return input_gradient_only(x)
 
     @tf.custom_gradient
-    def input_gradient_only(y):
+    def depthwise_conv(y, k):
         def grad(upstream):
-            backprop = (
-                tf.raw_ops.DepthwiseConv2dNativeBackpropInput
-                if depthwise
-                else tf.raw_ops.Conv2DBackpropInput
-            )
-            return backprop(
-                input_sizes=tf.shape(y),
-                filter=kernel,
-                out_backprop=upstream,
-                strides=strides,
-                padding="SAME",
+            return (
+                input_gradient(y, k, upstream),
+                depthwise_kernel_gradient(y, upstream, k.shape, stride),
             )
 
-        return forward(y), grad
+        return forward(y, k), grad
 
-    return input_gradient_only(x)
+    return depthwise_conv(x, kernel)
+
+
+def _same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """The (before, after) padding of one spatial axis under 'same' padding."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+def eigen_depthwise_kernel_gradient(kernel_size: int, channels: int) -> bool:
+    """Whether a depthwise kernel's gradient is computed by TensorFlow's own
+    (Eigen) kernel rather than oneDNN's.
+
+    With oneDNN on, the gradient of a 5x5 or 7x7 depthwise kernel over 24 or
+    more channels took 1.1-3.4 times as long as TensorFlow's own kernel, and
+    that of a 3x3 kernel or of few channels 0.2-0.9 times (``tools/bench_step.py``
+    and README "Speed"). Requesting the same padding as explicit amounts keeps
+    TensorFlow's kernel: oneDNN does not take explicit padding there."""
+    return kernel_size >= 5 and channels >= 24
+
+
+def depthwise_kernel_gradient(x, upstream, kernel_shape, stride: int):
+    """The gradient of a depthwise kernel of ``kernel_shape`` (k, k, C, 1)
+    applied to x with 'same' padding and ``stride``, given the output's
+    gradient ``upstream``: TensorFlow's registered gradient, with the padding
+    spelled out when ``eigen_depthwise_kernel_gradient`` says so."""
+    k, _, channels, multiplier = (int(d) for d in kernel_shape)
+    strides = [1, stride, stride, 1]
+    filter_sizes = tf.constant([k, k, channels, multiplier], tf.int32)
+    if not eigen_depthwise_kernel_gradient(k, channels) or None in (x.shape[1], x.shape[2]):
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=x,
+            filter_sizes=filter_sizes,
+            out_backprop=upstream,
+            strides=strides,
+            padding="SAME",
+        )
+    top, bottom = _same_padding(int(x.shape[1]), k, stride)
+    left, right = _same_padding(int(x.shape[2]), k, stride)
+    return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+        input=x,
+        filter_sizes=filter_sizes,
+        out_backprop=upstream,
+        strides=strides,
+        padding="EXPLICIT",
+        explicit_paddings=[0, 0, top, bottom, left, right, 0, 0],
+    )
 
 
 def replicas_in_sync() -> int:

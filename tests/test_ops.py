@@ -100,3 +100,50 @@ def test_direct_op_calls_match_keras_calls():
     expected = op_layers.apply_op_layers(layers, x, training=True)
     direct = op_layers.apply_op_layers(layers, x, training=True, direct=True)
     np.testing.assert_allclose(direct, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kernel_size,stride,channels,size",
+    [(3, 1, 32, 9), (5, 1, 32, 9), (5, 2, 24, 9), (7, 2, 48, 10), (7, 1, 8, 7), (5, 2, 32, 8)],
+)
+def test_depthwise_gradients_equal_tensorflows(kernel_size, stride, channels, size):
+    """kernel_conv's own depthwise gradient (input by oneDNN's or TensorFlow's
+    kernel, kernel gradient by the faster of the two for its shape) equals the
+    registered gradient of tf.nn.depthwise_conv2d, odd and even sizes alike."""
+    import tensorflow as tf
+
+    x = tf.random.stateless_normal((3, size, size, channels), seed=[1, 2])
+    kernel = tf.Variable(
+        tf.random.stateless_normal((kernel_size, kernel_size, channels, 1), seed=[5, 6])
+    )
+    upstream = tf.random.stateless_normal(
+        (3, -(-size // stride), -(-size // stride), channels), seed=[7, 8]
+    )
+
+    def grads(run):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = run()
+        return y, *tape.gradient(y, [x, kernel], output_gradients=upstream)
+
+    ours = grads(lambda: op_layers.kernel_conv(x, kernel, stride, depthwise=True))
+    reference = grads(lambda: tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME"))
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # The architecture step's variant passes the input's gradient only.
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = op_layers.kernel_conv(x, kernel, stride, depthwise=True, weight_gradients=False)
+    dx, dk = tape.gradient(y, [x, kernel], output_gradients=upstream)
+    assert dk is None
+    np.testing.assert_allclose(dx, reference[1], rtol=1e-4, atol=1e-4)
+
+
+def test_eigen_kernel_gradient_only_where_it_is_faster():
+    assert op_layers.eigen_depthwise_kernel_gradient(5, 24)
+    assert op_layers.eigen_depthwise_kernel_gradient(7, 432)
+    assert not op_layers.eigen_depthwise_kernel_gradient(3, 432)
+    assert not op_layers.eigen_depthwise_kernel_gradient(7, 16)
+    assert op_layers._same_padding(9, 5, 2) == (2, 2)
+    assert op_layers._same_padding(10, 7, 2) == (2, 3)
+    assert op_layers._same_padding(7, 3, 1) == (1, 1)
