@@ -298,3 +298,64 @@ def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stderr.count("cached in") == 2
     assert json.loads(out.read_text()) == payload
+
+
+def test_depthwise_shapes_cover_every_mbconv_op_of_a_space(fashion_space):
+    from densenas_tf import ops
+    from densenas_tf.bench_kernels import depthwise_shapes
+
+    shapes = depthwise_shapes(fashion_space, 16)
+    assert len(shapes) == len(set(shapes))
+    # The stem block (width 8, 28x28) feeds the first stage's heads at stride 2.
+    ops_ = [ops.parse_op(o) for o in fashion_space.head_ops]
+    for op in (o for o in ops_ if not o.is_skip):
+        assert (16, 28, 8 * op.expansion, op.kernel_size, 2) in shapes
+    assert {s[3] for s in shapes} == {3, 5, 7}
+    assert all(s[0] == 16 and s[4] in (1, 2) for s in shapes)
+
+
+def test_depthwise_gradient_timing_compares_both_kernels_on_one_shape():
+    from densenas_tf import op_layers
+    from densenas_tf.bench_kernels import format_depthwise_table, time_depthwise_gradient
+
+    rows = [
+        time_depthwise_gradient(2, 9, 24, 5, 2, runs=2),
+        time_depthwise_gradient(2, 8, 8, 3, 1, runs=2),
+    ]
+    for row in rows:
+        assert row["same_ms"] > 0 and row["explicit_ms"] > 0
+        assert row["max_abs_diff"] < 1e-4  # the two kernels compute the same gradient
+        assert row["explicit_chosen"] == op_layers.eigen_depthwise_kernel_gradient(
+            row["kernel_size"], row["channels"]
+        )
+    assert [r["explicit_chosen"] for r in rows] == [True, False]
+    table = format_depthwise_table(rows, onednn=True)
+    assert table.count("\n| 2 |") == 2
+    assert "1 of 2 shapes take explicit padding" in table
+
+
+def test_kernel_bench_binary_prints_a_table(tmp_path):
+    out = tmp_path / "kernels.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "bench_kernels.py"),
+            "--presets=fashion_mnist:2",
+            "--runs=1",
+            f"--json_out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from densenas_tf.bench_kernels import depthwise_shapes
+    from densenas_tf.search_space import load_space
+
+    shapes = depthwise_shapes(load_space("fashion_mnist"), 2)
+    rows = json.loads(out.read_text())["fashion_mnist:2"]
+    assert [
+        tuple(r[k] for k in ("batch", "side", "channels", "kernel_size", "stride")) for r in rows
+    ] == shapes
+    assert "## fashion_mnist:2" in result.stdout
+    assert sum(line.startswith("| 2 |") for line in result.stdout.splitlines()) == len(shapes)
