@@ -48,24 +48,13 @@ def time_depthwise_gradient(
     x = tf.random.stateless_normal((batch, side, side, channels), seed=[0, 1])
     out = -(-side // stride)
     upstream = tf.random.stateless_normal((batch, out, out, channels), seed=[2, 3])
-    sizes = tf.constant([kernel_size, kernel_size, channels, 1], tf.int32)
-    pad = op_layers._same_padding(side, kernel_size, stride)
-    strides = [1, stride, stride, 1]
+    shape = (kernel_size, kernel_size, channels, 1)
 
     def same():
-        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-            input=x, filter_sizes=sizes, out_backprop=upstream, strides=strides, padding="SAME"
-        )
+        return op_layers.depthwise_kernel_gradient(x, upstream, shape, stride, explicit=False)
 
     def explicit():
-        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-            input=x,
-            filter_sizes=sizes,
-            out_backprop=upstream,
-            strides=strides,
-            padding="EXPLICIT",
-            explicit_paddings=[0, 0, *pad, *pad, 0, 0],
-        )
+        return op_layers.depthwise_kernel_gradient(x, upstream, shape, stride, explicit=True)
 
     def median_ms(fn):
         fn().numpy()

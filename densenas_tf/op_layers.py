@@ -186,38 +186,37 @@ def eigen_depthwise_kernel_gradient(kernel_size: int, channels: int) -> bool:
     (Eigen) kernel rather than oneDNN's.
 
     With oneDNN on, the gradient of a 5x5 or 7x7 depthwise kernel over 24 or
-    more channels took 1.1-3.4 times as long as TensorFlow's own kernel, and
-    that of a 3x3 kernel or of few channels 0.2-0.9 times (``tools/bench_step.py``
-    and README "Speed"). Requesting the same padding as explicit amounts keeps
-    TensorFlow's kernel: oneDNN does not take explicit padding there."""
+    more channels mostly took 1.1-3.4 times as long with oneDNN's kernel as
+    with TensorFlow's own, and that of a 3x3 kernel or of few channels 0.2-0.9
+    times (``tools/bench_kernels.py``, README "Speed"). Requesting the same
+    padding as explicit amounts keeps TensorFlow's kernel: oneDNN does not
+    take explicit padding there."""
     return kernel_size >= 5 and channels >= 24
 
 
-def depthwise_kernel_gradient(x, upstream, kernel_shape, stride: int):
+def depthwise_kernel_gradient(x, upstream, kernel_shape, stride: int, explicit=None):
     """The gradient of a depthwise kernel of ``kernel_shape`` (k, k, C, 1)
     applied to x with 'same' padding and ``stride``, given the output's
     gradient ``upstream``: TensorFlow's registered gradient, with the padding
-    spelled out when ``eigen_depthwise_kernel_gradient`` says so."""
+    spelled out (TensorFlow's own kernel) when ``explicit``, by default when
+    ``eigen_depthwise_kernel_gradient`` says so and x's spatial shape is known."""
     k, _, channels, multiplier = (int(d) for d in kernel_shape)
-    strides = [1, stride, stride, 1]
-    filter_sizes = tf.constant([k, k, channels, multiplier], tf.int32)
-    if not eigen_depthwise_kernel_gradient(k, channels) or None in (x.shape[1], x.shape[2]):
-        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-            input=x,
-            filter_sizes=filter_sizes,
-            out_backprop=upstream,
-            strides=strides,
-            padding="SAME",
-        )
-    top, bottom = _same_padding(int(x.shape[1]), k, stride)
-    left, right = _same_padding(int(x.shape[2]), k, stride)
+    if explicit is None:
+        explicit = eigen_depthwise_kernel_gradient(k, channels) and None not in tuple(x.shape)[1:3]
+    padding = {"padding": "SAME"}
+    if explicit:
+        top, bottom = _same_padding(int(x.shape[1]), k, stride)
+        left, right = _same_padding(int(x.shape[2]), k, stride)
+        padding = {
+            "padding": "EXPLICIT",
+            "explicit_paddings": [0, 0, top, bottom, left, right, 0, 0],
+        }
     return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
         input=x,
-        filter_sizes=filter_sizes,
+        filter_sizes=tf.constant([k, k, channels, multiplier], tf.int32),
         out_backprop=upstream,
-        strides=strides,
-        padding="EXPLICIT",
-        explicit_paddings=[0, 0, top, bottom, left, right, 0, 0],
+        strides=[1, stride, stride, 1],
+        **padding,
     )
 
 
