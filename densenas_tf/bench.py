@@ -432,10 +432,12 @@ def compare_figures(ours: list[dict[str, Any]], baseline: list[dict[str, Any]]) 
     return out
 
 
-def format_comparison(comparisons: dict[str, dict[str, Any]], baseline_label: str) -> str:
+def format_comparison(
+    comparisons: dict[str, dict[str, Any]], baseline_label: str, ours_label: str = "this checkout"
+) -> str:
     """The baseline comparison as a Markdown table, one row per preset and step."""
     lines = [
-        f"| preset | step | {baseline_label} s | this checkout s | speed-up | "
+        f"| preset | step | {baseline_label} s | {ours_label} s | speed-up | "
         f"peak RSS {baseline_label} / this (MB) | oneDNN {baseline_label} / this |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -234,6 +234,7 @@ def test_bench_against_a_baseline_checkout(tmp_path, duo):
         f"--presets={duo['file']}:2",
         f"--latency_table={duo['table_file']}",
         f"--baseline={ROOT}",
+        "--variants=eager_steps",  # this checkout's variant; the baseline runs its default
         "--rounds=2",
         "--warmup=0",
         "--runs=1",
@@ -246,6 +247,9 @@ def test_bench_against_a_baseline_checkout(tmp_path, duo):
     comparison = payload["comparison"][f"{duo['file']}:2"]
     runs = payload["figures"][f"{duo['file']}:2"]
     assert len(runs["ours"]) == len(runs["baseline"]) == 2
+    assert payload["ours"]["variant"] == "eager_steps"
+    assert {r["variant"] for r in runs["ours"]} == {"eager_steps"}
+    assert {r["variant"] for r in runs["baseline"]} == {"default"}
     for step in bench.STEPS:
         f = comparison[step]
         assert f["ours_s"] == np.median([r[f"{step}_s"] for r in runs["ours"]])
@@ -253,13 +257,22 @@ def test_bench_against_a_baseline_checkout(tmp_path, duo):
     # Both workers say whether TensorFlow ran its oneDNN kernels (here the same checkout).
     assert comparison["onednn"]["ours"] == comparison["onednn"]["baseline"] in ("on", "off")
     assert result.stdout.strip() == bench.format_comparison(
-        payload["comparison"], f"baseline {payload['baseline']['commit'][:7]}"
+        payload["comparison"],
+        f"baseline {payload['baseline']['commit'][:7]}",
+        "this checkout (eager_steps)",
     )
     # Four workers ran, alternating: ours, baseline, ours, baseline.
     order = [line for line in result.stderr.splitlines() if line.startswith("benchmarking")]
     assert [("ours" in line, "round 1" in line) for line in order] == [
         (True, True), (False, True), (True, False), (False, False)
     ]  # fmt: skip
+
+
+def test_a_baseline_comparison_takes_one_known_variant(tmp_path):
+    for variants in ("default,eager_steps", "fastest"):
+        result = _bench(f"--baseline={ROOT}", f"--variants={variants}", timeout=120)
+        assert result.returncode != 0
+        assert "--variants takes one variant for this checkout" in result.stderr
 
 
 def test_a_baseline_that_is_not_a_checkout_is_refused(tmp_path):

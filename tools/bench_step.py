@@ -48,7 +48,8 @@ BASELINE = flags.DEFINE_string(
     "baseline",
     None,
     "Another checkout of this project (a directory holding densenas_tf/ and tools/): time "
-    "its steps and this checkout's in one run and print the speed-ups.",
+    "its steps and this checkout's in one run and print the speed-ups. This checkout runs "
+    "the one --variants given (e.g. eager_steps), the baseline its default.",
 )
 ROUNDS = flags.DEFINE_integer(
     "rounds", 1, "With --baseline: alternate the two checkouts this many times.", lower_bound=1
@@ -169,6 +170,12 @@ def _compare_with_baseline(bench, presets) -> int:
             "densenas_tf/ and tools/bench_step.py); make one with "
             "`git worktree add /tmp/baseline COMMIT`"
         )
+    if len(VARIANTS.value) != 1 or VARIANTS.value[0] not in bench.VARIANTS:
+        raise app.UsageError(
+            f"with --baseline, --variants takes one variant for this checkout (the baseline "
+            f"runs its default), one of {list(bench.VARIANTS)}; got {VARIANTS.value}"
+        )
+    variant = VARIANTS.value[0]
     comparisons, raw = {}, {}
     base_onednn = None  # whether the baseline's environment runs oneDNN, asked on demand
     for name, batch in presets:
@@ -182,6 +189,7 @@ def _compare_with_baseline(bench, presets) -> int:
                     script,
                     [
                         f"--worker={name}:{batch}",
+                        *([f"--worker_variant={variant}"] if who == "ours" else []),
                         f"--warmup={WARMUP.value}",
                         f"--runs={RUNS.value}",
                         *_table_flag(),
@@ -201,13 +209,18 @@ def _compare_with_baseline(bench, presets) -> int:
         raw[preset] = runs
     base_commit = bench.checkout_commit(base_root)
     label = f"baseline {base_commit[:7]}" if base_commit else "baseline"
-    print(bench.format_comparison(comparisons, label))
+    ours_label = "this checkout" if variant == "default" else f"this checkout ({variant})"
+    print(bench.format_comparison(comparisons, label, ours_label))
     if JSON_OUT.value:
         from densenas_tf.io_utils import write_text_atomic
 
         payload = {
             "baseline": {"path": str(base_root), "commit": base_commit},
-            "ours": {"path": str(ours_root), "commit": bench.checkout_commit(ours_root)},
+            "ours": {
+                "path": str(ours_root),
+                "commit": bench.checkout_commit(ours_root),
+                "variant": variant,
+            },
             "warmup": WARMUP.value,
             "runs": RUNS.value,
             "rounds": ROUNDS.value,
