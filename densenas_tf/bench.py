@@ -37,6 +37,7 @@ VARIANTS = (
     "arch_kernel_grads",
     "nested",
     "deterministic",
+    "op_branches",
 )
 
 
@@ -218,7 +219,10 @@ def bench_space(
     step computes kernel gradients too). Two more variants measure what a
     search option costs: ``nested`` (``weight_sharing: nested``: the ops of a
     mixed layer slice one shared kernel) and ``deterministic`` (TensorFlow's
-    op determinism, ``deterministic: true``).
+    op determinism, ``deterministic: true``). ``op_branches`` undoes
+    ``switched_ops`` in the traced steps: each mixed layer switches between
+    whole candidate ops instead of running one MBConv on the drawn op's
+    variables.
 
     ``profile_steps``: after the timing, run TensorFlow's profiler over that
     many steps of each kind and add the time per kernel type (``profile``:
@@ -257,6 +261,7 @@ def bench_space(
     net.set_compiled_ops(variant != "eager_ops")
     net.set_direct_forward(variant != "layered_forward")
     net.set_graph_forward_all(variant not in EAGER_VARIANTS)
+    net.set_switched_variables(variant != "op_branches")
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes

@@ -69,26 +69,34 @@ class MomentumSGD(tf.Module):
     def _update(self, strategy, grads, variables, applied) -> None:
         lr = self.current_learning_rate()
         momentum = tf.constant(self.momentum, tf.float32)
+        # Per draw flag (shared by the variables of one op): the learning rate
+        # and momentum of the update, or 0 and 1 when the op was not drawn, which
+        # with a zero gradient leave the variable and its buffer exactly as they
+        # were. One dense update per variable, not a gather and a sparse one.
+        gated: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
 
-        def step(var, grad, buffer, rows=None):
+        def step(var, grad, buffer, flag=None):
             if self.weight_decay:
                 grad = grad + self.weight_decay * var
-            if rows is None:
-                return tf.raw_ops.ResourceApplyMomentum(
-                    var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype), grad=grad,
-                    momentum=tf.cast(momentum, var.dtype),
-                )  # fmt: skip
-            # The same update on the first-axis rows listed: all of them, or none.
-            return tf.raw_ops.ResourceSparseApplyMomentum(
-                var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype),
-                grad=tf.gather(grad, rows), indices=rows, momentum=tf.cast(momentum, var.dtype),
+            rate, mom = lr, momentum
+            if flag is not None:
+                rate, mom = gated[id(flag)]
+                grad = tf.where(flag, grad, tf.zeros_like(grad))
+            return tf.raw_ops.ResourceApplyMomentum(
+                var=var.handle, accum=buffer.handle, lr=tf.cast(rate, var.dtype), grad=grad,
+                momentum=tf.cast(mom, var.dtype),
             )  # fmt: skip
 
         for grad, var, flag in zip(grads, variables, applied):
             buffer = self.buffers[self._slot[id(var)]]
             args = (grad, buffer)
             if flag is not None:
-                args += (tf.range(var.shape[0] * tf.cast(flag, tf.int32)),)
+                if id(flag) not in gated:
+                    gated[id(flag)] = (
+                        tf.where(flag, lr, tf.zeros_like(lr)),
+                        tf.where(flag, momentum, tf.ones_like(momentum)),
+                    )
+                args += (flag,)
             strategy.extended.update(var, step, args=args, group=False)
         self.iterations.assign_add(1)
 

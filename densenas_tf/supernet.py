@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import op_layers, ops
+from densenas_tf import op_layers, ops, switched_ops
 from densenas_tf.arch_params import (  # noqa: F401 (the supernet's API)
     MODES,
     SAMPLING_POLICIES,
@@ -322,6 +322,13 @@ class MixedOp(keras.layers.Layer):
         if tf.executing_eagerly():
             # Eager: dispatch in Python, so nothing but the drawn op is built or run.
             return self.candidates[int(index)](x, **kwargs)
+        if (
+            self.__dict__.get("switch_variables", True)
+            and op_layers.replicas_in_sync() == 1
+            and switched_ops.switchable(self)
+        ):
+            # One MBConv in the graph, run on the drawn op's variables.
+            return switched_ops.run_drawn(self, index, x, training, weight_gradients)
         branches = [lambda c=c: c(x, **kwargs) for c in self.candidates]
         return tf.switch_case(index, branches)
 
@@ -655,6 +662,14 @@ class SuperNet(keras.Model):
             for mixed in (*block.heads, *block.stacking):
                 layers.extend(mixed.candidates)
         return layers
+
+    def set_switched_variables(self, enabled: bool) -> None:
+        """Whether a traced graph runs each mixed layer's drawn op as one MBConv
+        on the drawn op's variables (``switched_ops``, the default) or switches
+        between whole candidate ops (for benchmarks and tests)."""
+        for block in self.dense_blocks:
+            for mixed in (*block.heads, *block.stacking):
+                mixed.__dict__["switch_variables"] = bool(enabled)
 
     def set_direct_forward(self, enabled: bool) -> None:
         """Whether eager one-device calls take the direct path (``_direct_call``,

@@ -97,7 +97,14 @@ def test_step_mult_adds_count_what_each_step_differentiates(duo):
     # stem's output either.
     from_stem = sum(DUO_HEADS[0]) + sum(DUO_HEADS[1])
     layered = set(bench.VARIANTS) - {"eager_steps", "arch_kernel_grads"}
-    assert layered == {"default", "eager_ops", "layered_forward", "nested", "deterministic"}
+    assert layered == {
+        "default",
+        "eager_ops",
+        "layered_forward",
+        "nested",
+        "deterministic",
+        "op_branches",
+    }
     for variant in layered:
         assert bench.step_mult_adds(space, *both, "arch", variant) == lean - from_stem == 124_992
     with pytest.raises(ValueError, match="unknown step 'both'"):

@@ -1,0 +1,185 @@
+"""One MBConv per mixed layer in traced graphs, run on the drawn op's variables.
+
+A traced step that picks each layer's drawn op with ``tf.switch_case`` over
+whole candidate ops holds every candidate's convolutions, batch norms and
+their gradients: the graph, its build time and its memory grow with the
+number of candidate ops (7 per layer on the fashion_mnist and imagenet
+spaces). When a mixed layer's MBConv candidates differ only in kernel size
+and expansion, ``run_drawn`` builds the MBConv once: a switch picks the drawn
+op's variables (its kernels, or their slices under nested sharing, and its
+batch norms' parameters and statistics), the expansion and projection
+convolutions and the three batch norms run once on them, only the depthwise
+convolution (whose kernel size fixes the shapes of its gradient kernels) has
+one small branch per distinct (kernel size, width), a second switch writes
+the updated batch-norm statistics back to the drawn op, and skip is a
+``tf.cond`` around it all. The same kernels run on the same values as in the
+per-op branches.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from densenas_tf import op_layers, ops
+
+_BN_ROLES = ("expand_bn", "dw_bn", "project_bn")
+
+
+def switchable(mixed) -> bool:
+    """Whether ``run_drawn`` can run this MixedOp: two or more MBConv
+    candidates that all have an expansion convolution (or all have none)."""
+    convs = [c for c in mixed.candidates if c.op_layers]
+    if len(convs) < 2:
+        return False
+    expands = {"expand_bn" in c.op_layers for c in convs}
+    return len(expands) == 1
+
+
+def _conv_kernels(candidate) -> dict[str, tf.Tensor]:
+    """The candidate's convolution kernels (slices of shared ones under nested sharing)."""
+    if candidate.shared is not None:
+        return candidate.shared.slices(candidate.op_name)
+    layers = candidate.op_layers
+    kernels = {"dw": layers["dw_conv"].kernel, "project": layers["project_conv"].kernel}
+    if "expand_conv" in layers:
+        kernels["expand"] = layers["expand_conv"].kernel
+    return {k: tf.convert_to_tensor(v) for k, v in kernels.items()}
+
+
+def _bn_values(bn) -> tuple[tf.Tensor, ...]:
+    return tuple(
+        tf.convert_to_tensor(v) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+    )
+
+
+def _switch(position, branches):
+    return branches[0]() if len(branches) == 1 else tf.switch_case(position, branches)
+
+
+def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
+    """The output of MixedOp ``mixed``'s candidate number ``index`` (a scalar
+    tensor) on x, with one MBConv in the graph (see the module doc)."""
+    candidates = mixed.candidates
+    convs = [k for k, c in enumerate(candidates) if c.op_layers]
+    # Position of each candidate among the MBConvs; -1 for skip.
+    table = [convs.index(k) if k in convs else -1 for k in range(len(candidates))]
+    position = tf.gather(tf.constant(table, tf.int32), tf.cast(index, tf.int32))
+    if len(convs) == len(candidates):
+        return _mbconv(
+            mixed, [candidates[k] for k in convs], position, x, training, weight_gradients
+        )
+    return tf.cond(
+        position < 0,
+        lambda: tf.identity(x),
+        lambda: _mbconv(
+            mixed,
+            [candidates[k] for k in convs],
+            tf.maximum(position, 0),
+            x,
+            training,
+            weight_gradients,
+        ),
+    )
+
+
+def _mbconv(mixed, convs, position, x, training, weight_gradients):
+    training = bool(training)
+    first = convs[0]
+    roles = [r for r in _BN_ROLES if r in first.op_layers]
+
+    def read(candidate):
+        def branch():
+            kernels = _conv_kernels(candidate)
+            values = [kernels.get("expand"), kernels["dw"], kernels["project"]]
+            for role in roles:
+                values.extend(_bn_values(candidate.op_layers[role]))
+            return [v for v in values if v is not None]
+
+        return branch
+
+    values = _switch(position, [read(c) for c in convs])
+    values = list(values)
+    expand = values.pop(0) if "expand_bn" in roles else None
+    dw_kernel, project = values.pop(0), values.pop(0)
+    bn = {role: values[4 * k : 4 * k + 4] for k, role in enumerate(roles)}
+    updates = []
+
+    def batch_norm(role, y):
+        gamma, beta, mean, variance = bn[role]
+        momentum = first.op_layers[role].momentum
+        y, new_mean, new_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=y,
+            scale=gamma,
+            offset=beta,
+            mean=mean,
+            variance=variance,
+            epsilon=ops.BN_EPSILON,
+            exponential_avg_factor=1.0 - momentum if training else 1.0,
+            is_training=training,
+        )
+        updates.append((role, new_mean, new_variance))
+        return y
+
+    y = x
+    if expand is not None:
+        y = op_layers.kernel_conv(y, expand, 1, False, weight_gradients)
+        y = tf.nn.relu6(batch_norm("expand_bn", y))
+    y = _depthwise(convs, position, y, dw_kernel, mixed.stride, weight_gradients)
+    y = tf.nn.relu6(batch_norm("dw_bn", y))
+    y = op_layers.kernel_conv(y, project, 1, False, weight_gradients)
+    y = batch_norm("project_bn", y)
+    if training:
+        _write_statistics(convs, position, updates)
+    if ops.has_residual(mixed.in_channels, mixed.out_channels, mixed.stride):
+        y = x + y
+    return y
+
+
+def _depthwise(convs, position, y, kernel, stride, weight_gradients):
+    """The depthwise convolution: one branch per distinct (kernel size, width),
+    each with static shapes (``op_layers.kernel_conv`` picks its kernel
+    gradient's implementation by them)."""
+    shapes = []
+    for c in convs:
+        op = ops.parse_op(c.op_name)
+        shape = (op.kernel_size, c.in_channels * op.expansion)
+        if shape not in shapes:
+            shapes.append(shape)
+    which = tf.constant(
+        [
+            shapes.index(
+                (
+                    ops.parse_op(c.op_name).kernel_size,
+                    c.in_channels * ops.parse_op(c.op_name).expansion,
+                )
+            )
+            for c in convs
+        ],
+        tf.int32,
+    )
+
+    def branch(k, width):
+        def run():
+            x = tf.ensure_shape(y, [*y.shape[:3], width])
+            w = tf.ensure_shape(kernel, [k, k, width, 1])
+            return op_layers.kernel_conv(x, w, stride, True, weight_gradients)
+
+        return run
+
+    return _switch(tf.gather(which, position), [branch(k, w) for k, w in shapes])
+
+
+def _write_statistics(convs, position, updates):
+    """Writes each batch norm's updated moving statistics to the drawn op's variables."""
+
+    def write(candidate):
+        def branch():
+            for role, mean, variance in updates:
+                layer = candidate.op_layers[role]
+                layer.moving_mean.assign(mean)
+                layer.moving_variance.assign(variance)
+            return tf.constant(0)
+
+        return branch
+
+    _switch(position, [write(c) for c in convs])
