@@ -5,15 +5,16 @@ whole candidate ops holds every candidate's convolutions, batch norms and
 their gradients: the graph, its build time and its memory grow with the
 number of candidate ops (7 per layer on the fashion_mnist and imagenet
 spaces). When a mixed layer's MBConv candidates differ only in kernel size
-and expansion, ``run_drawn`` builds the MBConv once: a switch picks the drawn
-op's variables (its kernels, or their slices under nested sharing, and its
-batch norms' parameters and statistics), the expansion and projection
+and expansion, ``run_drawn`` builds the MBConv once: the drawn op's variables
+(its kernels, or their slices under nested sharing, and its batch norms'
+parameters and statistics) are gathered from the candidates' zero-padded
+stacks and sliced back to their shapes, the expansion and projection
 convolutions and the three batch norms run once on them, only the depthwise
 convolution (whose kernel size fixes the shapes of its gradient kernels) has
-one small branch per distinct (kernel size, width), a second switch writes
-the updated batch-norm statistics back to the drawn op, and skip is a
-``tf.cond`` around it all. The same kernels run on the same values as in the
-per-op branches.
+one small branch per distinct (kernel size, width), the updated batch-norm
+statistics are written to the drawn op by a switch, and skip is a ``tf.cond``
+around it all. The same kernels run on the same values as in the per-op
+branches.
 """
 
 from __future__ import annotations
@@ -87,18 +88,21 @@ def _mbconv(mixed, convs, position, x, training, weight_gradients):
     first = convs[0]
     roles = [r for r in _BN_ROLES if r in first.op_layers]
 
-    def read(candidate):
-        def branch():
-            kernels = _conv_kernels(candidate)
-            values = [kernels.get("expand"), kernels["dw"], kernels["project"]]
-            for role in roles:
-                values.extend(_bn_values(candidate.op_layers[role]))
-            return [v for v in values if v is not None]
-
-        return branch
-
-    values = _switch(position, [read(c) for c in convs])
-    values = list(values)
+    # Every candidate's values of one role, zero-padded to the largest shape
+    # and stacked; the drawn op's are gathered and sliced back to its shape.
+    # Plain dataflow (no switch, so no branch functions to differentiate);
+    # gather and slice copy values exactly, and the gradient of an op not
+    # drawn is zero, as from a switch.
+    per_candidate = []
+    for candidate in convs:
+        kernels = _conv_kernels(candidate)
+        values = [kernels.get("expand"), kernels["dw"], kernels["project"]]
+        for role in roles:
+            values.extend(_bn_values(candidate.op_layers[role]))
+        per_candidate.append([v for v in values if v is not None])
+    values = [
+        _gather(position, [c[k] for c in per_candidate]) for k in range(len(per_candidate[0]))
+    ]
     expand = values.pop(0) if "expand_bn" in roles else None
     dw_kernel, project = values.pop(0), values.pop(0)
     bn = {role: values[4 * k : 4 * k + 4] for k, role in enumerate(roles)}
@@ -169,8 +173,23 @@ def _depthwise(convs, position, y, kernel, stride, weight_gradients):
     return _switch(tf.gather(which, position), [branch(k, w) for k, w in shapes])
 
 
+def _gather(position, tensors):
+    """The tensor at ``position`` (a scalar tensor) of ``tensors`` (one per
+    candidate, all of one rank), in its own shape."""
+    shapes = [tuple(int(d) for d in t.shape) for t in tensors]
+    if len(set(shapes)) == 1:
+        return tf.gather(tf.stack(tensors), position)
+    largest = [max(dims) for dims in zip(*shapes)]
+    padded = [
+        tf.pad(t, [[0, m - d] for d, m in zip(shape, largest)]) for t, shape in zip(tensors, shapes)
+    ]
+    size = tf.gather(tf.constant(shapes, tf.int32), position)
+    return tf.slice(tf.gather(tf.stack(padded), position), tf.zeros_like(size), size)
+
+
 def _write_statistics(convs, position, updates):
-    """Writes each batch norm's updated moving statistics to the drawn op's variables."""
+    """Writes each batch norm's updated moving statistics to the drawn op's
+    variables (a switch with no gradient through it)."""
 
     def write(candidate):
         def branch():
