@@ -65,21 +65,13 @@ def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
     # Position of each candidate among the MBConvs; -1 for skip.
     table = [convs.index(k) if k in convs else -1 for k in range(len(candidates))]
     position = tf.gather(tf.constant(table, tf.int32), tf.cast(index, tf.int32))
+    mbconvs = [candidates[k] for k in convs]
     if len(convs) == len(candidates):
-        return _mbconv(
-            mixed, [candidates[k] for k in convs], position, x, training, weight_gradients
-        )
+        return _mbconv(mixed, mbconvs, position, x, training, weight_gradients)
     return tf.cond(
         position < 0,
         lambda: tf.identity(x),
-        lambda: _mbconv(
-            mixed,
-            [candidates[k] for k in convs],
-            tf.maximum(position, 0),
-            x,
-            training,
-            weight_gradients,
-        ),
+        lambda: _mbconv(mixed, mbconvs, tf.maximum(position, 0), x, training, weight_gradients),
     )
 
 
@@ -143,24 +135,12 @@ def _depthwise(convs, position, y, kernel, stride, weight_gradients):
     """The depthwise convolution: one branch per distinct (kernel size, width),
     each with static shapes (``op_layers.kernel_conv`` picks its kernel
     gradient's implementation by them)."""
-    shapes = []
+    per_op = []
     for c in convs:
         op = ops.parse_op(c.op_name)
-        shape = (op.kernel_size, c.in_channels * op.expansion)
-        if shape not in shapes:
-            shapes.append(shape)
-    which = tf.constant(
-        [
-            shapes.index(
-                (
-                    ops.parse_op(c.op_name).kernel_size,
-                    c.in_channels * ops.parse_op(c.op_name).expansion,
-                )
-            )
-            for c in convs
-        ],
-        tf.int32,
-    )
+        per_op.append((op.kernel_size, c.in_channels * op.expansion))
+    shapes = list(dict.fromkeys(per_op))  # distinct, in order
+    which = tf.constant([shapes.index(shape) for shape in per_op], tf.int32)
 
     def branch(k, width):
         def run():
