@@ -319,9 +319,11 @@ class MixedOp(keras.layers.Layer):
 
     def _run(self, index, x, training, weight_gradients=True):
         kwargs = {"training": training, "weight_gradients": weight_gradients}
-        if tf.executing_eagerly():
-            # Eager: dispatch in Python, so nothing but the drawn op is built or run.
-            return self.candidates[int(index)](x, **kwargs)
+        static = tf.get_static_value(index)
+        if static is not None:
+            # Eager, or a draw known while tracing: nothing but the drawn op is
+            # built or run.
+            return self.candidates[int(static)](x, **kwargs)
         if (
             self.__dict__.get("switch_variables", True)
             and op_layers.replicas_in_sync() == 1

@@ -150,6 +150,11 @@ def _depthwise(convs, position, y, kernel, stride, weight_gradients):
 
         return run
 
+    if kernel.shape.is_fully_defined():
+        # The draw was a constant that shape inference evaluated: its branch only
+        # (the others' shapes would contradict the known ones).
+        k, _, width, _ = (int(d) for d in kernel.shape)
+        return branch(k, width)()
     return _switch(tf.gather(which, position), [branch(k, w) for k, w in shapes])
 
 
@@ -175,6 +180,9 @@ def _write_statistics(convs, position, updates):
         def branch():
             for role, mean, variance in updates:
                 layer = candidate.op_layers[role]
+                if not mean.shape.is_compatible_with(layer.moving_mean.shape):
+                    # A draw that shape inference evaluated excludes this op.
+                    break
                 layer.moving_mean.assign(mean)
                 layer.moving_variance.assign(variance)
             return tf.constant(0)
