@@ -249,6 +249,26 @@ def _synchronized_batch_norm(bn: keras.layers.BatchNormalization, x):
     return tf.cast(y, out_dtype)
 
 
+def batch_norm_on(x, gamma, beta, mean, variance, epsilon, momentum, training):
+    """Batch norm with TensorFlow's fused kernel on the given tensors.
+
+    Returns the normalised ``x`` and, in training, the moving mean and
+    variance after this batch's update (Keras's rule: ``momentum * old +
+    (1 - momentum) * batch``); out of training, ``mean`` and ``variance``
+    as they were."""
+    y, new_mean, new_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+        x=x,
+        scale=gamma,
+        offset=beta,
+        mean=mean,
+        variance=variance,
+        epsilon=epsilon,
+        exponential_avg_factor=1.0 - momentum if training else 1.0,
+        is_training=training,
+    )
+    return y, new_mean, new_variance
+
+
 def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     """A Keras BatchNormalization layer's computation with TensorFlow's fused
     kernel (on its own variables, with the same moving-average update).
@@ -258,15 +278,15 @@ def fused_batch_norm(bn: keras.layers.BatchNormalization, x, training):
     training = bool(training)
     if training and bn.synchronized and replicas_in_sync() > 1:
         return _synchronized_batch_norm(bn, x)
-    y, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-        x=x,
-        scale=bn.gamma,
-        offset=bn.beta,
-        mean=bn.moving_mean,
-        variance=bn.moving_variance,
-        epsilon=bn.epsilon,
-        exponential_avg_factor=1.0 - bn.momentum if training else 1.0,
-        is_training=training,
+    y, moving_mean, moving_variance = batch_norm_on(
+        x,
+        bn.gamma,
+        bn.beta,
+        bn.moving_mean,
+        bn.moving_variance,
+        bn.epsilon,
+        bn.momentum,
+        training,
     )
     if training:
         bn.moving_mean.assign(moving_mean)

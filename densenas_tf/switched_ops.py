@@ -102,16 +102,9 @@ def _mbconv(mixed, convs, position, x, training, weight_gradients):
 
     def batch_norm(role, y):
         gamma, beta, mean, variance = bn[role]
-        momentum = first.op_layers[role].momentum
-        y, new_mean, new_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=y,
-            scale=gamma,
-            offset=beta,
-            mean=mean,
-            variance=variance,
-            epsilon=ops.BN_EPSILON,
-            exponential_avg_factor=1.0 - momentum if training else 1.0,
-            is_training=training,
+        layer = first.op_layers[role]
+        y, new_mean, new_variance = op_layers.batch_norm_on(
+            y, gamma, beta, mean, variance, layer.epsilon, layer.momentum, training
         )
         updates.append((role, new_mean, new_variance))
         return y
