@@ -32,7 +32,6 @@ import numpy as np
 
 from densenas_tf.arch_spec import ArchSpec, count_costs
 from densenas_tf.io_utils import (
-    cached_json,
     replace_atomic,
     write_bytes_atomic,
     write_text_atomic,
@@ -63,6 +62,7 @@ class ComparePlan:
     random_trial_images: int = 7680
     random_max_trials: int = 40
     latency_runs: int = 100
+    latency_rounds: int = 5  # see measure_latencies
     seed: int = 0  # the data's subset and split
     # Each seed runs every search and retraining again (seeded together); the
     # table then gives the mean and standard error over seeds.
@@ -89,6 +89,7 @@ REDUCED = ComparePlan(
     random_trial_images=256,
     random_max_trials=3,
     latency_runs=5,
+    latency_rounds=2,
     latency_tables="shipped",
 )
 
@@ -248,12 +249,55 @@ def random_search(
 
 
 # ----- the whole comparison ----------------------------------------------------------------
-def _measure_tflite(model, runs: int) -> float:
-    from densenas_tf.exporting import convert_tflite
+def _tflite_timer(model_dir: Path) -> Callable[[int], float]:
+    """A function timing the trained model in ``model_dir`` as float TFLite
+    (1 thread, batch 1): runs -> median ms."""
+    from densenas_tf.exporting import convert_tflite, load_trained_model
     from densenas_tf.latency_measure import time_tflite
 
-    content = convert_tflite(model, "none")
-    return time_tflite(content, threads=1, warmup=max(2, runs // 10), runs=runs).median_ms
+    content = convert_tflite(load_trained_model(model_dir / "model.keras"), "none")
+    return lambda runs: (
+        time_tflite(content, threads=1, warmup=max(2, runs // 10), runs=runs).median_ms
+    )
+
+
+def measure_latencies(
+    model_dirs: list[Path],
+    plan: ComparePlan,
+    log: Callable[[str], None] = lambda line: None,
+    make_timer: Callable[[Path], Callable[[int], float]] = _tflite_timer,
+) -> dict[Path, float]:
+    """Each trained model's measured latency (ms), cached in its ``latency.json``.
+
+    The models without one are measured together, after every training, in
+    ``plan.latency_rounds`` rounds that each time every model once
+    (``plan.latency_runs`` runs): a model's latency is the median of its
+    rounds' medians. Whatever else the machine does while they are measured
+    falls on all of them alike, not on the few trained last. Delete the
+    ``latency.json`` files to measure every model again."""
+    latencies, missing = {}, []
+    for model_dir in dict.fromkeys(model_dirs):
+        path = model_dir / "latency.json"
+        if path.is_file():
+            latencies[model_dir] = float(json.loads(path.read_text())["tflite_ms"])
+        else:
+            missing.append(model_dir)
+    if not missing:
+        return latencies
+    log(
+        f"== measuring the latency of {len(missing)} net(s): {plan.latency_rounds} round(s) "
+        f"of {plan.latency_runs} runs each"
+    )
+    timers = {model_dir: make_timer(model_dir) for model_dir in missing}
+    rounds: dict[Path, list[float]] = {model_dir: [] for model_dir in missing}
+    for _ in range(plan.latency_rounds):
+        for model_dir in missing:
+            rounds[model_dir].append(float(timers[model_dir](plan.latency_runs)))
+    for model_dir in missing:
+        latencies[model_dir] = float(np.median(rounds[model_dir]))
+        record = {"tflite_ms": latencies[model_dir], "round_medians_ms": rounds[model_dir]}
+        write_text_atomic(model_dir / "latency.json", json.dumps(record, indent=2) + "\n")
+    return latencies
 
 
 def _tables(run_dir: Path, plan: ComparePlan, log) -> dict[str, Path]:
@@ -299,6 +343,11 @@ def run_compare(
         seed_rows, seed_wall = _run_seed(run_dir / f"seed{seed}", plan, seed, tables, data, log)
         rows += seed_rows
         wall.update({f"seed{seed}/{k}": v for k, v in seed_wall.items()})
+    start = time.time()
+    latencies = measure_latencies([Path(r["model_dir"]) for r in rows], plan, log)
+    wall["latency"] = time.time() - start
+    for row in rows:
+        row["tflite_ms"] = latencies[Path(row.pop("model_dir"))]
     results = {
         "plan": dataclasses.asdict(plan),
         "rows": rows,
@@ -378,7 +427,6 @@ def _run_seed(
     run_dir: Path, plan: ComparePlan, seed: int, tables: dict[str, Path], data, log
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     from densenas_tf.data import split_indices
-    from densenas_tf.exporting import load_trained_model
     from densenas_tf.latency import LatencyTable
     from densenas_tf.search_config import load_search_config
     from densenas_tf.search_run import run_search
@@ -459,15 +507,6 @@ def _run_seed(
         metrics = train(
             spec, data, run_dir / "train" / label, train_config, data_source=source, log=log
         )
-        measured = cached_json(
-            run_dir / "train" / label / "latency.json",
-            lambda label=label: {
-                "tflite_ms": _measure_tflite(
-                    load_trained_model(run_dir / "train" / label / "model.keras"),
-                    plan.latency_runs,
-                )
-            },
-        )
         wall[f"train_{label}"] = time.time() - start
         cost = count_costs(spec)
         space_name = spec.provenance.get("search_space", "fashion_mnist")
@@ -483,7 +522,7 @@ def _run_seed(
                 "arch": spec.to_block_string(),
                 "arch_file": str(run_dir / "archs" / f"{label}.json"),
                 "test_accuracy": metrics["test_accuracy"],
-                "tflite_ms": measured["tflite_ms"],
+                "model_dir": str(run_dir / "train" / label),  # its latency is measured later
                 "predicted_ms": predicted_ms,
                 "params": cost.params,
                 "mult_adds": cost.mult_adds,

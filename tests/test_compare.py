@@ -186,6 +186,36 @@ def test_seeds_are_summarised_with_standard_errors_and_a_verdict():
     assert all(line.endswith("no verdict") for line in one_seed)
 
 
+def test_latencies_are_measured_together_in_interleaved_rounds_and_cached(tmp_path):
+    from densenas_tf.compare import ComparePlan, measure_latencies
+
+    dirs = [tmp_path / name for name in ("a", "b", "c")]
+    for d in dirs:
+        d.mkdir()
+    calls = []
+    # Each model's timings over its rounds; "b" has one slow round (a load spike).
+    timings = {"a": iter([0.30, 0.31, 0.29]), "b": iter([0.50, 0.90, 0.51]), "c": iter([0.2] * 3)}
+
+    def make_timer(model_dir):
+        def timer(runs):
+            calls.append((model_dir.name, runs))
+            return next(timings[model_dir.name])
+
+        return timer
+
+    (dirs[2] / "latency.json").write_text(json.dumps({"tflite_ms": 0.25}))  # already measured
+    plan = ComparePlan(latency_rounds=3, latency_runs=7)
+    latencies = measure_latencies([*dirs, dirs[0]], plan, make_timer=make_timer)
+    # Only the unmeasured ones, each once per round, round after round.
+    assert calls == [("a", 7), ("b", 7)] * 3
+    assert latencies == {dirs[0]: 0.30, dirs[1]: 0.51, dirs[2]: 0.25}  # medians of the rounds
+    record = json.loads((dirs[1] / "latency.json").read_text())
+    assert record == {"tflite_ms": 0.51, "round_medians_ms": [0.50, 0.90, 0.51]}
+    calls.clear()
+    assert measure_latencies(dirs, plan, make_timer=make_timer) == latencies  # all cached
+    assert calls == []
+
+
 def test_hparams_dashboard_holds_each_net_with_its_method_lambda_seed_and_metrics(tmp_path):
     import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
