@@ -69,35 +69,34 @@ class MomentumSGD(tf.Module):
     def _update(self, strategy, grads, variables, applied) -> None:
         lr = self.current_learning_rate()
         momentum = tf.constant(self.momentum, tf.float32)
-        # Per draw flag (shared by the variables of one op): the learning rate
-        # and momentum of the update, or 0 and 1 when the op was not drawn, which
-        # with a zero gradient leave the variable and its buffer exactly as they
-        # were. One dense update per variable, not a gather and a sparse one.
-        gated: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
 
-        def step(var, grad, buffer, flag=None):
+        def step(var, grad, buffer):
             if self.weight_decay:
                 grad = grad + self.weight_decay * var
-            rate, mom = lr, momentum
-            if flag is not None:
-                rate, mom = gated[id(flag)]
-                grad = tf.where(flag, grad, tf.zeros_like(grad))
             return tf.raw_ops.ResourceApplyMomentum(
-                var=var.handle, accum=buffer.handle, lr=tf.cast(rate, var.dtype), grad=grad,
-                momentum=tf.cast(mom, var.dtype),
+                var=var.handle, accum=buffer.handle, lr=tf.cast(lr, var.dtype), grad=grad,
+                momentum=tf.cast(momentum, var.dtype),
             )  # fmt: skip
 
+        # Per draw flag (shared by the variables of one op): one conditional
+        # that updates them all when the op was drawn and leaves them and their
+        # buffers untouched otherwise, as for a missing gradient; an op not
+        # drawn costs nothing.
+        gated: dict[int, tuple[tf.Tensor, list]] = {}
         for grad, var, flag in zip(grads, variables, applied):
-            buffer = self.buffers[self._slot[id(var)]]
-            args = (grad, buffer)
-            if flag is not None:
-                if id(flag) not in gated:
-                    gated[id(flag)] = (
-                        tf.where(flag, lr, tf.zeros_like(lr)),
-                        tf.where(flag, momentum, tf.ones_like(momentum)),
-                    )
-                args += (flag,)
-            strategy.extended.update(var, step, args=args, group=False)
+            args = (grad, self.buffers[self._slot[id(var)]])
+            if flag is None:
+                strategy.extended.update(var, step, args=args, group=False)
+            else:
+                gated.setdefault(id(flag), (flag, []))[1].append((var, args))
+        for flag, members in gated.values():
+
+            def update(members=members):
+                for var, args in members:
+                    strategy.extended.update(var, step, args=args, group=False)
+                return tf.constant(True)
+
+            tf.cond(flag, update, lambda: tf.constant(False))
         self.iterations.assign_add(1)
 
 
