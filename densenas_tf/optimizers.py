@@ -81,7 +81,7 @@ class MomentumSGD(tf.Module):
         # Per draw flag (shared by the variables of one op): one conditional
         # that updates them all when the op was drawn and leaves them and their
         # buffers untouched otherwise, as for a missing gradient; an op not
-        # drawn costs nothing.
+        # drawn costs no update (its zero gradient is still computed).
         gated: dict[int, tuple[tf.Tensor, list]] = {}
         for grad, var, flag in zip(grads, variables, applied):
             args = (grad, self.buffers[self._slot[id(var)]])
