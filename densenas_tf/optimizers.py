@@ -47,26 +47,43 @@ class MomentumSGD(tf.Module):
         lr = self.learning_rate
         return tf.cast(lr(self.iterations) if callable(lr) else lr, tf.float32)
 
-    def apply_gradients(self, grads_and_vars, applied=None) -> None:
+    def apply_gradients(self, grads_and_vars, applied=None, switched=()) -> None:
         """Call in replica context (inside strategy.run, or with no strategy).
 
         ``applied``: per pair, None (update) or a scalar boolean tensor; where
         it is false the variable and its buffer are left untouched, as for a
         missing gradient (a traced step, whose gradients of undrawn ops are
-        zeros rather than None, says so with the draw)."""
+        zeros rather than None, says so with the draw).
+
+        ``switched``: per switched layer, ``(position, grads, per_candidate)``:
+        gradients of the drawn candidate's weights (each zero-padded to the
+        largest of its role), applied to ``per_candidate[position]``'s
+        variables (sliced to each one's shape); nothing when ``position`` is
+        outside the list (skip drawn)."""
         applied = [None] * len(grads_and_vars) if applied is None else list(applied)
         kept = [
             (g, _tf_variable(v), a) for (g, v), a in zip(grads_and_vars, applied) if g is not None
         ]
+        switched = [
+            (position, list(grads), [[_tf_variable(v) for v in vs] for vs in per])
+            for position, grads, per in switched
+        ]
         context = tf.distribute.get_replica_context()
-        grads = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(g) for g, _, _ in kept]
-        )
+        flat = [tf.convert_to_tensor(g) for g, _, _ in kept]
+        for _, grads, _ in switched:
+            flat.extend(tf.convert_to_tensor(g) for g in grads)
+        flat = context.all_reduce(tf.distribute.ReduceOp.SUM, flat) if flat else []
+        grads, start = flat[: len(kept)], len(kept)
+        groups = []
+        for position, layer_grads, per in switched:
+            groups.append((position, flat[start : start + len(layer_grads)], per))
+            start += len(layer_grads)
         context.merge_call(
-            self._update, args=(grads, [v for _, v, _ in kept], [a for _, _, a in kept])
+            self._update,
+            args=(grads, [v for _, v, _ in kept], [a for _, _, a in kept], groups),
         )
 
-    def _update(self, strategy, grads, variables, applied) -> None:
+    def _update(self, strategy, grads, variables, applied, switched=()) -> None:
         lr = self.current_learning_rate()
         momentum = tf.constant(self.momentum, tf.float32)
 
@@ -97,6 +114,25 @@ class MomentumSGD(tf.Module):
                 return tf.constant(True)
 
             tf.cond(flag, update, lambda: tf.constant(False))
+        for position, layer_grads, per_candidate in switched:
+
+            def update_candidate(owned, layer_grads=layer_grads):
+                def run():
+                    for grad, var in zip(layer_grads, owned):
+                        shape = var.shape.as_list()
+                        if grad.shape.as_list() != shape:
+                            grad = tf.slice(grad, [0] * len(shape), shape)
+                        args = (grad, self.buffers[self._slot[id(var)]])
+                        strategy.extended.update(var, step, args=args, group=False)
+                    return tf.constant(True)
+
+                return run
+
+            branches = [update_candidate(owned) for owned in per_candidate]
+            # Out of range (skip drawn): the last branch, which updates nothing.
+            branches.append(lambda: tf.constant(False))
+            index = tf.where(position < 0, len(per_candidate), position)
+            tf.switch_case(index, branches)
         self.iterations.assign_add(1)
 
 

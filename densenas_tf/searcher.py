@@ -20,6 +20,7 @@ and a resumed run draws what the uninterrupted one drew. Reporting lives in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -35,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf import derive, search_report, summaries
+from densenas_tf import derive, search_report, summaries, switched_ops
 from densenas_tf.arch_params import rebalance_alpha
 from densenas_tf.arch_spec import ArchSpec
 from densenas_tf.errors import DenseNASError
@@ -304,31 +305,51 @@ class Searcher:
 
     def _weight_replica_step(self, images, labels, sample):
         variables = self._weight_variables
+        # A traced step records the switched layers' drawn weights and
+        # differentiates by those (switched_ops.Recording): the candidates that
+        # were not drawn get no gradient computed and no update.
+        record = not tf.executing_eagerly() and not self.config.undrawn_ops_step
         with tf.GradientTape() as tape:
-            logits = self.net(images, mode="one", sample=sample, training=True)
+            with switched_ops.recording(tape) if record else contextlib.nullcontext() as recording:
+                logits = self.net(images, mode="one", sample=sample, training=True)
             loss = self._cross_entropy(labels, logits)
             scaled = self._scaled(loss)
-        grads, finite = self._gradients(tape, scaled, variables)
+        applied = self._applied(sample)
+        sources = recording.sources if recording is not None else []
+        if sources:
+            # The recorded layers' variables are updated through their sources.
+            owned = recording.variable_ids()
+            keep = [k for k, v in enumerate(variables) if id(v) not in owned]
+            variables = [variables[k] for k in keep]
+            applied = None if applied is None else [applied[k] for k in keep]
+        grads, finite = self._gradients(tape, scaled, [*variables, *sources])
+        grads, source_grads = grads[: len(variables)], grads[len(variables) :]
         if finite:
             if self.config.undrawn_ops_step:
                 # PyTorch 1.0-1.2 (the reference's): undrawn ops' weights get a zero
                 # gradient, so momentum and weight decay still move them.
                 grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
             # Otherwise ops that were not drawn get no gradient and no update.
-            applied = self._applied(sample)
+            switched = [
+                (position, source_grads[part], per)
+                for position, part, per in (recording.updates if sources else [])
+            ]
             pairs = list(zip(grads, variables))
             if applied is None:
-                self.weight_optimizer.apply_gradients([(g, v) for g, v in pairs if g is not None])
+                self.weight_optimizer.apply_gradients(
+                    [(g, v) for g, v in pairs if g is not None], switched=switched
+                )
             else:
                 kept = [(p, a) for p, a in zip(pairs, applied) if p[0] is not None]
                 self.weight_optimizer.apply_gradients(
-                    [p for p, _ in kept], applied=[a for _, a in kept]
+                    [p for p, _ in kept], applied=[a for _, a in kept], switched=switched
                 )
         return {"ce": loss, "acc": self._accuracy_sum(labels, logits), **self._skipped(finite)}
 
     def _eval_replica_step(self, images, labels, sample):
         # Batch norm in training mode (batch statistics), as the reference evaluates.
-        logits = self.net(images, mode="one", sample=sample, training=True)
+        # No gradients: a traced step copies out the drawn ops' weights only.
+        logits = self.net(images, mode="one", sample=sample, training=True, weight_gradients=False)
         return {
             "ce": self._cross_entropy(labels, logits),
             "acc": self._accuracy_sum(labels, logits),

@@ -15,15 +15,73 @@ one small branch per distinct (kernel size, width), the updated batch-norm
 statistics are written to the drawn op by a switch, and skip is a ``tf.cond``
 around it all. The same kernels run on the same values as in the per-op
 branches.
+
+Where no gradient has to reach the candidates' variables (the architecture
+step, evaluation, and a weight step under ``recording``), a switch copies out
+the drawn op's values only, instead of stacking every candidate's. A weight
+step under ``recording`` differentiates the loss with respect to those copies
+(the drawn op's weights, zero-padded to each role's largest shape) and
+``Recording.updates`` lists, per layer, the variables a switch on the draw
+applies them to: no gradient of an op that was not drawn is computed,
+summed or stored, and the update touches the drawn op's variables only.
 """
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import tensorflow as tf
 
 from densenas_tf import op_layers, ops
 
 _BN_ROLES = ("expand_bn", "dw_bn", "project_bn")
+_state = threading.local()
+
+
+class Recording:
+    """The switched layers of one traced weight step (see the module doc).
+
+    ``sources``: the tensors to differentiate the loss by (watched on the
+    tape); ``updates``: per layer, ``(position, grads_slice, per_candidate)``
+    where ``position`` is the drawn MBConv's index among the layer's MBConvs
+    (-1 for skip: nothing to update), ``grads_slice`` the range of
+    ``sources`` that is that layer's, and ``per_candidate`` the variables
+    (one list per MBConv, aligned with the layer's sources) they update."""
+
+    def __init__(self, tape):
+        self.tape = tape
+        self.sources: list[tf.Tensor] = []
+        self.updates: list[tuple[tf.Tensor, slice, list[list]]] = []
+        self._layers: set[int] = set()
+
+    def variable_ids(self) -> set[int]:
+        """ids of every variable the recorded layers update (all their MBConvs')."""
+        return {id(v) for _, _, per in self.updates for vs in per for v in vs}
+
+    def add(self, mixed, position, values, per_candidate) -> None:
+        if id(mixed) in self._layers:
+            raise ValueError(
+                f"mixed layer {mixed.name!r} ran twice in one recorded weight step; "
+                "its gradients would have to be summed: record one draw per layer"
+            )
+        self._layers.add(id(mixed))
+        start = len(self.sources)
+        self.tape.watch(values)
+        self.sources.extend(values)
+        self.updates.append((position, slice(start, len(self.sources)), per_candidate))
+
+
+@contextlib.contextmanager
+def recording(tape):
+    """Within it, traced one-op draws of switchable layers without nested
+    sharing record their drawn weights on ``tape`` (yields the Recording)."""
+    previous = getattr(_state, "recording", None)
+    _state.recording = Recording(tape)
+    try:
+        yield _state.recording
+    finally:
+        _state.recording = previous
 
 
 def switchable(mixed) -> bool:
@@ -66,35 +124,122 @@ def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
     table = [convs.index(k) if k in convs else -1 for k in range(len(candidates))]
     position = tf.gather(tf.constant(table, tf.int32), tf.cast(index, tf.int32))
     mbconvs = [candidates[k] for k in convs]
+    drawn = tf.maximum(position, 0)
+    recording = getattr(_state, "recording", None)
+    if recording is not None and weight_gradients and mixed.shared is None:
+        values, trainable = _picked(mbconvs, drawn, tf.stop_gradient)
+        sources = [v for v, t in zip(values, trainable) if t]
+        recording.add(mixed, position, sources, _trainable_variables(mbconvs))
+        values = _sliced(mbconvs, drawn, values)
+    elif not weight_gradients:
+        values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn)[0])
+    else:
+        values = None  # gathered from stacks in _mbconv, so gradients reach the variables
+
+    def run():
+        return _mbconv(mixed, mbconvs, drawn, x, training, weight_gradients, values)
+
     if len(convs) == len(candidates):
-        return _mbconv(mixed, mbconvs, position, x, training, weight_gradients)
-    return tf.cond(
-        position < 0,
-        lambda: tf.identity(x),
-        lambda: _mbconv(mixed, mbconvs, tf.maximum(position, 0), x, training, weight_gradients),
-    )
+        return run()
+    return tf.cond(position < 0, lambda: tf.identity(x), run)
 
 
-def _mbconv(mixed, convs, position, x, training, weight_gradients):
+def _candidate_values(candidate) -> list[tf.Tensor]:
+    """A candidate's values in the order ``_mbconv`` takes them: its kernels
+    (expansion, depthwise, projection), then per batch norm gamma, beta,
+    moving mean and moving variance."""
+    kernels = _conv_kernels(candidate)
+    values = [kernels.get("expand"), kernels["dw"], kernels["project"]]
+    for role in _BN_ROLES:
+        if role in candidate.op_layers:
+            values.extend(_bn_values(candidate.op_layers[role]))
+    return [v for v in values if v is not None]
+
+
+def _trainable_variables(convs) -> list[list]:
+    """Per candidate (no nested sharing), the variables behind the trainable
+    entries of ``_candidate_values``, in that order; checked against the
+    candidate's own list so that no trainable variable goes without update."""
+    per_candidate = []
+    for candidate in convs:
+        layers = candidate.op_layers
+        variables = [layers[role].kernel for role in ("expand_conv", "dw_conv", "project_conv")
+                     if role in layers]  # fmt: skip
+        for role in _BN_ROLES:
+            if role in layers:
+                variables.extend([layers[role].gamma, layers[role].beta])
+        if {id(v) for v in variables} != {id(v) for v in candidate.trainable_variables}:
+            raise ValueError(
+                f"candidate {candidate.name!r} has trainable variables that the switched "
+                "MBConv does not update (a bias, or an unscaled batch norm?)"
+            )
+        per_candidate.append(variables)
+    return per_candidate
+
+
+def _is_trainable(convs) -> list[bool]:
+    """Which entries of ``_candidate_values`` are trainable (kernels, gamma, beta)."""
+    first = convs[0]
+    flags = [True] * (3 if "expand_bn" in first.op_layers else 2)
+    for role in _BN_ROLES:
+        if role in first.op_layers:
+            flags.extend([True, True, False, False])
+    return flags
+
+
+def _picked(convs, position, wrap=None) -> tuple[list[tf.Tensor], list[bool]]:
+    """The drawn candidate's values, each zero-padded to its role's largest
+    shape, copied out by a switch (only the drawn op's are read); and which are
+    trainable. ``wrap`` is applied to each value (e.g. ``tf.stop_gradient``)."""
+    shapes = [[tuple(int(d) for d in v.shape) for v in _candidate_values(c)] for c in convs]
+    largest = [[max(dims) for dims in zip(*role)] for role in zip(*shapes)]
+
+    def branch(candidate, own):
+        def run():
+            return [
+                v if s == tuple(m) else tf.pad(v, [[0, b - a] for a, b in zip(s, m)])
+                for v, s, m in zip(_candidate_values(candidate), own, largest)
+            ]
+
+        return run
+
+    values = _switch(position, [branch(c, own) for c, own in zip(convs, shapes)])
+    values = [tf.ensure_shape(v, m) for v, m in zip(values, largest)]
+    if wrap is not None:
+        values = [wrap(v) for v in values]
+    return values, _is_trainable(convs)
+
+
+def _sliced(convs, position, padded) -> list[tf.Tensor]:
+    """``_picked``'s values sliced back to the drawn candidate's shapes."""
+    shapes = [[tuple(int(d) for d in v.shape) for v in _candidate_values(c)] for c in convs]
+    out = []
+    for k, value in enumerate(padded):
+        role = [own[k] for own in shapes]
+        if len(set(role)) == 1:
+            out.append(value)
+            continue
+        size = tf.gather(tf.constant(role, tf.int32), position)
+        out.append(tf.slice(value, tf.zeros_like(size), size))
+    return out
+
+
+def _mbconv(mixed, convs, position, x, training, weight_gradients, values=None):
     training = bool(training)
     first = convs[0]
     roles = [r for r in _BN_ROLES if r in first.op_layers]
 
-    # Every candidate's values of one role, zero-padded to the largest shape
-    # and stacked; the drawn op's are gathered and sliced back to its shape.
-    # Plain dataflow (no switch, so no branch functions to differentiate);
-    # gather and slice copy values exactly, and the gradient of an op not
-    # drawn is zero, as from a switch.
-    per_candidate = []
-    for candidate in convs:
-        kernels = _conv_kernels(candidate)
-        values = [kernels.get("expand"), kernels["dw"], kernels["project"]]
-        for role in roles:
-            values.extend(_bn_values(candidate.op_layers[role]))
-        per_candidate.append([v for v in values if v is not None])
-    values = [
-        _gather(position, [c[k] for c in per_candidate]) for k in range(len(per_candidate[0]))
-    ]
+    if values is None:
+        # Every candidate's values of one role, zero-padded to the largest shape
+        # and stacked; the drawn op's are gathered and sliced back to its shape.
+        # Plain dataflow (no switch, so no branch functions to differentiate);
+        # gather and slice copy values exactly, and the gradient of an op not
+        # drawn is zero, as from a switch.
+        per_candidate = [_candidate_values(c) for c in convs]
+        values = [
+            _gather(position, [c[k] for c in per_candidate]) for k in range(len(per_candidate[0]))
+        ]
+    values = list(values)
     expand = values.pop(0) if "expand_bn" in roles else None
     dw_kernel, project = values.pop(0), values.pop(0)
     bn = {role: values[4 * k : 4 * k + 4] for k, role in enumerate(roles)}

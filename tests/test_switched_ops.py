@@ -109,3 +109,93 @@ def test_layers_the_switch_cannot_run_take_the_op_branches():
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 10, 10, 8)), tf.float32)
     y, *_ = _run(layer, True, 1, x, True)
     assert y.shape == (2, 10, 10, 8)
+
+
+def _recorded_or_stacked(layer, recorded: bool, draws, x):
+    """Variables and momentum buffers after SGD steps with the given draws: the
+    recorded path (gradients of the drawn op's copied-out weights, applied by
+    the optimizer's switch) or the stacked path (gradients of every variable,
+    the undrawn ops' zero and gated off by their draw flags)."""
+    import contextlib
+
+    from densenas_tf.optimizers import MomentumSGD
+
+    start = [v.numpy() for v in layer.variables]
+    layer.__dict__["switch_variables"] = True
+    variables = layer.trainable_variables
+    owner = {id(v): k for k, c in enumerate(layer.candidates) for v in c.trainable_variables}
+    opt = MomentumSGD(variables, 0.1, momentum=0.9, weight_decay=1e-2)
+    seen = []
+
+    @tf.function(autograph=False)
+    def step(x, index):
+        with tf.GradientTape() as tape:
+            context = switched_ops.recording(tape) if recorded else contextlib.nullcontext()
+            with context as recording:
+                y = layer(x, tf.zeros([len(layer.op_names)]), index, mode="one", training=True)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        if recorded:
+            seen.append(recording)
+            grads = tape.gradient(loss, recording.sources)
+            switched = [(p, grads[part], per) for p, part, per in recording.updates]
+            opt.apply_gradients([], switched=switched)
+        else:
+            grads = tape.gradient(loss, variables)
+            flags = [tf.equal(index, owner[id(v)]) for v in variables]
+            opt.apply_gradients(list(zip(grads, variables)), applied=flags)
+        return loss
+
+    for index in draws:
+        step(x, tf.constant(index))
+    assert step.experimental_get_tracing_count() == 1
+    out = [v.numpy() for v in [*layer.variables, *opt.buffers]]
+    for v, value in zip(layer.variables, start):
+        v.assign(value)
+    return out, seen
+
+
+@pytest.mark.parametrize("stride,cout", [(1, 8), (2, 12)])
+def test_a_recorded_weight_step_updates_what_the_stacked_gradients_update(stride, cout):
+    ops = OPS if stride == 1 else OPS[:3]
+    layer = _layer("none", ops, stride=stride, cout=cout)
+    x = tf.constant(np.random.default_rng(2).normal(size=(4, 10, 10, 8)), tf.float32)
+    draws = [0, 1, len(ops) - 1, 0, 2]  # each MBConv, a repeat (momentum), skip at stride 1
+    recorded, seen = _recorded_or_stacked(layer, True, draws, x)
+    stacked, _ = _recorded_or_stacked(layer, False, draws, x)
+    names = [v.path for v in layer.variables] + [f"buffer {k}" for k in range(len(stacked))]
+    for a, b, name in zip(recorded, stacked, names):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    # One layer recorded: the drawn op's kernels, gammas and betas as sources,
+    # each MBConv's own variables behind them.
+    (recording,) = seen
+    ((_, part, per_candidate),) = recording.updates
+    mbconvs = [c for c in layer.candidates if c.op_layers]
+    assert len(per_candidate) == len(mbconvs)
+    for variables, candidate in zip(per_candidate, mbconvs):
+        assert len(variables) == part.stop - part.start == len(candidate.trainable_variables)
+    # Every weight moved (each MBConv was drawn), from the state both runs began in.
+    trainable = {id(v) for v in layer.trainable_variables}
+    for after, v in zip(recorded, layer.variables):
+        if id(v) in trainable:
+            assert not np.array_equal(after, v.numpy()), v.path
+    # A skip draw computes no update: the state after it is the state before.
+    if "skip" in ops:
+        before, _ = _recorded_or_stacked(layer, True, draws[:2], x)
+        after, _ = _recorded_or_stacked(layer, True, draws[:3], x)
+        for a, b, name in zip(after, before, names):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_a_layer_recorded_twice_in_one_step_is_refused():
+    layer = _layer("none")
+    x = tf.zeros((2, 10, 10, 8))
+
+    @tf.function(autograph=False)
+    def step(x, index):
+        with tf.GradientTape() as tape, switched_ops.recording(tape):
+            alpha = tf.zeros([len(layer.op_names)])
+            y = layer(x, alpha, index, mode="one", training=True)
+            return layer(y, alpha, index, mode="one", training=True)
+
+    with pytest.raises(ValueError, match="ran twice in one recorded weight step"):
+        step(x, tf.constant(0))
