@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from densenas_tf import switched_ops
+
 
 def _tf_variable(variable):
     """The tf.Variable (or distributed variable) behind a Keras variable."""
@@ -55,28 +57,33 @@ class MomentumSGD(tf.Module):
         missing gradient (a traced step, whose gradients of undrawn ops are
         zeros rather than None, says so with the draw).
 
-        ``switched``: per switched layer, ``(position, grads, per_candidate)``:
-        gradients of the drawn candidate's weights (each zero-padded to the
-        largest of its role), applied to ``per_candidate[position]``'s
-        variables (sliced to each one's shape); nothing when ``position`` is
-        outside the list (skip drawn)."""
+        ``switched``: per switched layer, ``(position, grads, per_candidate,
+        can_skip)``: gradients of the drawn candidate's weights (each in its
+        variable's shape), applied to ``per_candidate[position]``'s
+        variables; nothing when ``position`` is -1 (skip drawn, possible
+        when ``can_skip``). One replica only (traced steps)."""
         applied = [None] * len(grads_and_vars) if applied is None else list(applied)
         kept = [
             (g, _tf_variable(v), a) for (g, v), a in zip(grads_and_vars, applied) if g is not None
         ]
         switched = [
-            (position, list(grads), [[_tf_variable(v) for v in vs] for vs in per])
-            for position, grads, per in switched
+            (position, list(grads), [[_tf_variable(v) for v in vs] for vs in per], can_skip)
+            for position, grads, per, can_skip in switched
         ]
         context = tf.distribute.get_replica_context()
+        if switched and context.num_replicas_in_sync > 1:
+            raise ValueError(
+                "switched updates run on one replica only (traced steps); "
+                "under several replicas pass the gradients of the variables"
+            )
         flat = [tf.convert_to_tensor(g) for g, _, _ in kept]
-        for _, grads, _ in switched:
+        for _, grads, _, _ in switched:
             flat.extend(tf.convert_to_tensor(g) for g in grads)
         flat = context.all_reduce(tf.distribute.ReduceOp.SUM, flat) if flat else []
         grads, start = flat[: len(kept)], len(kept)
         groups = []
-        for position, layer_grads, per in switched:
-            groups.append((position, flat[start : start + len(layer_grads)], per))
+        for position, layer_grads, per, can_skip in switched:
+            groups.append((position, flat[start : start + len(layer_grads)], per, can_skip))
             start += len(layer_grads)
         context.merge_call(
             self._update,
@@ -114,25 +121,29 @@ class MomentumSGD(tf.Module):
                 return tf.constant(True)
 
             tf.cond(flag, update, lambda: tf.constant(False))
-        for position, layer_grads, per_candidate in switched:
+        for position, layer_grads, per_candidate, can_skip in switched:
 
-            def update_candidate(owned, layer_grads=layer_grads):
-                def run():
-                    for grad, var in zip(layer_grads, owned):
-                        shape = var.shape.as_list()
-                        if grad.shape.as_list() != shape:
-                            grad = tf.slice(grad, [0] * len(shape), shape)
-                        args = (grad, self.buffers[self._slot[id(var)]])
-                        strategy.extended.update(var, step, args=args, group=False)
-                    return tf.constant(True)
+            def update_drawn(layer_grads=layer_grads, per_candidate=per_candidate, drawn=position):
+                # Each role's drawn variable and buffer through gathered handles:
+                # a few ops per role whatever the number of candidates.
+                for k, grad in enumerate(layer_grads):
+                    owned = [variables[k] for variables in per_candidate]
+                    buffers = [self.buffers[self._slot[id(v)]] for v in owned]
+                    var = switched_ops.gathered_handle(owned, drawn)
+                    dtype = owned[0].dtype
+                    if self.weight_decay:
+                        value = tf.raw_ops.ReadVariableOp(resource=var, dtype=dtype)
+                        grad = grad + self.weight_decay * value
+                    tf.raw_ops.ResourceApplyMomentum(
+                        var=var, accum=switched_ops.gathered_handle(buffers, drawn),
+                        lr=tf.cast(lr, dtype), grad=grad, momentum=tf.cast(momentum, dtype),
+                    )  # fmt: skip
+                return tf.constant(True)
 
-                return run
-
-            branches = [update_candidate(owned) for owned in per_candidate]
-            # Out of range (skip drawn): the last branch, which updates nothing.
-            branches.append(lambda: tf.constant(False))
-            index = tf.where(position < 0, len(per_candidate), position)
-            tf.switch_case(index, branches)
+            if can_skip:  # skip drawn (position -1): nothing to update
+                tf.cond(position >= 0, update_drawn, lambda: tf.constant(False))
+            else:
+                update_drawn()
         self.iterations.assign_add(1)
 
 

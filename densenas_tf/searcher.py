@@ -331,8 +331,8 @@ class Searcher:
                 grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
             # Otherwise ops that were not drawn get no gradient and no update.
             switched = [
-                (position, source_grads[part], per)
-                for position, part, per in (recording.updates if sources else [])
+                (position, source_grads[part], per, can_skip)
+                for position, part, per, can_skip in (recording.updates if sources else [])
             ]
             pairs = list(zip(grads, variables))
             if applied is None:

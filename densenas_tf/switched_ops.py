@@ -16,14 +16,15 @@ statistics are written to the drawn op by a switch, and skip is a ``tf.cond``
 around it all. The same kernels run on the same values as in the per-op
 branches.
 
-Where no gradient has to reach the candidates' variables (the architecture
-step, evaluation, and a weight step under ``recording``), a switch copies out
-the drawn op's values only, instead of stacking every candidate's. A weight
-step under ``recording`` differentiates the loss with respect to those copies
-(the drawn op's weights, zero-padded to each role's largest shape) and
-``Recording.updates`` lists, per layer, the variables a switch on the draw
-applies them to: no gradient of an op that was not drawn is computed,
-summed or stored, and the update touches the drawn op's variables only.
+Without nested sharing, the drawn op's variables are read through their
+handles: each role's handles (one per candidate) are stacked and the drawn
+one gathered, so reading, updating (``Recording``, ``MomentumSGD``) and
+writing batch-norm statistics are a few plain ops per role whatever the
+number of candidates, with no per-candidate branch functions. A weight step
+under ``recording`` differentiates the loss with respect to the values read
+(the drawn op's weights): no gradient of an op that was not drawn is
+computed, summed or stored, and the update touches the drawn op's
+variables only.
 """
 
 from __future__ import annotations
@@ -43,23 +44,25 @@ class Recording:
     """The switched layers of one traced weight step (see the module doc).
 
     ``sources``: the tensors to differentiate the loss by (watched on the
-    tape); ``updates``: per layer, ``(position, grads_slice, per_candidate)``
-    where ``position`` is the drawn MBConv's index among the layer's MBConvs
-    (-1 for skip: nothing to update), ``grads_slice`` the range of
+    tape); ``updates``: per layer, ``(position, grads_slice, per_candidate,
+    can_skip)`` where ``position`` is the drawn MBConv's index among the
+    layer's MBConvs (-1 for skip, possible when ``can_skip``: nothing to
+    update), ``grads_slice`` the range of
     ``sources`` that is that layer's, and ``per_candidate`` the variables
-    (one list per MBConv, aligned with the layer's sources) they update."""
+    (one list per MBConv, aligned with the layer's sources) they update;
+    each source has the drawn variable's shape."""
 
     def __init__(self, tape):
         self.tape = tape
         self.sources: list[tf.Tensor] = []
-        self.updates: list[tuple[tf.Tensor, slice, list[list]]] = []
+        self.updates: list[tuple[tf.Tensor, slice, list[list], bool]] = []
         self._layers: set[int] = set()
 
     def variable_ids(self) -> set[int]:
         """ids of every variable the recorded layers update (all their MBConvs')."""
-        return {id(v) for _, _, per in self.updates for vs in per for v in vs}
+        return {id(v) for _, _, per, _ in self.updates for vs in per for v in vs}
 
-    def add(self, mixed, position, values, per_candidate) -> None:
+    def add(self, mixed, position, values, per_candidate, can_skip: bool) -> None:
         if id(mixed) in self._layers:
             raise ValueError(
                 f"mixed layer {mixed.name!r} ran twice in one recorded weight step; "
@@ -69,7 +72,7 @@ class Recording:
         start = len(self.sources)
         self.tape.watch(values)
         self.sources.extend(values)
-        self.updates.append((position, slice(start, len(self.sources)), per_candidate))
+        self.updates.append((position, slice(start, len(self.sources)), per_candidate, can_skip))
 
 
 @contextlib.contextmanager
@@ -126,15 +129,22 @@ def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
     mbconvs = [candidates[k] for k in convs]
     drawn = tf.maximum(position, 0)
     recording = getattr(_state, "recording", None)
-    if recording is not None and weight_gradients and mixed.shared is None:
-        values, trainable = _picked(mbconvs, drawn, tf.stop_gradient)
-        sources = [v for v, t in zip(values, trainable) if t]
-        recording.add(mixed, position, sources, _trainable_variables(mbconvs))
-        values = _sliced(mbconvs, drawn, values)
+    if mixed.shared is not None:
+        # Nested sharing: kernels are slices of the shared ones, not variables
+        # of their own; gathered from stacks (or, without gradients, switched).
+        if not weight_gradients:
+            values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn)[0])
+        else:
+            values = None  # gathered from stacks in _mbconv
+    elif recording is not None and weight_gradients:
+        values = _read_drawn(mbconvs, drawn)
+        sources = [v for v, t in zip(values, _is_trainable(mbconvs)) if t]
+        can_skip = len(convs) < len(candidates)
+        recording.add(mixed, position, sources, _trainable_variables(mbconvs), can_skip)
     elif not weight_gradients:
-        values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn)[0])
+        values = _read_drawn(mbconvs, drawn)
     else:
-        values = None  # gathered from stacks in _mbconv, so gradients reach the variables
+        values = None  # gradients must reach the variables: gathered from stacks
 
     def run():
         return _mbconv(mixed, mbconvs, drawn, x, training, weight_gradients, values)
@@ -154,6 +164,43 @@ def _candidate_values(candidate) -> list[tf.Tensor]:
         if role in candidate.op_layers:
             values.extend(_bn_values(candidate.op_layers[role]))
     return [v for v in values if v is not None]
+
+
+def _tf_variable(variable):
+    """The tf.Variable behind a Keras variable."""
+    return variable if isinstance(variable, tf.Variable) else variable.value
+
+
+def gathered_handle(variables, position) -> tf.Tensor:
+    """The resource handle of ``variables[position]`` (a scalar tensor)."""
+    handles = [_tf_variable(v).handle for v in variables]
+    return tf.gather(tf.stack(handles), position)
+
+
+def _candidate_variables(candidate) -> list:
+    """A candidate's variables (no nested sharing), in ``_candidate_values``' order."""
+    layers = candidate.op_layers
+    out = [layers[r].kernel for r in ("expand_conv", "dw_conv", "project_conv") if r in layers]
+    for role in _BN_ROLES:
+        if role in layers:
+            bn = layers[role]
+            out.extend([bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance])
+    return out
+
+
+def _read_drawn(convs, position) -> list[tf.Tensor]:
+    """The drawn candidate's values (``_candidate_values``' order), each read
+    through its gathered handle, with the dimensions all candidates share."""
+    per_candidate = [_candidate_variables(c) for c in convs]
+    values = []
+    for role in zip(*per_candidate):
+        shapes = [tuple(int(d) for d in v.shape) for v in role]
+        common = [dims[0] if len(set(dims)) == 1 else None for dims in zip(*shapes)]
+        value = tf.raw_ops.ReadVariableOp(
+            resource=gathered_handle(role, position), dtype=_tf_variable(role[0]).dtype
+        )
+        values.append(tf.ensure_shape(value, common))
+    return values
 
 
 def _trainable_variables(convs) -> list[list]:
@@ -312,19 +359,9 @@ def _gather(position, tensors):
 
 def _write_statistics(convs, position, updates):
     """Writes each batch norm's updated moving statistics to the drawn op's
-    variables (a switch with no gradient through it)."""
-
-    def write(candidate):
-        def branch():
-            for role, mean, variance in updates:
-                layer = candidate.op_layers[role]
-                if not mean.shape.is_compatible_with(layer.moving_mean.shape):
-                    # A draw that shape inference evaluated excludes this op.
-                    break
-                layer.moving_mean.assign(mean)
-                layer.moving_variance.assign(variance)
-            return tf.constant(0)
-
-        return branch
-
-    _switch(position, [write(c) for c in convs])
+    variables (through gathered handles; no gradient through them)."""
+    for role, mean, variance in updates:
+        layers = [c.op_layers[role] for c in convs]
+        for name, value in (("moving_mean", mean), ("moving_variance", variance)):
+            variables = [getattr(layer, name) for layer in layers]
+            tf.raw_ops.AssignVariableOp(resource=gathered_handle(variables, position), value=value)

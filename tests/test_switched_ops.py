@@ -137,7 +137,7 @@ def _recorded_or_stacked(layer, recorded: bool, draws, x):
         if recorded:
             seen.append(recording)
             grads = tape.gradient(loss, recording.sources)
-            switched = [(p, grads[part], per) for p, part, per in recording.updates]
+            switched = [(p, grads[part], per, skip) for p, part, per, skip in recording.updates]
             opt.apply_gradients([], switched=switched)
         else:
             grads = tape.gradient(loss, variables)
@@ -168,7 +168,8 @@ def test_a_recorded_weight_step_updates_what_the_stacked_gradients_update(stride
     # One layer recorded: the drawn op's kernels, gammas and betas as sources,
     # each MBConv's own variables behind them.
     (recording,) = seen
-    ((_, part, per_candidate),) = recording.updates
+    ((_, part, per_candidate, can_skip),) = recording.updates
+    assert can_skip == ("skip" in ops)
     mbconvs = [c for c in layer.candidates if c.op_layers]
     assert len(per_candidate) == len(mbconvs)
     for variables, candidate in zip(per_candidate, mbconvs):
