@@ -16,13 +16,6 @@ import tensorflow as tf
 from densenas_tf import switched_ops
 
 
-def _tf_variable(variable):
-    """The tf.Variable (or distributed variable) behind a Keras variable."""
-    return (
-        getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
-    )
-
-
 class MomentumSGD(tf.Module):
     def __init__(
         self,
@@ -40,7 +33,7 @@ class MomentumSGD(tf.Module):
         self._slot = {}
         self.buffers = []
         for variable in variables:
-            var = _tf_variable(variable)
+            var = switched_ops.tf_variable(variable)
             buffer = tf.Variable(tf.zeros(var.shape, var.dtype), trainable=False, name="momentum")
             self._slot[id(var)] = len(self.buffers)
             self.buffers.append(buffer)
@@ -64,10 +57,17 @@ class MomentumSGD(tf.Module):
         when ``can_skip``). One replica only (traced steps)."""
         applied = [None] * len(grads_and_vars) if applied is None else list(applied)
         kept = [
-            (g, _tf_variable(v), a) for (g, v), a in zip(grads_and_vars, applied) if g is not None
+            (g, switched_ops.tf_variable(v), a)
+            for (g, v), a in zip(grads_and_vars, applied)
+            if g is not None
         ]
         switched = [
-            (position, list(grads), [[_tf_variable(v) for v in vs] for vs in per], can_skip)
+            (
+                position,
+                list(grads),
+                [[switched_ops.tf_variable(v) for v in vs] for vs in per],
+                can_skip,
+            )
             for position, grads, per, can_skip in switched
         ]
         context = tf.distribute.get_replica_context()

@@ -133,7 +133,7 @@ def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
         # Nested sharing: kernels are slices of the shared ones, not variables
         # of their own; gathered from stacks (or, without gradients, switched).
         if not weight_gradients:
-            values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn)[0])
+            values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn))
         else:
             values = None  # gathered from stacks in _mbconv
     elif recording is not None and weight_gradients:
@@ -166,14 +166,14 @@ def _candidate_values(candidate) -> list[tf.Tensor]:
     return [v for v in values if v is not None]
 
 
-def _tf_variable(variable):
-    """The tf.Variable behind a Keras variable."""
-    return variable if isinstance(variable, tf.Variable) else variable.value
+def tf_variable(variable):
+    """The tf.Variable (or distributed variable) behind a Keras variable."""
+    return variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable)
 
 
 def gathered_handle(variables, position) -> tf.Tensor:
     """The resource handle of ``variables[position]`` (a scalar tensor)."""
-    handles = [_tf_variable(v).handle for v in variables]
+    handles = [tf_variable(v).handle for v in variables]
     return tf.gather(tf.stack(handles), position)
 
 
@@ -197,7 +197,7 @@ def _read_drawn(convs, position) -> list[tf.Tensor]:
         shapes = [tuple(int(d) for d in v.shape) for v in role]
         common = [dims[0] if len(set(dims)) == 1 else None for dims in zip(*shapes)]
         value = tf.raw_ops.ReadVariableOp(
-            resource=gathered_handle(role, position), dtype=_tf_variable(role[0]).dtype
+            resource=gathered_handle(role, position), dtype=tf_variable(role[0]).dtype
         )
         values.append(tf.ensure_shape(value, common))
     return values
@@ -207,14 +207,10 @@ def _trainable_variables(convs) -> list[list]:
     """Per candidate (no nested sharing), the variables behind the trainable
     entries of ``_candidate_values``, in that order; checked against the
     candidate's own list so that no trainable variable goes without update."""
+    flags = _is_trainable(convs)
     per_candidate = []
     for candidate in convs:
-        layers = candidate.op_layers
-        variables = [layers[role].kernel for role in ("expand_conv", "dw_conv", "project_conv")
-                     if role in layers]  # fmt: skip
-        for role in _BN_ROLES:
-            if role in layers:
-                variables.extend([layers[role].gamma, layers[role].beta])
+        variables = [v for v, t in zip(_candidate_variables(candidate), flags) if t]
         if {id(v) for v in variables} != {id(v) for v in candidate.trainable_variables}:
             raise ValueError(
                 f"candidate {candidate.name!r} has trainable variables that the switched "
@@ -234,10 +230,9 @@ def _is_trainable(convs) -> list[bool]:
     return flags
 
 
-def _picked(convs, position, wrap=None) -> tuple[list[tf.Tensor], list[bool]]:
+def _picked(convs, position) -> list[tf.Tensor]:
     """The drawn candidate's values, each zero-padded to its role's largest
-    shape, copied out by a switch (only the drawn op's are read); and which are
-    trainable. ``wrap`` is applied to each value (e.g. ``tf.stop_gradient``)."""
+    shape, copied out by a switch (only the drawn op's are read)."""
     shapes = [[tuple(int(d) for d in v.shape) for v in _candidate_values(c)] for c in convs]
     largest = [[max(dims) for dims in zip(*role)] for role in zip(*shapes)]
 
@@ -251,10 +246,7 @@ def _picked(convs, position, wrap=None) -> tuple[list[tf.Tensor], list[bool]]:
         return run
 
     values = _switch(position, [branch(c, own) for c, own in zip(convs, shapes)])
-    values = [tf.ensure_shape(v, m) for v, m in zip(values, largest)]
-    if wrap is not None:
-        values = [wrap(v) for v in values]
-    return values, _is_trainable(convs)
+    return [tf.ensure_shape(v, m) for v, m in zip(values, largest)]
 
 
 def _sliced(convs, position, padded) -> list[tf.Tensor]:
