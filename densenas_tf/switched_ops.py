@@ -131,11 +131,8 @@ def run_drawn(mixed, index, x, training, weight_gradients: bool = True):
     recording = getattr(_state, "recording", None)
     if mixed.shared is not None:
         # Nested sharing: kernels are slices of the shared ones, not variables
-        # of their own; gathered from stacks (or, without gradients, switched).
-        if not weight_gradients:
-            values = _sliced(mbconvs, drawn, _picked(mbconvs, drawn))
-        else:
-            values = None  # gathered from stacks in _mbconv
+        # of their own; gathered from zero-padded stacks in _mbconv.
+        values = None
     elif recording is not None and weight_gradients:
         values = _read_drawn(mbconvs, drawn)
         sources = [v for v, t in zip(values, _is_trainable(mbconvs)) if t]
@@ -228,39 +225,6 @@ def _is_trainable(convs) -> list[bool]:
         if role in first.op_layers:
             flags.extend([True, True, False, False])
     return flags
-
-
-def _picked(convs, position) -> list[tf.Tensor]:
-    """The drawn candidate's values, each zero-padded to its role's largest
-    shape, copied out by a switch (only the drawn op's are read)."""
-    shapes = [[tuple(int(d) for d in v.shape) for v in _candidate_values(c)] for c in convs]
-    largest = [[max(dims) for dims in zip(*role)] for role in zip(*shapes)]
-
-    def branch(candidate, own):
-        def run():
-            return [
-                v if s == tuple(m) else tf.pad(v, [[0, b - a] for a, b in zip(s, m)])
-                for v, s, m in zip(_candidate_values(candidate), own, largest)
-            ]
-
-        return run
-
-    values = _switch(position, [branch(c, own) for c, own in zip(convs, shapes)])
-    return [tf.ensure_shape(v, m) for v, m in zip(values, largest)]
-
-
-def _sliced(convs, position, padded) -> list[tf.Tensor]:
-    """``_picked``'s values sliced back to the drawn candidate's shapes."""
-    shapes = [[tuple(int(d) for d in v.shape) for v in _candidate_values(c)] for c in convs]
-    out = []
-    for k, value in enumerate(padded):
-        role = [own[k] for own in shapes]
-        if len(set(role)) == 1:
-            out.append(value)
-            continue
-        size = tf.gather(tf.constant(role, tf.int32), position)
-        out.append(tf.slice(value, tf.zeros_like(size), size))
-    return out
 
 
 def _mbconv(mixed, convs, position, x, training, weight_gradients, values=None):
