@@ -199,6 +199,7 @@ def bench_space(
     table=None,
     timer: Callable[[Callable[[], object], int, int], list[float]] | None = None,
     profile_steps: int = 0,
+    memory: bool = False,
 ) -> dict[str, Any]:
     """Times the three steps on ``space_name`` (a preset or a space file);
     returns the figures (see module doc).
@@ -227,6 +228,11 @@ def bench_space(
     ``profile_steps``: after the timing, run TensorFlow's profiler over that
     many steps of each kind and add the time per kernel type (``profile``:
     step -> kernel -> milliseconds per step, summed over executor threads).
+
+    ``memory``: add ``memory`` (``memory_figures``): the resident memory
+    before and after the first weight and architecture steps (which build
+    their graphs) and those graphs' sizes. The graphs are serialised for
+    counting after ``peak_rss_mb`` is read, so it does not include that.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; variants are {VARIANTS}")
@@ -318,14 +324,27 @@ def bench_space(
         start = time.perf_counter()
         rows_h, rows_s = len(space.head_edges), len(space.stacking_layers)
         nh, ns = len(space.head_ops), len(space.stacking_ops)
+        first_steps: dict[str, dict[str, float]] = {}
         for k in range(max(nh, ns)):  # op k of every layer in step k: every op once
             one = OpSample(tf.fill([rows_h], k % nh), tf.fill([rows_s], k % ns))
             two = OpSample(
                 tf.stack([one.head, (one.head + 1) % nh], axis=1),
                 tf.stack([one.stack, (one.stack + 1) % ns], axis=1),
             )
-            searcher.weight_step(batch, one)
-            searcher.arch_step(batch, two)
+            for name, fn, sample in (
+                ("weight_step", searcher.weight_step, one),
+                ("arch_step", searcher.arch_step, two),
+            ):
+                if k == 0:
+                    rss, began = current_rss_mb(), time.perf_counter()
+                    fn(batch, sample)
+                    first_steps[name] = {
+                        "rss_before_mb": rss,
+                        "rss_after_mb": current_rss_mb(),
+                        "first_call_s": time.perf_counter() - began,
+                    }
+                else:
+                    fn(batch, sample)
         net.set_weights(initial)  # the traced steps trained; start the timing afresh
         results["trace_s"] = time.perf_counter() - start
         for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
@@ -359,8 +378,58 @@ def bench_space(
             ):
                 log(f"{space_name}: profiling {profile_steps} x {name}")
                 results["profile"][name] = profile_kernels(fn, profile_steps, run_dir)
-    results["peak_rss_mb"] = peak_rss_mb()
+        results["peak_rss_mb"] = peak_rss_mb()
+        if memory:
+            samples = {"weight_step": ("weight", one), "arch_step": ("arch", two)}
+            for name, (kind, sample) in samples.items():
+                if searcher.graph_steps:
+                    first_steps[name].update(graph_size(searcher.step_graph(kind, batch, sample)))
+            results["memory"] = first_steps
     return results
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MiB (Linux: /proc/self/statm)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def graph_size(graph) -> dict[str, float]:
+    """A traced step's size: its nodes (the graph's and those of the functions
+    it calls, gradient and branch functions included), its functions, and its
+    serialised size."""
+    graph_def = graph.as_graph_def()
+    functions = graph_def.library.function
+    return {
+        "graph_nodes": len(graph_def.node) + sum(len(f.node_def) for f in functions),
+        "graph_functions": len(functions),
+        "graph_mb": graph_def.ByteSize() / 2**20,
+    }
+
+
+def format_memory(results: list[dict[str, Any]]) -> str:
+    """The table of ``memory`` figures (see bench_space)."""
+    lines = [
+        "| space | batch | variant | step | graph nodes | functions | serialised | "
+        "resident before / after its first call | first call |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for step, m in r.get("memory", {}).items():
+            graph = (
+                f"{m['graph_nodes']:,} | {m['graph_functions']:,} | {m['graph_mb']:.1f} MB"
+                if "graph_nodes" in m
+                else "eager | | "
+            )
+            lines.append(
+                f"| {r['space']} | {r['batch_size']} | {r['variant']} | {step} | {graph} | "
+                f"{m['rss_before_mb']:,.0f} / {m['rss_after_mb']:,.0f} MB | "
+                f"{m['first_call_s']:.1f} s |"
+            )
+    return "\n".join(lines)
 
 
 def onednn_enabled() -> bool:

@@ -70,6 +70,11 @@ def _split_size(split) -> int:
     return split.num_examples if hasattr(split, "num_examples") else len(split[0])
 
 
+def _int32(sample):
+    """A draw in fixed dtypes: one trace whatever produced it."""
+    return type(sample)(*(tf.cast(part, tf.int32) for part in sample))
+
+
 class SearchDivergedError(DenseNASError, RuntimeError):
     """A non-finite loss: the run stops and the last good checkpoint stays."""
 
@@ -221,7 +226,7 @@ class Searcher:
 
     # ----- steps ---------------------------------------------------------------------
     def _build_steps(self) -> None:
-        self.traced_steps: list = []  # the tf.functions of the traced steps
+        self.traced_steps: list = []  # the tf.functions of the traced steps: weight, arch, eval
         self._weight_step = self._wrap(self._weight_replica_step)
         self._arch_step = self._wrap(self._arch_replica_step)
         self._eval_step = self._wrap(self._eval_replica_step)
@@ -251,11 +256,20 @@ class Searcher:
         self.traced_steps.append(traced)
 
         def graph_step(batch, sample):
-            # Fixed dtypes: one trace whatever produced the draw.
-            sample = type(sample)(*(tf.cast(part, tf.int32) for part in sample))
-            return traced(batch, sample)
+            return traced(batch, _int32(sample))
 
         return graph_step
+
+    def step_graph(self, kind: str, batch, sample) -> tf.Graph:
+        """The traced graph of one kind of step ("weight", "arch" or "eval") for
+        inputs like ``batch`` and ``sample`` (traced now if it was not yet)."""
+        kinds = ("weight", "arch", "eval")
+        if kind not in kinds:
+            raise ValueError(f"unknown kind of step {kind!r}; kinds are {list(kinds)}")
+        if not self.graph_steps:
+            raise ValueError("the steps run eagerly (graph_steps is off): there is no graph")
+        traced = self.traced_steps[kinds.index(kind)]
+        return traced.get_concrete_function(batch, _int32(sample)).graph
 
     def _applied(self, sample) -> list | None:
         """Per weight variable: None (updated every step) or whether the step's

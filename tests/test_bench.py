@@ -163,6 +163,36 @@ def test_bench_figures_come_from_the_timed_steps(duo, monkeypatch):
     assert figures["forward_all_mult_adds_per_s"] == DUO_ALL * 4 / 0.25
 
 
+def test_graph_size_counts_the_called_functions_nodes():
+    import tensorflow as tf
+
+    @tf.function
+    def pick(x, which):
+        return tf.cond(which > 0, lambda: x * 2.0 + 1.0, lambda: x - 1.0)
+
+    graph = pick.get_concrete_function(tf.constant(1.0), tf.constant(1)).graph
+    size = bench.graph_size(graph)
+    graph_def = graph.as_graph_def()
+    assert size["graph_functions"] == len(graph_def.library.function) == 2  # the two branches
+    # Each branch has an argument, its ops and an output: more than the outer graph alone.
+    assert size["graph_nodes"] >= len(graph_def.node) + 2 * 2
+    assert size["graph_mb"] == graph_def.ByteSize() / 2**20
+
+
+def test_step_graph_names_the_kinds_of_step():
+    from densenas_tf.searcher import Searcher
+
+    class Fake:
+        graph_steps = True
+        traced_steps = []
+
+    with pytest.raises(ValueError, match="unknown kind of step 'train'"):
+        Searcher.step_graph(Fake(), "train", None, None)
+    Fake.graph_steps = False
+    with pytest.raises(ValueError, match="graph_steps is off"):
+        Searcher.step_graph(Fake(), "arch", None, None)
+
+
 def test_mult_adds_of_op_counts(fashion_space):
     space = fashion_space
     heads, stacks = len(space.head_edges), len(space.stacking_layers)
@@ -205,6 +235,7 @@ def test_bench_binary_on_a_small_batch(tmp_path, duo):
         "--profile",
         "--profile_steps=1",
         f"--profile_out={profile}",
+        "--memory",
     )
     assert result.returncode == 0, result.stderr
     payload = json.loads(out.read_text())
@@ -215,9 +246,17 @@ def test_bench_binary_on_a_small_batch(tmp_path, duo):
         2,
         "default",
     )
-    # The printed table is the JSON's figures against the JSON's matmul rate.
+    # The printed tables are the JSON's figures (speed against the JSON's matmul
+    # rate, then the memory figures).
     table = bench.format_table([figures], payload["matmul_mult_adds_per_s"])
-    assert result.stdout.strip() == table
+    assert result.stdout.strip() == table + "\n\n" + bench.format_memory([figures])
+    # --memory: each traced step's first call, with its graph's size.
+    assert sorted(figures["memory"]) == ["arch_step", "weight_step"]
+    for m in figures["memory"].values():
+        assert m["graph_nodes"] > 100 and m["graph_functions"] > 0 and m["graph_mb"] > 0
+        assert 0 < m["rss_before_mb"] <= figures["peak_rss_mb"]
+        assert 0 < m["rss_after_mb"] <= figures["peak_rss_mb"]
+        assert m["first_call_s"] > 0
     # An all-ops forward of the space (every op of every layer once).
     assert figures["forward_all_mult_adds"] == DUO_ALL
     # The profile: each step's kernels by type, the convolutions among them, and

@@ -63,6 +63,12 @@ PROFILE_OUT = flags.DEFINE_string(
 PROFILE_STEPS = flags.DEFINE_integer(
     "profile_steps", 3, "With --profile: steps of each kind profiled.", lower_bound=1
 )
+MEMORY = flags.DEFINE_bool(
+    "memory",
+    False,
+    "Also report the resident memory before and after each kind of step's first call (which "
+    "builds its graph) and the traced graphs' sizes (with --baseline: this checkout's only).",
+)
 LATENCY_TABLE = flags.DEFINE_string(
     "latency_table",
     None,
@@ -72,6 +78,7 @@ LATENCY_TABLE = flags.DEFINE_string(
 WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
 WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")
 WORKER_PROFILE = flags.DEFINE_integer("worker_profile", 0, "Internal.")
+WORKER_MEMORY = flags.DEFINE_bool("worker_memory", False, "Internal.")
 
 
 def _parse(preset: str) -> tuple[str, int]:
@@ -98,6 +105,8 @@ def main(argv):
             kwargs["table"] = LatencyTable.load(LATENCY_TABLE.value)
         if WORKER_PROFILE.value:
             kwargs["profile_steps"] = WORKER_PROFILE.value
+        if WORKER_MEMORY.value:
+            kwargs["memory"] = True
         figures = bench.bench_space(name, batch, WARMUP.value, RUNS.value, log, **kwargs)
         print(json.dumps(figures))
         return 0
@@ -118,6 +127,7 @@ def main(argv):
                     f"--warmup={WARMUP.value}",
                     f"--runs={RUNS.value}",
                     f"--worker_profile={PROFILE_STEPS.value if PROFILE.value else 0}",
+                    *_memory_flag(),
                     *_table_flag(),
                 ],
                 f"benchmarking {name}:{batch} {variant}",
@@ -127,6 +137,9 @@ def main(argv):
             results.append(result)
     rate = bench.matmul_rate()
     print(bench.format_table(results, rate))
+    if MEMORY.value:
+        print()
+        print(bench.format_memory(results))
     if JSON_OUT.value:
         from densenas_tf.io_utils import write_text_atomic
 
@@ -149,6 +162,10 @@ def main(argv):
         write_text_atomic(PROFILE_OUT.value, text)
         print(f"per-kernel table written to {PROFILE_OUT.value}", file=sys.stderr)
     return 0
+
+
+def _memory_flag() -> list[str]:
+    return ["--worker_memory"] if MEMORY.value else []
 
 
 def _table_flag() -> list[str]:
@@ -189,7 +206,11 @@ def _compare_with_baseline(bench, presets) -> int:
                     script,
                     [
                         f"--worker={name}:{batch}",
-                        *([f"--worker_variant={variant}"] if who == "ours" else []),
+                        *(
+                            [f"--worker_variant={variant}", *_memory_flag()]
+                            if who == "ours"
+                            else []
+                        ),
                         f"--warmup={WARMUP.value}",
                         f"--runs={RUNS.value}",
                         *_table_flag(),
@@ -211,6 +232,9 @@ def _compare_with_baseline(bench, presets) -> int:
     label = f"baseline {base_commit[:7]}" if base_commit else "baseline"
     ours_label = "this checkout" if variant == "default" else f"this checkout ({variant})"
     print(bench.format_comparison(comparisons, label, ours_label))
+    if MEMORY.value:
+        print()
+        print(bench.format_memory([r for preset in raw.values() for r in preset["ours"]]))
     if JSON_OUT.value:
         from densenas_tf.io_utils import write_text_atomic
 
