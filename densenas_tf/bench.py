@@ -229,9 +229,9 @@ def bench_space(
     many steps of each kind and add the time per kernel type (``profile``:
     step -> kernel -> milliseconds per step, summed over executor threads).
 
-    ``memory``: add ``memory`` (``memory_figures``): the resident memory
-    before and after the first weight and architecture steps (which build
-    their graphs) and those graphs' sizes. The graphs are serialised for
+    ``memory``: add ``memory``: the resident memory before and after the
+    first weight step, architecture step and all-ops forward (whose first
+    calls build their graphs) and those graphs' sizes. The graphs are serialised for
     counting after ``peak_rss_mb`` is read, so it does not include that.
     """
     if variant not in VARIANTS:
@@ -357,6 +357,13 @@ def bench_space(
             per_image = float(np.mean(macs[kind][warmup:]))  # the timed steps'
             results[f"{name}_mult_adds"] = per_image
             results[f"{name}_mult_adds_per_s"] = per_image * batch_size / median
+        rss, began = current_rss_mb(), time.perf_counter()
+        forward_all()  # its first call builds its graph
+        first_steps["forward_all"] = {
+            "rss_before_mb": rss,
+            "rss_after_mb": current_rss_mb(),
+            "first_call_s": time.perf_counter() - began,
+        }
         log(f"{space_name}: forward_all x {max(1, warmup // 2) + runs}")
         times = timer(forward_all, max(1, warmup // 2), runs)
         median = statistics.median(times)
@@ -384,6 +391,10 @@ def bench_space(
             for name, (kind, sample) in samples.items():
                 if searcher.graph_steps:
                     first_steps[name].update(graph_size(searcher.step_graph(kind, batch, sample)))
+            if net.__dict__.get("graph_forward_all", True):
+                traced = net._forward_all_graph(False, True)
+                graph = traced.get_concrete_function(tf.cast(images, net.compute_dtype)).graph
+                first_steps["forward_all"].update(graph_size(graph))
             results["memory"] = first_steps
     return results
 

@@ -203,17 +203,27 @@ def depthwise_kernel_gradient(x, upstream, kernel_shape, stride: int, explicit=N
     k, _, channels, multiplier = (int(d) for d in kernel_shape)
     if explicit is None:
         explicit = eigen_depthwise_kernel_gradient(k, channels) and None not in tuple(x.shape)[1:3]
+    sizes = tf.constant([k, k, channels, multiplier], tf.int32)
+    return depthwise_filter_backprop(x, upstream, sizes, stride, k if explicit else None)
+
+
+def depthwise_filter_backprop(x, upstream, filter_sizes, stride: int, explicit_size=None):
+    """A depthwise kernel's gradient (its shape ``filter_sizes``, a tensor,
+    'same' padding): with the padding of a ``explicit_size`` x
+    ``explicit_size`` kernel spelled out (TensorFlow's own kernel; x's
+    spatial shape must be known), or as 'SAME' when ``explicit_size`` is None
+    (oneDNN's kernel when oneDNN is on)."""
     padding = {"padding": "SAME"}
-    if explicit:
-        top, bottom = _same_padding(int(x.shape[1]), k, stride)
-        left, right = _same_padding(int(x.shape[2]), k, stride)
+    if explicit_size is not None:
+        top, bottom = _same_padding(int(x.shape[1]), explicit_size, stride)
+        left, right = _same_padding(int(x.shape[2]), explicit_size, stride)
         padding = {
             "padding": "EXPLICIT",
             "explicit_paddings": [0, 0, top, bottom, left, right, 0, 0],
         }
     return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
         input=x,
-        filter_sizes=tf.constant([k, k, channels, multiplier], tf.int32),
+        filter_sizes=filter_sizes,
         out_backprop=upstream,
         strides=[1, stride, stride, 1],
         **padding,

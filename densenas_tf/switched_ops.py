@@ -9,9 +9,9 @@ and expansion, ``run_drawn`` builds the MBConv once: the drawn op's variables
 (its kernels, or their slices under nested sharing, and its batch norms'
 parameters and statistics) are gathered from the candidates' zero-padded
 stacks and sliced back to their shapes, the expansion and projection
-convolutions and the three batch norms run once on them, only the depthwise
-convolution (whose kernel size fixes the shapes of its gradient kernels) has
-one small branch per distinct (kernel size, width), the updated batch-norm
+convolutions and the three batch norms run once on them (the depthwise one
+too, its kernel's size known at run time only; its kernel gradient has one
+small branch per implementation it may take), the updated batch-norm
 statistics are written to the drawn op by a switch, and skip is a ``tf.cond``
 around it all. The same kernels run on the same values as in the per-op
 branches.
@@ -273,30 +273,71 @@ def _mbconv(mixed, convs, position, x, training, weight_gradients, values=None):
 
 
 def _depthwise(convs, position, y, kernel, stride, weight_gradients):
-    """The depthwise convolution: one branch per distinct (kernel size, width),
-    each with static shapes (``op_layers.kernel_conv`` picks its kernel
-    gradient's implementation by them)."""
-    per_op = []
+    """The depthwise convolution on the drawn op's kernel, one op whatever its
+    size and width: 'same' padding gives every kernel size one output shape,
+    and TensorFlow's kernels take the kernel's shape at run time. Only its
+    kernel gradient has branches, one per distinct implementation that
+    ``op_layers.eigen_depthwise_kernel_gradient`` picks for the candidates
+    (oneDNN's, or TensorFlow's own per kernel size, whose padding must be
+    spelled out), and only in the weight step."""
+    if kernel.shape.is_fully_defined():
+        # The draw was a constant that shape inference evaluated: its op only.
+        return op_layers.kernel_conv(y, kernel, stride, True, weight_gradients)
+    kernel = tf.cast(kernel, y.dtype)
+    strides = [1, stride, stride, 1]
+
+    def forward(x, k):
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=k, strides=strides, padding="SAME")
+
+    def input_gradient(x, k, upstream):
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+            input_sizes=tf.shape(x),
+            filter=k,
+            out_backprop=upstream,
+            strides=strides,
+            padding="SAME",
+        )
+
+    if not weight_gradients:
+        kernel = tf.stop_gradient(kernel)
+
+        @tf.custom_gradient
+        def input_gradient_only(x):
+            return forward(x, kernel), lambda upstream: input_gradient(x, kernel, upstream)
+
+        return input_gradient_only(y)
+
+    spatial_known = None not in tuple(y.shape)[1:3]
+    choices = []  # per candidate: the kernel size whose padding is spelled out, or None
     for c in convs:
         op = ops.parse_op(c.op_name)
-        per_op.append((op.kernel_size, c.in_channels * op.expansion))
-    shapes = list(dict.fromkeys(per_op))  # distinct, in order
-    which = tf.constant([shapes.index(shape) for shape in per_op], tf.int32)
+        eigen = op_layers.eigen_depthwise_kernel_gradient(
+            op.kernel_size, c.in_channels * op.expansion
+        )
+        choices.append(op.kernel_size if eigen and spatial_known else None)
+    distinct = list(dict.fromkeys(choices))
+    which = tf.constant([distinct.index(choice) for choice in choices], tf.int32)
 
-    def branch(k, width):
-        def run():
-            x = tf.ensure_shape(y, [*y.shape[:3], width])
-            w = tf.ensure_shape(kernel, [k, k, width, 1])
-            return op_layers.kernel_conv(x, w, stride, True, weight_gradients)
+    @tf.custom_gradient
+    def depthwise_conv(x, k):
+        # Taken here, in the forward, not in grad: a tensor from outside a
+        # branch (``position`` under skip's tf.cond) is not reachable from the
+        # gradient of the branch; an intermediate of it is.
+        index = tf.gather(which, position)
 
-        return run
+        def grad(upstream):
+            sizes = tf.shape(k)
+            branches = [
+                lambda size=size: op_layers.depthwise_filter_backprop(
+                    x, upstream, sizes, stride, size
+                )
+                for size in distinct
+            ]
+            return input_gradient(x, k, upstream), _switch(index, branches)
 
-    if kernel.shape.is_fully_defined():
-        # The draw was a constant that shape inference evaluated: its branch only
-        # (the others' shapes would contradict the known ones).
-        k, _, width, _ = (int(d) for d in kernel.shape)
-        return branch(k, width)()
-    return _switch(tf.gather(which, position), [branch(k, w) for k, w in shapes])
+        return forward(x, k), grad
+
+    return depthwise_conv(y, kernel)
 
 
 def _gather(position, tensors):

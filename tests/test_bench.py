@@ -251,7 +251,7 @@ def test_bench_binary_on_a_small_batch(tmp_path, duo):
     table = bench.format_table([figures], payload["matmul_mult_adds_per_s"])
     assert result.stdout.strip() == table + "\n\n" + bench.format_memory([figures])
     # --memory: each traced step's first call, with its graph's size.
-    assert sorted(figures["memory"]) == ["arch_step", "weight_step"]
+    assert sorted(figures["memory"]) == ["arch_step", "forward_all", "weight_step"]
     for m in figures["memory"].values():
         assert m["graph_nodes"] > 100 and m["graph_functions"] > 0 and m["graph_mb"] > 0
         assert 0 < m["rss_before_mb"] <= figures["peak_rss_mb"]
