@@ -119,7 +119,9 @@ def direct_conv(layer: keras.layers.Layer, x, weight_gradients: bool = True):
     return kernel_conv(x, layer.kernel, layer.strides[0], depthwise, weight_gradients)
 
 
-def kernel_conv(x, kernel, stride: int, depthwise: bool, weight_gradients: bool = True):
+def kernel_conv(
+    x, kernel, stride: int, depthwise: bool, weight_gradients: bool = True, kernel_gradient=None
+):
     """A convolution ('same' padding, no bias) of x with ``kernel``, cast to
     x's dtype (mixed precision); depthwise when ``depthwise``.
 
@@ -127,13 +129,20 @@ def kernel_conv(x, kernel, stride: int, depthwise: bool, weight_gradients: bool 
     TensorFlow's registered gradients always compute the kernel's too (for a
     depthwise conv on the CPU that is the slowest kernel of all, several times
     the forward), which the architecture step would throw away. A depthwise
-    kernel's gradient is computed by ``depthwise_kernel_gradient``."""
+    kernel's gradient is computed by ``depthwise_kernel_gradient`` (its
+    kernel's shape must be known), or by ``kernel_gradient(y, k)``, called in
+    the forward with the op's input and kernel, which returns the function of
+    the output's gradient that computes it. TensorFlow's kernels take a
+    depthwise kernel's size and width at run time: 'same' padding gives
+    every kernel size one output shape."""
     kernel = tf.cast(kernel, x.dtype)
     strides = [1, stride, stride, 1]
 
     def forward(y, k):
         if depthwise:
-            return tf.nn.depthwise_conv2d(y, k, strides, "SAME")
+            return tf.raw_ops.DepthwiseConv2dNative(
+                input=y, filter=k, strides=strides, padding="SAME"
+            )
         return tf.nn.conv2d(y, k, strides, "SAME")
 
     def input_gradient(y, k, upstream):
@@ -163,11 +172,13 @@ def kernel_conv(x, kernel, stride: int, depthwise: bool, weight_gradients: bool 
 
     @tf.custom_gradient
     def depthwise_conv(y, k):
+        if kernel_gradient is None:
+            of_kernel = lambda upstream: depthwise_kernel_gradient(y, upstream, k.shape, stride)  # noqa: E731
+        else:
+            of_kernel = kernel_gradient(y, k)
+
         def grad(upstream):
-            return (
-                input_gradient(y, k, upstream),
-                depthwise_kernel_gradient(y, upstream, k.shape, stride),
-            )
+            return input_gradient(y, k, upstream), of_kernel(upstream)
 
         return forward(y, k), grad
 

@@ -274,39 +274,15 @@ def _mbconv(mixed, convs, position, x, training, weight_gradients, values=None):
 
 def _depthwise(convs, position, y, kernel, stride, weight_gradients):
     """The depthwise convolution on the drawn op's kernel, one op whatever its
-    size and width: 'same' padding gives every kernel size one output shape,
-    and TensorFlow's kernels take the kernel's shape at run time. Only its
-    kernel gradient has branches, one per distinct implementation that
+    size and width (``op_layers.kernel_conv``). Only its kernel gradient has
+    branches, one per distinct implementation that
     ``op_layers.eigen_depthwise_kernel_gradient`` picks for the candidates
     (oneDNN's, or TensorFlow's own per kernel size, whose padding must be
     spelled out), and only in the weight step."""
-    if kernel.shape.is_fully_defined():
-        # The draw was a constant that shape inference evaluated: its op only.
+    if kernel.shape.is_fully_defined() or not weight_gradients:
+        # A known kernel shape (one candidate shape, or a draw that shape
+        # inference evaluated) or no kernel gradient: nothing to choose.
         return op_layers.kernel_conv(y, kernel, stride, True, weight_gradients)
-    kernel = tf.cast(kernel, y.dtype)
-    strides = [1, stride, stride, 1]
-
-    def forward(x, k):
-        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=k, strides=strides, padding="SAME")
-
-    def input_gradient(x, k, upstream):
-        return tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
-            input_sizes=tf.shape(x),
-            filter=k,
-            out_backprop=upstream,
-            strides=strides,
-            padding="SAME",
-        )
-
-    if not weight_gradients:
-        kernel = tf.stop_gradient(kernel)
-
-        @tf.custom_gradient
-        def input_gradient_only(x):
-            return forward(x, kernel), lambda upstream: input_gradient(x, kernel, upstream)
-
-        return input_gradient_only(y)
-
     spatial_known = None not in tuple(y.shape)[1:3]
     choices = []  # per candidate: the kernel size whose padding is spelled out, or None
     for c in convs:
@@ -318,26 +294,24 @@ def _depthwise(convs, position, y, kernel, stride, weight_gradients):
     distinct = list(dict.fromkeys(choices))
     which = tf.constant([distinct.index(choice) for choice in choices], tf.int32)
 
-    @tf.custom_gradient
-    def depthwise_conv(x, k):
-        # Taken here, in the forward, not in grad: a tensor from outside a
-        # branch (``position`` under skip's tf.cond) is not reachable from the
-        # gradient of the branch; an intermediate of it is.
-        index = tf.gather(which, position)
+    def kernel_gradient(x, k):
+        # Taken in the forward: a tensor from outside a branch (``position``
+        # under skip's tf.cond) is not reachable from the branch's gradient;
+        # an intermediate of it is.
+        index, sizes = tf.gather(which, position), tf.shape(k)
 
-        def grad(upstream):
-            sizes = tf.shape(k)
+        def of_kernel(upstream):
             branches = [
                 lambda size=size: op_layers.depthwise_filter_backprop(
                     x, upstream, sizes, stride, size
                 )
                 for size in distinct
             ]
-            return input_gradient(x, k, upstream), _switch(index, branches)
+            return _switch(index, branches)
 
-        return forward(x, k), grad
+        return of_kernel
 
-    return depthwise_conv(y, kernel)
+    return op_layers.kernel_conv(y, kernel, stride, True, True, kernel_gradient)
 
 
 def _gather(position, tensors):
