@@ -12,7 +12,7 @@ stacks and sliced back to their shapes, the expansion and projection
 convolutions and the three batch norms run once on them (the depthwise one
 too, its kernel's size known at run time only; its kernel gradient has one
 small branch per implementation it may take), the updated batch-norm
-statistics are written to the drawn op by a switch, and skip is a ``tf.cond``
+statistics are written to the drawn op, and skip is a ``tf.cond``
 around it all. The same kernels run on the same values as in the per-op
 branches.
 
