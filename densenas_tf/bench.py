@@ -21,6 +21,7 @@ after the first architecture parameter only (see ``step_mult_adds``); its
 
 from __future__ import annotations
 
+import functools
 import resource
 import statistics
 import time
@@ -335,14 +336,8 @@ def bench_space(
                 ("weight_step", searcher.weight_step, one),
                 ("arch_step", searcher.arch_step, two),
             ):
-                if k == 0:
-                    rss, began = current_rss_mb(), time.perf_counter()
-                    fn(batch, sample)
-                    first_steps[name] = {
-                        "rss_before_mb": rss,
-                        "rss_after_mb": current_rss_mb(),
-                        "first_call_s": time.perf_counter() - began,
-                    }
+                if k == 0:  # the first call builds the step's graph
+                    first_steps[name] = first_call(functools.partial(fn, batch, sample))
                 else:
                     fn(batch, sample)
         net.set_weights(initial)  # the traced steps trained; start the timing afresh
@@ -357,13 +352,7 @@ def bench_space(
             per_image = float(np.mean(macs[kind][warmup:]))  # the timed steps'
             results[f"{name}_mult_adds"] = per_image
             results[f"{name}_mult_adds_per_s"] = per_image * batch_size / median
-        rss, began = current_rss_mb(), time.perf_counter()
-        forward_all()  # its first call builds its graph
-        first_steps["forward_all"] = {
-            "rss_before_mb": rss,
-            "rss_after_mb": current_rss_mb(),
-            "first_call_s": time.perf_counter() - began,
-        }
+        first_steps["forward_all"] = first_call(forward_all)  # builds its graph
         log(f"{space_name}: forward_all x {max(1, warmup // 2) + runs}")
         times = timer(forward_all, max(1, warmup // 2), runs)
         median = statistics.median(times)
@@ -397,6 +386,17 @@ def bench_space(
                 first_steps["forward_all"].update(graph_size(graph))
             results["memory"] = first_steps
     return results
+
+
+def first_call(run: Callable[[], object]) -> dict[str, float]:
+    """Runs ``run`` once: the resident memory before and after, and its time."""
+    rss, began = current_rss_mb(), time.perf_counter()
+    run()
+    return {
+        "rss_before_mb": rss,
+        "rss_after_mb": current_rss_mb(),
+        "first_call_s": time.perf_counter() - began,
+    }
 
 
 def current_rss_mb() -> float:
