@@ -765,12 +765,20 @@ def test_a_table_missing_keys_is_refused_with_the_space_file_in_the_command(micr
 
 
 @pytest.mark.parametrize("weight_sharing", ["none", "nested"])
-def test_traced_steps_compute_what_the_eager_steps_compute(micro, tmp_path, weight_sharing):
+def test_traced_steps_compute_what_the_eager_steps_compute(
+    micro, tmp_path, weight_sharing, smooth_relu6
+):
     """graph_steps (one traced graph per kind of step, the drawn ops picked by
     tf.switch_case) against the eager steps (each op dispatched from Python),
     from the same weights on the same batches and draws: the same losses and
     accuracies, weights, batch-norm statistics, momentum buffers, alpha and
-    beta after weight, architecture and evaluation steps (float tolerance)."""
+    beta after weight, architecture and evaluation steps (float tolerance).
+
+    With ReLU6 smoothed (conftest.smooth_relu6): at its kinks the two paths'
+    1e-7 rounding differences flipped an element now and then, and the alpha
+    and beta gradients came out up to 3 % of their largest apart (one CI run
+    in several). Smoothed, the gradients agree within 3e-6 of the largest and
+    alpha and beta within 1.1e-5 of an Adam step, over both weight sharings."""
     searchers = []
     for graph in (True, False):
         config = _config(micro, graph_steps=graph, weight_sharing=weight_sharing)
@@ -787,14 +795,12 @@ def test_traced_steps_compute_what_the_eager_steps_compute(micro, tmp_path, weig
     weight_batch = next(traced._batches(traced.weight_data, 0, 1, 0))
     arch_batch = next(traced._batches(traced.arch_data, 0, 0, 0))
 
-    arch_ids = {
-        id(v)
-        for v in [
-            *traced.net.arch_variables,
-            *traced.alpha_optimizer.variables,
-            *traced.beta_optimizer.variables,
-        ]
+    arch_params = {id(v) for v in traced.net.arch_variables}
+    arch_slots = {
+        id(v) for v in [*traced.alpha_optimizer.variables, *traced.beta_optimizer.variables]
     }
+    arch_step = config.alpha_lr
+    assert config.beta_lr == arch_step
 
     def state(searcher):
         return [
@@ -806,14 +812,22 @@ def test_traced_steps_compute_what_the_eager_steps_compute(micro, tmp_path, weig
 
     def close(a, b, variables):
         for x, y, v in zip(a, b, variables):
-            # The gradients of alpha and beta are small differences of large terms
-            # (training-mode batch norms after the mixing), where the two paths'
-            # summation orders (and, without op determinism, thread timing) differ
-            # by up to a few tenths of a percent; Adam's first steps move them by
-            # about lr whatever the gradient's size. Weights: float noise only.
-            rtol, atol = (2e-2, 3e-4) if id(v) in arch_ids else (2e-4, 2e-5)
             name = getattr(v, "path", v.name)
-            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=name)
+            if id(v) in arch_slots:
+                # Each step starts from the same state, so Adam's momentum differs by
+                # (1 - beta_1) times the gradients' difference, its velocity by their
+                # squares': the gradients of alpha and beta, compared to 1e-4 of the
+                # largest (they are small differences of large terms, training-mode
+                # batch norms after the mixing, summed in other orders by the paths).
+                atol = 1e-4 * float(np.max(np.abs(y))) + 1e-12
+                np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=name)
+            elif id(v) in arch_params:
+                # Adam moves each by lr * m/sqrt(v), about lr whatever the gradient's
+                # size: compared to 1e-3 of one step (a wrong or sign-flipped
+                # gradient moves it by up to two).
+                np.testing.assert_allclose(x, y, rtol=0, atol=1e-3 * arch_step, err_msg=name)
+            else:  # weights, statistics and momentum buffers: float noise only
+                np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=name)
 
     for k in range(3):
         for policy, step_name, batch in (
@@ -827,6 +841,7 @@ def test_traced_steps_compute_what_the_eager_steps_compute(micro, tmp_path, weig
             for key in out[0]:
                 np.testing.assert_allclose(float(out[0][key]), float(out[1][key]), rtol=2e-4)
             close(_values(state(traced)), _values(state(eager)), state(traced))
+            assert smooth_relu6  # the smooth clip is what ran
             # Each step from the same state: float-order differences do not pile up.
             for mine, theirs in zip(state(traced), state(eager)):
                 mine.assign(theirs)
