@@ -39,6 +39,7 @@ VARIANTS = (
     "nested",
     "deterministic",
     "op_branches",
+    "static_draw",
 )
 
 
@@ -224,7 +225,12 @@ def bench_space(
     op determinism, ``deterministic: true``). ``op_branches`` undoes
     ``switched_ops`` in the traced steps: each mixed layer switches between
     whole candidate ops instead of running one MBConv on the drawn op's
-    variables.
+    variables. ``static_draw`` measures the floor under the traced steps: one
+    draw per kind of step, fixed, traced with the draw as constants, so the
+    graph holds the drawn ops and nothing else (no switch, no gather of the
+    drawn op's variables): what TensorFlow's kernels take for that step's
+    computation. It adds ``weight_step_switched_s`` and ``arch_step_switched_s``,
+    the default traced steps timed on the same two draws.
 
     ``profile_steps``: after the timing, run TensorFlow's profiler over that
     many steps of each kind and add the time per kernel type (``profile``:
@@ -342,14 +348,36 @@ def bench_space(
                     fn(batch, sample)
         net.set_weights(initial)  # the traced steps trained; start the timing afresh
         results["trace_s"] = time.perf_counter() - start
-        for name, fn in (("weight_step", weight_step), ("arch_step", arch_step)):
+        steps = [("weight_step", weight_step), ("arch_step", arch_step)]
+        if variant == "static_draw":
+            fixed = {"weight": draw("softmax"), "arch": draw("two")}
+            static = {kind: static_step(searcher, kind, fixed[kind])[0] for kind in fixed}
+
+            def timed_on_fixed(kind, run):
+                def step_fn():
+                    macs[kind].append(step_mult_adds(space, *counts(fixed[kind]), kind, variant))
+                    return {k: float(v) for k, v in run().items()}
+
+                return step_fn
+
+            steps = [
+                (f"{kind}_step", timed_on_fixed(kind, functools.partial(static[kind], *batch)))
+                for kind in fixed
+            ] + [
+                (
+                    f"{kind}_step_switched",
+                    timed_on_fixed(kind, functools.partial(fn, batch, fixed[kind])),
+                )
+                for kind, fn in (("weight", searcher.weight_step), ("arch", searcher.arch_step))
+            ]
+        for name, fn in steps:
             log(f"{space_name}: {name} x {warmup + runs}")
             times = timer(fn, warmup, runs)
             median = statistics.median(times)
             results[f"{name}_s"] = median
             results[f"{name}_images_per_s"] = batch_size / median
             kind = name.split("_")[0]
-            per_image = float(np.mean(macs[kind][warmup:]))  # the timed steps'
+            per_image = float(np.mean(macs[kind][-runs:]))  # the timed steps'
             results[f"{name}_mult_adds"] = per_image
             results[f"{name}_mult_adds_per_s"] = per_image * batch_size / median
         first_steps["forward_all"] = first_call(forward_all)  # builds its graph
@@ -386,6 +414,35 @@ def bench_space(
                 first_steps["forward_all"].update(graph_size(graph))
             results["memory"] = first_steps
     return results
+
+
+def static_step(searcher, kind: str, sample):
+    """A ``kind`` step (``weight`` or ``arch``) of ``searcher`` on one device
+    for the one draw ``sample``, traced with the draw held as constants: each
+    mixed layer builds and runs only its drawn op (``MixedOp._run`` on a
+    static index). Returns (run, traced): ``run(images, labels)`` does the step
+    as the searcher's does (the architecture step's eq. 9 rebalancing after
+    its graph) and returns its figures; ``traced`` is the step's tf.function."""
+    import tensorflow as tf
+
+    from densenas_tf.supernet import OpSample
+
+    replica_fn = {"weight": searcher._weight_replica_step, "arch": searcher._arch_replica_step}
+    if kind not in replica_fn:
+        raise ValueError(f"unknown step {kind!r}; steps are {sorted(replica_fn)}")
+    head, stack = np.asarray(sample.head, np.int32), np.asarray(sample.stack, np.int32)
+
+    def step(images, labels):
+        return replica_fn[kind](images, labels, OpSample(tf.constant(head), tf.constant(stack)))
+
+    traced = tf.function(step, autograph=False)
+    if kind == "weight":
+        return traced, traced
+
+    def run(images, labels):
+        return searcher.rebalanced(functools.partial(traced, images, labels), sample)
+
+    return run, traced
 
 
 def first_call(run: Callable[[], object]) -> dict[str, float]:
@@ -464,7 +521,8 @@ def format_table(results: list[dict[str, Any]], matmul_macs_per_s: float) -> str
     )
     lines = [head]
     for r in results:
-        for step in ("weight_step", "arch_step", "forward_all"):
+        switched = [f"{k}_step_switched" for k in ("weight", "arch") if f"{k}_step_switched_s" in r]
+        for step in (*STEPS, *switched):
             rate = r[f"{step}_mult_adds_per_s"]
             lines.append(
                 f"| {r['space']} | {r['batch_size']} | {r['variant']} | {step} | {r[f'{step}_s']:.3f} | "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -293,8 +294,14 @@ class Searcher:
     def arch_step(self, batch, sample) -> dict[str, tf.Tensor]:
         """One architecture step with two drawn ops per layer: Adam on alpha and
         beta, then eq. 9's rebalancing of the drawn alphas; weights untouched."""
+        return self.rebalanced(functools.partial(self._arch_step, batch, sample), sample)
+
+    def rebalanced(self, update, sample) -> dict[str, tf.Tensor]:
+        """Runs ``update`` (an architecture step's Adam update of alpha and beta
+        for the draw ``sample``; returns its figures), then, when its loss was
+        finite, eq. 9's rebalancing of the alphas drawn."""
         before = [tf.identity(v) for v in self._alpha_variables]
-        values = self._arch_step(batch, sample)
+        values = update()
         finite = all(math.isfinite(float(v)) for k, v in values.items() if k in ("ce", "loss"))
         if finite:
             rebalance_alpha(self.net.alpha_head, before[0], sample.head)

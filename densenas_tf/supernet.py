@@ -84,6 +84,16 @@ class _CompiledCall:
 WEIGHT_SHARING = ("none", "nested")
 
 
+def known_draw(drawn):
+    """A draw (op indices) as NumPy when its value is known, eagerly or while
+    tracing (a constant), so that its rows and elements stay known and each
+    mixed layer builds its drawn op only; else the tensor as given (None: None)."""
+    if drawn is None or isinstance(drawn, (int, np.integer, np.ndarray)):
+        return drawn
+    value = tf.get_static_value(drawn)
+    return drawn if value is None else np.asarray(value)
+
+
 class NestedKernels(keras.layers.Layer):
     """The convolution kernels that a mixed layer's MBConv candidates share
     (``weight_sharing: nested``, as in Single-Path NAS and Once-for-All).
@@ -335,6 +345,7 @@ class MixedOp(keras.layers.Layer):
         return tf.switch_case(index, branches)
 
     def call(self, x, alpha, sample=None, mode="all", training=None, weight_gradients=True):
+        sample = known_draw(sample)
         if mode == "all":
             weights = tf.cast(tf.nn.softmax(alpha), x.dtype)
             outputs = [
@@ -447,6 +458,7 @@ class DenseBlock(keras.layers.Layer):
         weight_gradients=True,
     ):
         kwargs = {"training": training, "weight_gradients": weight_gradients}
+        head_sample, stack_sample = known_draw(head_sample), known_draw(stack_sample)
         x = None
         for k, head in enumerate(self.heads):
             sample = None if head_sample is None else head_sample[k]
@@ -784,6 +796,13 @@ class SuperNet(keras.Model):
         probs = self.path_probabilities()
         alpha_head = tf.convert_to_tensor(self.alpha_head)
         alpha_stack = tf.convert_to_tensor(self.alpha_stack)
+
+        def rows(drawn, indices):
+            drawn = known_draw(drawn)
+            if drawn is None or isinstance(drawn, np.ndarray):
+                return None if drawn is None else drawn[indices]
+            return tf.gather(drawn, indices)
+
         for block, layer in zip(space.blocks[1:], self.dense_blocks):
             j = block.index
             head_rows, stack_rows = self._head_rows[j], self._stack_rows[j]
@@ -792,8 +811,8 @@ class SuperNet(keras.Model):
                 tf.gather(probs, self._in_edge_ids[j]),
                 tf.gather(alpha_head, head_rows),
                 tf.gather(alpha_stack, stack_rows),
-                None if sample is None else tf.gather(sample.head, head_rows),
-                None if sample is None else tf.gather(sample.stack, stack_rows),
+                rows(None if sample is None else sample.head, head_rows),
+                rows(None if sample is None else sample.stack, stack_rows),
                 mode=mode,
                 **kwargs,
             )

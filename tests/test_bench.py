@@ -104,6 +104,7 @@ def test_step_mult_adds_count_what_each_step_differentiates(duo):
         "nested",
         "deterministic",
         "op_branches",
+        "static_draw",
     }
     for variant in layered:
         assert bench.step_mult_adds(space, *both, "arch", variant) == lean - from_stem == 124_992
@@ -421,3 +422,64 @@ def test_kernel_bench_binary_prints_a_table(tmp_path):
     ] == shapes
     assert "## fashion_mnist:2" in result.stdout
     assert sum(line.startswith("| 2 |") for line in result.stdout.splitlines()) == len(shapes)
+
+
+def _switches(graph):
+    """The Case (switch) nodes of a traced graph and of the functions it calls."""
+    graph_def = graph.as_graph_def()
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    return sum(n.op in ("Case", "StatelessCase") for n in nodes)
+
+
+def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path, smooth_relu6):
+    """bench.static_step (what --variants=static_draw times as the floor under
+    the traced steps): the draw held in the graph as constants, so only the
+    drawn ops are built and nothing switches; from the same weights on the same
+    batch and draws, the same figures and the same weights, alpha and beta after
+    a weight step and an architecture step as the traced steps. ReLU6 smoothed
+    (conftest.smooth_relu6): the two graphs round differently."""
+    import keras
+    import tensorflow as tf
+
+    from densenas_tf.search_config import SearchConfig
+    from densenas_tf.searcher import Searcher
+    from densenas_tf.supernet import SuperNet
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(4, dtype=np.int32) % 2
+    batch = (tf.constant(pixels.astype(np.float32) / 255.0), tf.constant(labels))
+
+    def searcher(name):
+        keras.utils.set_random_seed(0)
+        net = SuperNet.from_space(duo["space"], arch_init_seed=1, arch_init_std=0.5)
+        config = SearchConfig(space=duo["file"], batch_size=4, epochs=2, warmup_epochs=0)
+        split = (pixels, labels)
+        return Searcher(
+            config, net, duo["table"], split, split, tmp_path / name, log=lambda line: None
+        )
+
+    static, traced = searcher("static"), searcher("traced")
+    assert traced.graph_steps
+    np.testing.assert_array_equal(static.net.get_weights()[0], traced.net.get_weights()[0])
+    for kind, policy in (("weight", "softmax"), ("arch", "two")):
+        sample = traced.net.sample_ops(tf.constant([0, 3], tf.int64), policy)
+        step, traced_static = bench.static_step(static, kind, sample)
+        graph = traced_static.get_concrete_function(*batch).graph
+        switched = traced.step_graph(kind, batch, sample)
+        assert _switches(graph) == 0  # nothing picks an op
+        assert _switches(switched) > 0
+        mine = step(*batch)
+        theirs = getattr(traced, f"{kind}_step")(batch, sample)
+        assert sorted(mine) == sorted(theirs)
+        for key in mine:
+            np.testing.assert_allclose(float(mine[key]), float(theirs[key]), rtol=1e-5, err_msg=key)
+        for a, b in zip(static.net.get_weights(), traced.net.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=kind)
+    assert smooth_relu6  # the smooth clip is what ran
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(static.net.get_weights(), searcher("x").net.get_weights())
+    ]
+    assert any(moved)  # the steps did change the weights compared
+    with pytest.raises(ValueError, match="unknown step 'eval'"):
+        bench.static_step(static, "eval", sample)

@@ -42,7 +42,9 @@ VARIANTS = flags.DEFINE_list(
     "default, and to measure a speed-up by undoing it: eager_ops (ops run kernel by kernel "
     "from Python), layered_forward (the forward goes layer by layer through the Keras mixed "
     "layers), arch_kernel_grads (the architecture step computes kernel gradients); and what "
-    "a search option costs: nested (weight_sharing: nested), deterministic (op determinism).",
+    "a search option costs: nested (weight_sharing: nested), deterministic (op determinism); "
+    "op_branches (a switch over whole ops); and static_draw, the floor: one draw per step held "
+    "as constants, so the graph has the drawn ops only, timed beside the traced steps on it.",
 )
 BASELINE = flags.DEFINE_string(
     "baseline",
