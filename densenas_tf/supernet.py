@@ -87,7 +87,10 @@ WEIGHT_SHARING = ("none", "nested")
 def known_draw(drawn):
     """A draw (op indices) as NumPy when its value is known, eagerly or while
     tracing (a constant), so that its rows and elements stay known and each
-    mixed layer builds its drawn op only; else the tensor as given (None: None)."""
+    mixed layer builds its drawn op only; else the tensor as given (None: None).
+    Keras hands a layer's NumPy call arguments over as tensors, and slicing a
+    constant tensor in a graph loses its known value: so the supernet, each
+    DenseBlock and each MixedOp recover it before slicing."""
     if drawn is None or isinstance(drawn, (int, np.integer, np.ndarray)):
         return drawn
     value = tf.get_static_value(drawn)
@@ -799,9 +802,9 @@ class SuperNet(keras.Model):
 
         def rows(drawn, indices):
             drawn = known_draw(drawn)
-            if drawn is None or isinstance(drawn, np.ndarray):
-                return None if drawn is None else drawn[indices]
-            return tf.gather(drawn, indices)
+            if isinstance(drawn, np.ndarray):
+                return drawn[indices]
+            return None if drawn is None else tf.gather(drawn, indices)
 
         for block, layer in zip(space.blocks[1:], self.dense_blocks):
             j = block.index
