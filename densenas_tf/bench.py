@@ -306,15 +306,21 @@ def bench_space(
 
         macs = {"weight": [], "arch": []}
 
-        def weight_step():
-            sample = draw("softmax")
-            macs["weight"].append(step_mult_adds(space, *counts(sample), "weight", variant))
-            return {k: float(v) for k, v in searcher.weight_step(batch, sample).items()}
+        def counted(kind, sample_of, run):
+            """A timed ``kind`` step: takes its draw (``sample_of()``), counts
+            its multiply-adds, runs ``run(sample)`` and reads its figures."""
 
-        def arch_step():
-            sample = draw("two")
-            macs["arch"].append(step_mult_adds(space, *counts(sample), "arch", variant))
-            return {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
+            def step_fn():
+                sample = sample_of()
+                macs[kind].append(step_mult_adds(space, *counts(sample), kind, variant))
+                return {k: float(v) for k, v in run(sample).items()}
+
+            return step_fn
+
+        weight_step = counted(
+            "weight", lambda: draw("softmax"), lambda s: searcher.weight_step(batch, s)
+        )
+        arch_step = counted("arch", lambda: draw("two"), lambda s: searcher.arch_step(batch, s))
 
         def forward_all():
             return net(images, mode="all", training=False).numpy()
@@ -352,23 +358,21 @@ def bench_space(
         if variant == "static_draw":
             fixed = {"weight": draw("softmax"), "arch": draw("two")}
             static = {kind: static_step(searcher, kind, fixed[kind])[0] for kind in fixed}
-
-            def timed_on_fixed(kind, run):
-                def step_fn():
-                    macs[kind].append(step_mult_adds(space, *counts(fixed[kind]), kind, variant))
-                    return {k: float(v) for k, v in run().items()}
-
-                return step_fn
-
+            switched = {"weight": searcher.weight_step, "arch": searcher.arch_step}
             steps = [
-                (f"{kind}_step", timed_on_fixed(kind, functools.partial(static[kind], *batch)))
+                (
+                    f"{kind}_step",
+                    counted(kind, lambda k=kind: fixed[k], lambda _, k=kind: static[k](*batch)),
+                )
                 for kind in fixed
             ] + [
                 (
                     f"{kind}_step_switched",
-                    timed_on_fixed(kind, functools.partial(fn, batch, fixed[kind])),
+                    counted(
+                        kind, lambda k=kind: fixed[k], functools.partial(switched[kind], batch)
+                    ),
                 )
-                for kind, fn in (("weight", searcher.weight_step), ("arch", searcher.arch_step))
+                for kind in fixed
             ]
         for name, fn in steps:
             log(f"{space_name}: {name} x {warmup + runs}")

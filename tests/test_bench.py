@@ -483,3 +483,34 @@ def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path
     assert any(moved)  # the steps did change the weights compared
     with pytest.raises(ValueError, match="unknown step 'eval'"):
         bench.static_step(static, "eval", sample)
+
+
+def test_static_draw_variant_times_both_forms_of_each_step_on_one_draw(duo):
+    """--variants=static_draw: the static and the switched form of each step are
+    timed on the same fixed draw (equal multiply-adds), and the table prints
+    both forms' rows."""
+    calls = []
+
+    def timer(run, warmup, runs):
+        for _ in range(warmup + runs):
+            run()
+        calls.append((warmup, runs))
+        return [0.5] * runs
+
+    figures = bench.bench_space(
+        duo["file"], 4, warmup=1, runs=2, table=duo["table"], timer=timer, variant="static_draw"
+    )
+    assert calls == [(1, 2)] * 4 + [(1, 2)]  # four steps, then the all-ops forward
+    for kind in ("weight", "arch"):
+        assert figures[f"{kind}_step_switched_s"] == figures[f"{kind}_step_s"] == 0.5
+        assert figures[f"{kind}_step_mult_adds"] == figures[f"{kind}_step_switched_mult_adds"]
+    # Every two-op draw of DUO_SPACE is both ops of every layer (layered counting).
+    assert figures["arch_step_mult_adds"] == 124_992
+    rows = bench.format_table([figures], 1e9).splitlines()
+    assert [r.split(" | ")[3] for r in rows[2:7]] == [
+        "weight_step",
+        "arch_step",
+        "forward_all",
+        "weight_step_switched",
+        "arch_step_switched",
+    ]
