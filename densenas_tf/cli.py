@@ -3,7 +3,6 @@ absl flags of the binaries that read image data (train, export, main job)."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import sys
@@ -13,34 +12,27 @@ from typing import Any
 
 from absl import flags
 
-
-def describe_os_error(err: OSError) -> str:
-    """One line for a file-system fault, naming the file and what to do."""
-    where = f" {err.filename}" if err.filename else ""
-    reason = err.strerror or str(err)
-    fixes = {
-        errno.ENOSPC: "free some disk space (or pick a run directory on another disk) and re-run",
-        errno.EDQUOT: "free some disk space (or pick a run directory on another disk) and re-run",
-        errno.EROFS: "pick a writable directory",
-        errno.EACCES: "pick a directory you may write to, or fix its permissions",
-        errno.EPERM: "pick a directory you may write to, or fix its permissions",
-        errno.ENOENT: "check the path",
-        errno.EISDIR: "give a file, not a directory",
-        errno.ENOTDIR: "check the path: a part of it is a file",
-    }
-    fix = fixes.get(err.errno, "check the path and the disk")
-    return f"{reason}:{where}; {fix}"
+from densenas_tf.core.errors import DenseNASError, describe_os_error
+from densenas_tf.data.loading import DataError, load_image_data
+from densenas_tf.data.streaming import (
+    SOURCE_KEYS,
+    StreamingData,
+    data_error,
+    sample_image_data,
+)
+from densenas_tf.data.streaming import open_data as open_source
+from densenas_tf.exporting.export import load_trained_model
+from densenas_tf.search.config import STREAMING_SOURCES
 
 
 def main(
     run: Callable[[list[str]], int | None],
 ) -> Callable[[list[str]], int | None]:
     """Wraps a binary's ``main(argv)``: every error a user can act on
-    (:class:`densenas_tf.errors.DenseNASError`, or a file-system fault) is
+    (:class:`densenas_tf.core.errors.DenseNASError`, or a file-system fault) is
     printed as one line, ``error: ...``, and the binary exits with the error's
     exit code (1 unless the error class says otherwise); nothing else is
     caught, so a bug still shows its traceback."""
-    from densenas_tf.errors import DenseNASError
 
     @functools.wraps(run)
     def wrapped(argv: list[str]) -> int | None:
@@ -68,7 +60,6 @@ def _pipeline_data_error(err: Exception):
     """The DataError a TensorFlow error stands for (``data_sources.data_error``), or None."""
     if not type(err).__module__.startswith("tensorflow"):
         return None
-    from densenas_tf.data_sources import data_error
 
     return data_error(err)
 
@@ -76,22 +67,7 @@ def _pipeline_data_error(err: Exception):
 # The flags defined here are the calling binary's, shown by its --help.
 flags.disclaim_key_flags()
 
-DATA_FLAGS = (
-    "dataset",
-    "data_dir",
-    "tfds_name",
-    "tfds_data_dir",
-    "image_folder",
-    "image_size",
-    "test_fraction",
-    "data_seed",
-    "train_limit",
-    "test_limit",
-    "tfrecord_dir",
-    "class_list",
-    "stream",
-    "data_cache_dir",
-)
+DATA_FLAGS = SOURCE_KEYS
 # The streaming flags, recorded in a run's data source only when set, so that
 # sources recorded before they existed still compare equal.
 STREAMING_FLAGS = ("tfrecord_dir", "class_list", "stream", "data_cache_dir")
@@ -161,7 +137,6 @@ def data_source_from_flags(recorded: dict[str, Any] | None = None) -> dict[str, 
 
 def search_data_overrides() -> list[str]:
     """The data flags a user set, as ``data.*`` overrides of a search config."""
-    from densenas_tf.search_config import STREAMING_SOURCES
 
     overrides = []
     given = [name for name in STREAMING_SOURCES if flags.FLAGS[name].present]
@@ -172,8 +147,6 @@ def search_data_overrides() -> list[str]:
             overrides.append(f"data.{key}={json.dumps(flags.FLAGS[name].value)}")
     for name in ("test_fraction", "test_limit", "data_seed", "stream"):
         if flags.FLAGS[name].present:
-            from densenas_tf.data import DataError
-
             raise DataError(
                 f"--{name} does not apply to the search (it trains on the training images, "
                 "divided by data.arch_fraction and the config's seed); drop it"
@@ -200,13 +173,12 @@ def load_data(source: dict[str, Any]):
     dict (the keys of DATA_FLAGS).
 
     Fashion-MNIST is read into memory (limited by train_limit / test_limit).
-    Any other source is opened as training opens it (``data_sources.open_data``,
+    Any other source is opened as training opens it (``data.streaming.open_data``,
     so the test split is the one training held out): a source that training
     holds in memory (at most ``IN_MEMORY_LIMIT_BYTES`` of pixels) is read
     likewise; a streamed one (TFRecords always) gives only a bounded sample:
     train_limit and test_limit images, or ``EXPORT_IMAGES`` of each split by
     default, read from the stream and nothing more."""
-    from densenas_tf.data import load_image_data
 
     streamed = any(source.get(k) for k in ("tfrecord_dir", "tfds_name", "image_folder"))
     streamed = streamed or source.get("class_list") or str(source.get("stream")).lower() == "true"
@@ -214,9 +186,8 @@ def load_data(source: dict[str, Any]):
         kwargs = {k: v for k, v in source.items() if k not in STREAMING_FLAGS}
         kwargs["seed"] = kwargs.pop("data_seed", 0)
         return load_image_data(**kwargs)
-    from densenas_tf.data_sources import StreamingData, open_data, sample_image_data
 
-    data = open_data(source, stream=True if source.get("tfrecord_dir") else None)
+    data = open_source(source, stream=True if source.get("tfrecord_dir") else None)
     if not isinstance(data, StreamingData):
         return data
     return sample_image_data(
@@ -229,8 +200,7 @@ def load_data(source: dict[str, Any]):
 
 def open_data(source: dict[str, Any]):
     """The data of a source dict for training: in memory or streamed, as
-    ``data_sources.open_data`` picks."""
-    from densenas_tf.data_sources import open_data as open_source
+    ``data.streaming.open_data`` picks."""
 
     return open_source(source)
 
@@ -240,7 +210,6 @@ def run_export(model_path: str, export) -> int:
     its data (the training run's unless data flags are given) and call
     ``export(model, data)``. Failures reach :func:`main` (exit 1: bad input;
     2: the written export failed its check and was removed)."""
-    from densenas_tf.exporting import load_trained_model
 
     model = load_trained_model(model_path)
     data = load_data(data_source_from_flags(recorded_data_source(model_path)))

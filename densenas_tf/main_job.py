@@ -16,7 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from densenas_tf.io_utils import cached_json, write_text_atomic
+from densenas_tf.core.files import cached_json, write_text_atomic
+from densenas_tf.data.loading import load_image_data
+from densenas_tf.exporting.export import (
+    TFLiteRunner,
+    export_saved_model,
+    export_tflite,
+    load_trained_model,
+)
+from densenas_tf.latency.measure import build_table, time_tflite
+from densenas_tf.latency.table import LatencyTable, default_table_path
+from densenas_tf.search.config import load_search_config
+from densenas_tf.search.run import run_search
+from densenas_tf.space.spaces import load_space
+from densenas_tf.train.trainer import TrainConfig, train
 
 
 def run_main_job(
@@ -36,18 +49,6 @@ def run_main_job(
     machine first (cached in ``run_dir/latency``), so the search optimises
     the latency of the machine the job runs on; a given table is checked
     against whole nets measured here when it names this kind of machine."""
-    from densenas_tf.data import load_image_data
-    from densenas_tf.exporting import (
-        TFLiteRunner,
-        export_saved_model,
-        export_tflite,
-        load_trained_model,
-    )
-    from densenas_tf.latency import LatencyTable
-    from densenas_tf.latency_measure import time_tflite
-    from densenas_tf.search_config import load_search_config
-    from densenas_tf.search_run import run_search
-    from densenas_tf.train import TrainConfig, train
 
     run_dir = Path(run_dir)
     times: dict[str, float] = {}
@@ -63,9 +64,6 @@ def run_main_job(
     config = load_search_config(search_config, search_overrides)
     if latency_table is None:
         stage("latency table")
-        from densenas_tf.latency import default_table_path
-        from densenas_tf.latency_measure import build_table
-        from densenas_tf.search_space import load_space
 
         space = load_space(config.space)
         table_path = run_dir / "latency" / default_table_path(space.name).name

@@ -36,7 +36,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.exporting import check_out_path, export_tflite
+    from densenas_tf.exporting.export import check_out_path, export_tflite
 
     check_out_path(OUT.value, "tflite")  # before the model and data are loaded
     return cli.run_export(

@@ -8,7 +8,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest
 
-from densenas_tf.search_space import SPACES_DIR, load_space, read_config_file
+from densenas_tf.space.spaces import SPACES_DIR, load_space, read_config_file
 
 
 @pytest.fixture
@@ -70,9 +70,9 @@ SMALL_FASHION_NET = (
 def trained_small_net(tmp_path_factory):
     """SMALL_FASHION_NET trained for 3 epochs on 4,000 real Fashion-MNIST
     images (tested on 1,000): (run_dir, metrics, data)."""
-    from densenas_tf.arch_spec import ArchSpec
-    from densenas_tf.data import load_image_data
-    from densenas_tf.train import TrainConfig, train
+    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.space.arch_spec import ArchSpec
+    from densenas_tf.train.trainer import TrainConfig, train
 
     spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
     source = {"dataset": "fashion_mnist", "train_limit": 4000, "test_limit": 1000}

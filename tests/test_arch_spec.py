@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from densenas_tf.arch_spec import (
+from densenas_tf.space.arch_spec import (
     SCHEMA_VERSION,
     ArchSpec,
     ArchSpecError,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from densenas_tf import bench
-from densenas_tf.describe import supernet_mult_adds, uniform_sampled_mult_adds
-from densenas_tf.search_space import SearchSpace
+from densenas_tf.experiments import bench
+from densenas_tf.space.describe import supernet_mult_adds, uniform_sampled_mult_adds
+from densenas_tf.space.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ DUO_ALL = DUO_STEM + sum(map(sum, DUO_HEADS.values())) + sum(DUO_STACK) + DUO_TA
 def duo(tmp_path_factory):
     """DUO_SPACE as a file, with a made-up latency table (the latency term's
     values do not change what a step computes)."""
-    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
+    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
 
     folder = tmp_path_factory.mktemp("duo")
     space_file = folder / "duo.yaml"
@@ -114,7 +114,7 @@ def test_step_mult_adds_count_what_each_step_differentiates(duo):
 
 def test_bench_figures_come_from_the_timed_steps(duo, monkeypatch):
     """An injected timer gives known step times; a spy records the drawn ops."""
-    from densenas_tf.searcher import Searcher
+    from densenas_tf.search.searcher import Searcher
 
     drawn = []  # (head, stack) op indices of every weight step run
     weight_step = Searcher.weight_step
@@ -181,7 +181,7 @@ def test_graph_size_counts_the_called_functions_nodes():
 
 
 def test_step_graph_names_the_kinds_of_step():
-    from densenas_tf.searcher import Searcher
+    from densenas_tf.search.searcher import Searcher
 
     class Fake:
         graph_steps = True
@@ -364,8 +364,8 @@ def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
 
 
 def test_depthwise_shapes_cover_every_mbconv_op_of_a_space(fashion_space):
-    from densenas_tf import ops
-    from densenas_tf.bench_kernels import depthwise_shapes
+    from densenas_tf.experiments.bench_kernels import depthwise_shapes
+    from densenas_tf.space import ops
 
     shapes = depthwise_shapes(fashion_space, 16)
     assert len(shapes) == len(set(shapes))
@@ -378,8 +378,11 @@ def test_depthwise_shapes_cover_every_mbconv_op_of_a_space(fashion_space):
 
 
 def test_depthwise_gradient_timing_compares_both_kernels_on_one_shape():
-    from densenas_tf import op_layers
-    from densenas_tf.bench_kernels import format_depthwise_table, time_depthwise_gradient
+    from densenas_tf.experiments.bench_kernels import (
+        format_depthwise_table,
+        time_depthwise_gradient,
+    )
+    from densenas_tf.nn import op_layers
 
     rows = [
         time_depthwise_gradient(2, 9, 24, 5, 2, runs=2),
@@ -412,8 +415,8 @@ def test_kernel_bench_binary_prints_a_table(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    from densenas_tf.bench_kernels import depthwise_shapes
-    from densenas_tf.search_space import load_space
+    from densenas_tf.experiments.bench_kernels import depthwise_shapes
+    from densenas_tf.space.spaces import load_space
 
     shapes = depthwise_shapes(load_space("fashion_mnist"), 2)
     rows = json.loads(out.read_text())["fashion_mnist:2"]
@@ -441,9 +444,9 @@ def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path
     import keras
     import tensorflow as tf
 
-    from densenas_tf.search_config import SearchConfig
-    from densenas_tf.searcher import Searcher
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.nn.supernet import SuperNet
+    from densenas_tf.search.config import SearchConfig
+    from densenas_tf.search.searcher import Searcher
 
     pixels = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 1), dtype=np.uint8)
     labels = np.arange(4, dtype=np.int32) % 2

@@ -14,14 +14,14 @@ import pytest
 
 import densenas_tf
 from densenas_tf import cli
-from densenas_tf.errors import DenseNASError
-from densenas_tf.exporting import ExportCheckError
-from densenas_tf.searcher import SearchDivergedError
+from densenas_tf.core.errors import DenseNASError
+from densenas_tf.exporting.export import ExportCheckError
+from densenas_tf.search.searcher import SearchDivergedError
 
 
 def _error_classes():
-    for info in pkgutil.iter_modules(densenas_tf.__path__):
-        module = importlib.import_module(f"densenas_tf.{info.name}")
+    for info in pkgutil.walk_packages(densenas_tf.__path__, "densenas_tf."):
+        module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if (
                 inspect.isclass(value)
@@ -91,7 +91,7 @@ def test_help_lists_the_data_flags(binary):
 
 
 def test_the_atomic_writer_replaces_files_and_directories_and_keeps_them_on_failure(tmp_path):
-    from densenas_tf.io_utils import replace_atomic
+    from densenas_tf.core.files import replace_atomic
 
     target = tmp_path / "out"
     target.mkdir()

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from densenas_tf.arch_spec import ArchSpec, count_costs
-from densenas_tf.compare import (
+from densenas_tf.experiments.compare import (
     REDUCED,
     format_results,
     mobilenet_v2_fashion,
@@ -16,7 +15,8 @@ from densenas_tf.compare import (
     run_compare,
     summarise,
 )
-from densenas_tf.models import build_model
+from densenas_tf.nn.models import build_model
+from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
 
 def test_mobilenet_v2_fashion_widths_scale():
@@ -63,8 +63,8 @@ def _fastest_tflite_ms(model) -> float:
     timed here: other processes can delay a run but not speed it up."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from densenas_tf.exporting import convert_tflite
-    from densenas_tf.latency_measure import timed_runs
+    from densenas_tf.exporting.export import convert_tflite
+    from densenas_tf.latency.measure import timed_runs
 
     interpreter = Interpreter(model_content=convert_tflite(model, "none"), num_threads=1)
     interpreter.allocate_tensors()
@@ -78,8 +78,8 @@ def test_reduced_comparison(tmp_path):
 
     import keras
 
-    from densenas_tf.data import load_image_data
-    from densenas_tf.latency import default_table_path
+    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.latency.table import default_table_path
 
     results = run_compare(tmp_path / "compare", REDUCED, log=lambda line: None)
     rows = results["rows"]
@@ -187,7 +187,7 @@ def test_seeds_are_summarised_with_standard_errors_and_a_verdict():
 
 
 def test_latencies_are_measured_together_in_interleaved_rounds_and_cached(tmp_path):
-    from densenas_tf.compare import ComparePlan, measure_latencies
+    from densenas_tf.experiments.compare import ComparePlan, measure_latencies
 
     dirs = [tmp_path / name for name in ("a", "b", "c")]
     for d in dirs:
@@ -221,7 +221,7 @@ def test_hparams_dashboard_holds_each_net_with_its_method_lambda_seed_and_metric
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
-    from densenas_tf.compare import HPARAM_METRICS, write_hparams
+    from densenas_tf.experiments.compare import HPARAM_METRICS, write_hparams
 
     rows = [
         {"net": "densenas_lam0.15", "family": "DenseNAS", "seed": 0, "lam": 0.15,

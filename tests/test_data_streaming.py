@@ -23,9 +23,15 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports
 
-from densenas_tf import data_sources, tfrecords
-from densenas_tf.data import DataError, ImageData, channel_stats, load_fashion_mnist
-from densenas_tf.data_sources import (
+from densenas_tf.data import streaming as data_sources
+from densenas_tf.data.loading import (
+    DataError,
+    ImageData,
+    channel_stats,
+    load_fashion_mnist,
+    tfrecords,
+)
+from densenas_tf.data.streaming import (
     SearchSplit,
     open_data,
     open_image_folder,
@@ -33,7 +39,7 @@ from densenas_tf.data_sources import (
     open_tfrecords,
     split_per_class,
 )
-from densenas_tf.tfrecords import write_tfrecords
+from densenas_tf.data.tfrecords import write_tfrecords
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = {"bag": 8, "coat": 4, "trouser": 1}  # folder name -> Fashion-MNIST label
@@ -252,7 +258,7 @@ def test_clear_errors_for_bad_sources(folder, tmp_path):
 def test_memory_and_stream_list_an_image_folder_alike(folder, tmp_path):
     """One listing (data.list_image_folder) for both: classes sorted by name, image
     extensions in any case, hidden files and folders skipped."""
-    from densenas_tf.data import list_image_folder, load_image_data
+    from densenas_tf.data.loading import list_image_folder, load_image_data
 
     source = folder[0]
     root = tmp_path / "mixed"
@@ -294,8 +300,8 @@ def _jpeg_folder(root: Path, fashion) -> Path:
 
 def test_an_undecodable_image_met_mid_run_is_a_one_line_data_error(fashion, tmp_path, capsys):
     from densenas_tf import cli
-    from densenas_tf.arch_spec import ArchSpec
-    from densenas_tf.train import TrainConfig, train
+    from densenas_tf.space.arch_spec import ArchSpec
+    from densenas_tf.train.trainer import TrainConfig, train
 
     root = _jpeg_folder(tmp_path / "images", fashion)
     cache = tmp_path / "cache"
@@ -714,7 +720,7 @@ def test_open_data_holds_in_memory_only_a_source_that_fits_whole(folder, monkeyp
     """load_image_data reads a whole source before it limits, so the choice is made
     on the whole source: 24 images (18,816 bytes) over the limit stream even when
     train_limit and test_limit leave 8 (6,272 bytes)."""
-    from densenas_tf import data as data_module
+    from densenas_tf.data import loading as data_module
 
     def refuse(**kwargs):
         raise AssertionError("the whole source read into memory")
@@ -730,7 +736,7 @@ def test_exporters_take_a_bounded_sample_of_a_streamed_source(
     folder, records, monkeypatch, decoded
 ):
     from densenas_tf import cli
-    from densenas_tf import data as data_module
+    from densenas_tf.data import loading as data_module
 
     root, expected = folder
     # Any source training would stream (here: one counted as over the in-memory
@@ -772,10 +778,10 @@ def test_exporters_take_a_bounded_sample_of_a_streamed_source(
 def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
     from types import SimpleNamespace
 
-    from densenas_tf.search_config import SearchConfig
-    from densenas_tf.search_run import check_search_data, load_search_data
-    from densenas_tf.search_space import load_space
-    from densenas_tf.searcher import Searcher
+    from densenas_tf.search.config import SearchConfig
+    from densenas_tf.search.run import check_search_data, load_search_data
+    from densenas_tf.search.searcher import Searcher
+    from densenas_tf.space.spaces import load_space
 
     config = SearchConfig.from_dict(
         {
@@ -811,9 +817,9 @@ def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
 
 
 def test_training_reads_a_stream(folder, tmp_path, decoded):
-    from densenas_tf.arch_spec import ArchSpec
-    from densenas_tf.exporting import load_trained_model
-    from densenas_tf.train import TrainConfig, train
+    from densenas_tf.exporting.export import load_trained_model
+    from densenas_tf.space.arch_spec import ArchSpec
+    from densenas_tf.train.trainer import TrainConfig, train
 
     data = open_image_folder(folder[0], test_fraction=0.25, cache_dir=tmp_path / "cache")
     spec = ArchSpec.from_block_string(
@@ -846,8 +852,8 @@ def test_training_reads_a_stream(folder, tmp_path, decoded):
 
 
 def test_recipes_and_search_config_keys():
-    from densenas_tf.search_config import ConfigError, load_search_config
-    from densenas_tf.train_recipe import load_train_recipe
+    from densenas_tf.search.config import ConfigError, load_search_config
+    from densenas_tf.train.recipe import load_train_recipe
 
     train, data = load_train_recipe("imagenet")
     assert (train["epochs"], train["batch_size"], train["lr"], train["label_smoothing"]) == (
@@ -877,7 +883,7 @@ def test_recipes_and_search_config_keys():
 
 
 def test_bench_input_on_tiny_jpegs_with_an_injected_clock(tmp_path, fashion):
-    from densenas_tf.bench_input import bench_input, format_table
+    from densenas_tf.experiments.bench_input import bench_input, format_table
 
     ticks = iter(range(0, 1000, 2))  # every clock read 2 s after the last
     step = {"space": "imagenet_mbv2", "batch_size": 8}

@@ -5,9 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from densenas_tf import derive
-from densenas_tf.arch_spec import ArchSpec
-from densenas_tf.search_space import load_space
+from densenas_tf.space import derive
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.spaces import load_space
 
 
 @pytest.mark.parametrize("preset", ["tiny", "fashion_mnist"])
@@ -58,7 +58,7 @@ def test_hand_set_parameters_give_the_expected_arch(tiny_space):
 
 
 def test_derive_from_a_supernet(tiny_space):
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.nn.supernet import SuperNet
 
     net = SuperNet.from_space(tiny_space)
     rng = np.random.default_rng(1)

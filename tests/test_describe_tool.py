@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from densenas_tf.describe import supernet_weight_params
-from densenas_tf.search_space import load_space
+from densenas_tf.space.describe import supernet_weight_params
+from densenas_tf.space.spaces import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ def test_describe_space():
 def test_describe_space_counts_the_supernet_keras_builds(tiny_space):
     import numpy as np
 
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.nn.supernet import SuperNet
 
     result = _run("--space=tiny")
     assert result.returncode == 0, result.stderr
@@ -68,8 +68,8 @@ def test_describe_arch_with_overrides():
 
     import keras
 
-    from densenas_tf.arch_spec import load_arch
-    from densenas_tf.models import build_model
+    from densenas_tf.nn.models import build_model
+    from densenas_tf.space.arch_spec import load_arch
 
     result = _run("--arch=densenas_c", "--input_size=32", "--num_classes=10")
     assert result.returncode == 0, result.stderr
@@ -98,7 +98,7 @@ def test_describe_errors_go_to_stderr():
 def test_supernet_weight_params_match_keras(tiny_space):
     import numpy as np
 
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.nn.supernet import SuperNet
 
     net = SuperNet.from_space(tiny_space)
     counted = sum(int(np.prod(v.shape)) for v in net.weight_variables)
@@ -106,10 +106,10 @@ def test_supernet_weight_params_match_keras(tiny_space):
 
 
 def test_uniform_sampled_mult_adds_equals_the_net_when_there_is_one_choice():
-    from densenas_tf.arch_spec import count_costs
-    from densenas_tf.derive import arch_from_path
-    from densenas_tf.describe import uniform_sampled_mult_adds
-    from densenas_tf.search_space import SearchSpace
+    from densenas_tf.space.arch_spec import count_costs
+    from densenas_tf.space.derive import arch_from_path
+    from densenas_tf.space.describe import uniform_sampled_mult_adds
+    from densenas_tf.space.spaces import SearchSpace
 
     config = load_space("fixed_block_mbv2").to_config()
     config["head_ops"] = ["mbconv_k5_e6"]

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf import exporting, latency_measure
-from densenas_tf.exporting import ExportCheckError, ExportError, TFLiteRunner
+from densenas_tf.exporting import export as exporting
+from densenas_tf.exporting.export import ExportCheckError, ExportError, TFLiteRunner
+from densenas_tf.latency import measure as latency_measure
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +305,7 @@ def test_a_corrupt_model_file_is_refused_naming_it(trained_small_net, tmp_path, 
 def test_latency_tables_time_the_exporters_float_conversion(monkeypatch):
     from ai_edge_litert.interpreter import Interpreter
 
-    from densenas_tf.latency import op_key
+    from densenas_tf.latency.table import op_key
 
     calls = []
     convert = exporting.convert_tflite

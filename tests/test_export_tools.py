@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf.exporting import EXPORT_MARKER, TFLiteRunner
+from densenas_tf.exporting.export import EXPORT_MARKER, TFLiteRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVED_MODEL = ROOT / "export" / "export_saved_model.py"

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf import latency
-from densenas_tf.arch_spec import load_arch
-from densenas_tf.derive import arch_from_path
-from densenas_tf.expected_latency import ExpectedLatency
-from densenas_tf.latency import LatencyEntry, LatencyTable, LatencyTableError, space_keys
-from densenas_tf.lut_report import spearman
-from densenas_tf.objectives import Objective
-from densenas_tf.search_space import load_space
-from densenas_tf.supernet import SuperNet
+from densenas_tf.latency import table as latency
+from densenas_tf.latency.expected import ExpectedLatency
+from densenas_tf.latency.report import spearman
+from densenas_tf.latency.table import LatencyEntry, LatencyTable, LatencyTableError, space_keys
+from densenas_tf.nn.supernet import SuperNet
+from densenas_tf.search.objectives import Objective
+from densenas_tf.space.arch_spec import load_arch
+from densenas_tf.space.derive import arch_from_path
+from densenas_tf.space.spaces import load_space
 
 
 def synthetic_table(space, seed=0, overhead_ms=0.05):

@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from densenas_tf import lut_report
-from densenas_tf.latency import (
+from densenas_tf.latency import report as lut_report
+from densenas_tf.latency.measure import build_table
+from densenas_tf.latency.report import ReportOutputError, check_writable, mape_percent, spearman
+from densenas_tf.latency.table import (
     LatencyTable,
     LatencyTableError,
     default_table_path,
     new_provenance,
     space_keys,
 )
-from densenas_tf.latency_measure import build_table
-from densenas_tf.lut_report import ReportOutputError, check_writable, mape_percent, spearman
-from densenas_tf.search_space import SearchSpace, load_space
+from densenas_tf.space.spaces import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 

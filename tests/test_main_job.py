@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from densenas_tf import exporting
-from densenas_tf.arch_spec import ArchSpec, count_costs
-from densenas_tf.latency import default_table_path
+from densenas_tf.exporting import export as exporting
+from densenas_tf.latency.table import default_table_path
 from densenas_tf.main_job import format_report, run_main_job
+from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,8 +89,8 @@ def tflite_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) ->
 
 
 def test_reduced_main_job(tmp_path, monkeypatch):
-    from densenas_tf.data import load_image_data
-    from densenas_tf.latency_measure import timed_runs
+    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.latency.measure import timed_runs
 
     # Two epochs on 4,000 images leave near-tied logits, where int8 rounding
     # flips a few more top-1 answers than the exporter's 98 % criterion allows

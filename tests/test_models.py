@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from densenas_tf.arch_spec import ArchSpec, count_costs, load_arch
-from densenas_tf.models import build_model
+from densenas_tf.nn.models import build_model
+from densenas_tf.space.arch_spec import ArchSpec, count_costs, load_arch
 
 STANDARD_LAYERS = (
     keras.layers.InputLayer,

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from densenas_tf import op_layers, ops
+from densenas_tf.nn import op_layers
+from densenas_tf.space import ops
 
 
 def test_candidate_sets_match_the_paper():

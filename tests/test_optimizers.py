@@ -4,7 +4,7 @@ weights without a gradient."""
 import numpy as np
 import tensorflow as tf
 
-from densenas_tf.optimizers import MomentumSGD
+from densenas_tf.nn.optimizers import MomentumSGD
 
 
 def test_updates_match_the_reference_formula_and_skip_missing_gradients():

@@ -11,20 +11,20 @@ import pytest
 import yaml
 from conftest import SMALL_FASHION_NET
 
-from densenas_tf.arch_spec import ArchSpec
-from densenas_tf.data import load_image_data
-from densenas_tf.run_lock import LOCK_NAME, RunDirError, locked_run_dir
-from densenas_tf.search_config import SearchConfig
-from densenas_tf.search_run import prepare_run_dir, run_search
-from densenas_tf.search_space import SearchSpace
-from densenas_tf.train import TrainConfig, train
+from densenas_tf.core.run_lock import LOCK_NAME, RunDirError, locked_run_dir
+from densenas_tf.data.loading import load_image_data
+from densenas_tf.search.config import SearchConfig
+from densenas_tf.search.run import prepare_run_dir, run_search
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.spaces import SearchSpace
+from densenas_tf.train.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Holds the lock of every directory named on its command line until its stdin closes.
 HOLDER = """
 import contextlib, sys
-from densenas_tf.run_lock import locked_run_dir
+from densenas_tf.core.run_lock import locked_run_dir
 with contextlib.ExitStack() as stack:
     for run_dir in sys.argv[1:]:
         stack.enter_context(locked_run_dir(run_dir))
@@ -87,7 +87,7 @@ def _in_use(run_dir, pid):
 
 def _search_config(folder, **overrides):
     """A search config of a small space with a flat latency table (nothing measured)."""
-    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
+    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
 
     space_file = folder / "lock_micro.yaml"
     space_file.write_text(yaml.safe_dump(SPACE))

@@ -2,7 +2,7 @@
 
 import io
 
-from densenas_tf.runtime import Progress
+from densenas_tf.core.runtime import Progress
 
 
 class _Terminal(io.StringIO):
@@ -55,7 +55,7 @@ def _onednn_in_fresh_python(env_value):
         env["TF_ENABLE_ONEDNN_OPTS"] = env_value
     code = (
         "import json, os, densenas_tf\n"
-        "from densenas_tf.bench import onednn_enabled\n"
+        "from densenas_tf.experiments.bench import onednn_enabled\n"
         "print(json.dumps([densenas_tf.ONEDNN_SET_HERE, "
         "os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled()]))"
     )
@@ -73,7 +73,7 @@ def test_importing_the_package_first_turns_on_onednn_unless_the_user_chose():
 
 def test_a_baseline_worker_gets_the_users_onednn_setting_not_the_packages(tmp_path, monkeypatch):
     import densenas_tf
-    from densenas_tf import bench
+    from densenas_tf.experiments import bench
 
     script = tmp_path / "env.py"
     script.write_text(

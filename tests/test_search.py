@@ -16,15 +16,15 @@ import tensorflow as tf
 import yaml
 from conftest import read_events
 
-from densenas_tf.arch_spec import ArchSpec
-from densenas_tf.latency import LatencyTable, LatencyTableError
-from densenas_tf.latency_measure import build_table
-from densenas_tf.objectives import Objective
-from densenas_tf.search_config import SearchConfig
-from densenas_tf.search_run import load_search_data, run_search
-from densenas_tf.search_space import SearchSpace
-from densenas_tf.searcher import RunDirError, SearchDivergedError, Searcher
-from densenas_tf.supernet import SuperNet
+from densenas_tf.latency.measure import build_table
+from densenas_tf.latency.table import LatencyTable, LatencyTableError
+from densenas_tf.nn.supernet import SuperNet
+from densenas_tf.search.config import SearchConfig
+from densenas_tf.search.objectives import Objective
+from densenas_tf.search.run import load_search_data, run_search
+from densenas_tf.search.searcher import RunDirError, SearchDivergedError, Searcher
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.spaces import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,7 +146,7 @@ def test_nan_in_the_data_stops_the_run_and_keeps_the_last_good_checkpoint(micro,
 
 
 def test_tensorboard_logs_each_step_and_epoch_under_one_described_name(micro, tmp_path):
-    from densenas_tf.summaries import TAGS
+    from densenas_tf.core.summaries import TAGS
 
     searcher = _searcher(micro, tmp_path, summary_every_steps=1)
     _, summary = searcher.run()
@@ -252,7 +252,7 @@ def test_foreign_run_dir_and_foreign_table_are_refused(micro, tmp_path):
 
 
 def test_a_run_dir_from_before_a_logging_key_still_counts_as_this_run(micro, tmp_path):
-    from densenas_tf.search_run import prepare_run_dir
+    from densenas_tf.search.run import prepare_run_dir
 
     config = _config(micro, epochs=1)
     older = config.to_dict()
@@ -344,7 +344,7 @@ def test_mixed_precision_search_keeps_arch_params_and_latency_in_float32(micro, 
 
 
 def test_dynamic_loss_scale_skips_overflow_and_grows_after_good_steps():
-    from densenas_tf.optimizers import DynamicLossScale
+    from densenas_tf.nn.optimizers import DynamicLossScale
 
     scale = DynamicLossScale(initial_scale=8.0, growth_interval=2)
     grads = scale.unscale([tf.constant([8.0, 16.0]), None])
@@ -382,7 +382,7 @@ WIDEST = (2, 4)
 def _planted_table(space, widest_ms, other_ms):
     """A table (of no real device) where the widest blocks' heads and stacking
     layers take widest_ms and every other op other_ms."""
-    from densenas_tf.latency import LatencyEntry, new_provenance, space_keys
+    from densenas_tf.latency.table import LatencyEntry, new_provenance, space_keys
 
     keys = space_keys(space)
     planted = set()
@@ -518,8 +518,8 @@ def test_same_command_twice_derives_identical_arch_json(micro, tmp_path):
 
 
 def test_a_table_of_this_machine_that_misses_whole_nets_is_refused(micro, tmp_path):
-    from densenas_tf.latency_check import check_table_here
-    from densenas_tf.latency_measure import device_description
+    from densenas_tf.latency.check import check_table_here
+    from densenas_tf.latency.measure import device_description
 
     space = SearchSpace.from_config(MICRO_SPACE)
     table = LatencyTable.load(micro["table"])
@@ -552,7 +552,7 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
     weights stay put, unless undrawn_ops_step (PyTorch 1.0-1.2's zeroed
     gradients) lets momentum and weight decay move them. Traced steps too,
     where the switch hands undrawn ops zero gradients, not None."""
-    from densenas_tf.supernet import OpSample
+    from densenas_tf.nn.supernet import OpSample
 
     searcher = _searcher(
         micro, tmp_path, undrawn_ops_step=undrawn_ops_step, graph_steps=graph_steps
@@ -577,7 +577,7 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
 
 
 def test_a_space_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path):
-    from densenas_tf.data import DataError
+    from densenas_tf.data.loading import DataError
 
     tiny = yaml.safe_load((ROOT / "configs" / "spaces" / "tiny.yaml").read_text())
     four_classes = {**MICRO_SPACE, "name": "micro4", "num_classes": 4}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from densenas_tf.errors import DenseNASError
-from densenas_tf.search_config import ConfigError, SearchConfig, load_search_config
+from densenas_tf.core.errors import DenseNASError
+from densenas_tf.search.config import ConfigError, SearchConfig, load_search_config
 
 
 def _error(overrides, name=None) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from densenas_tf.search_space import SearchSpace, SearchSpaceError, list_presets, load_space
+from densenas_tf.space.spaces import SearchSpace, SearchSpaceError, list_presets, load_space
 
 
 def test_imagenet_graph_matches_the_paper(imagenet_space):

@@ -81,7 +81,7 @@ def _split_cpu() -> None:
 
 
 def _space():
-    from densenas_tf.search_space import SearchSpace
+    from densenas_tf.space.spaces import SearchSpace
 
     return SearchSpace.from_config(SPACE)
 
@@ -89,7 +89,7 @@ def _space():
 def _table(space):
     """A latency table of no device: a different cost for every entry, so that
     the latency gradient differs from op to op and from path to path."""
-    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
+    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
 
     table = LatencyTable(new_provenance(space, "tflite", 1, 1, "synthetic", {}), overhead_ms=0.0)
     for k, name in enumerate(sorted(space_keys(space).all_keys())):
@@ -116,7 +116,7 @@ def _images(count: int, seed: int = SEED):
 def _supernet(strategy):
     import keras
 
-    from densenas_tf.supernet import SuperNet
+    from densenas_tf.nn.supernet import SuperNet
 
     keras.utils.set_random_seed(SEED)  # the same initial weights on every side
     with strategy.scope():
@@ -128,8 +128,8 @@ def _searcher(strategy, run_dir, data, objective=None):
     and on alpha and beta (standing in for the configured Adam)."""
     import keras
 
-    from densenas_tf.search_config import SearchConfig
-    from densenas_tf.searcher import Searcher
+    from densenas_tf.search.config import SearchConfig
+    from densenas_tf.search.searcher import Searcher
 
     config = SearchConfig.from_dict(
         {
@@ -217,7 +217,7 @@ def _case_steps(out_dir: Path, distributed: str) -> None:
     """PLAN on one device and under ``distributed`` (mirrored: two logical
     CPUs in this process; multi_worker: this worker of TF_CONFIG's cluster,
     worker 0 also running the one-device reference)."""
-    from densenas_tf.runtime import make_strategy
+    from densenas_tf.core.runtime import make_strategy
 
     if distributed == "mirrored":
         _split_cpu()
@@ -289,8 +289,8 @@ def _case_arch_gradients(out_dir: Path) -> None:
     _split_cpu()
     import tensorflow as tf
 
-    from densenas_tf.data import normalize
-    from densenas_tf.objectives import Objective
+    from densenas_tf.data.loading import normalize
+    from densenas_tf.search.objectives import Objective
 
     images, labels = _images(GLOBAL_BATCH)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -330,8 +330,8 @@ def _case_batch_norm(out_dir: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from densenas_tf import op_layers
-    from densenas_tf.data import normalize
+    from densenas_tf.data.loading import normalize
+    from densenas_tf.nn import op_layers
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {"replicas": np.array(strategy.num_replicas_in_sync)}

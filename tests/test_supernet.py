@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf.search_space import load_space
-from densenas_tf.supernet import (
+from densenas_tf.nn.supernet import (
     CandidateOp,
     ConvBNAct,
     DenseBlock,
@@ -16,6 +15,7 @@ from densenas_tf.supernet import (
     SuperNet,
     rebalance_alpha,
 )
+from densenas_tf.space.spaces import load_space
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,7 @@ def test_nested_sharing_ops_are_slices_of_one_kernel(stride, cout):
     """Each op of a nested mixed layer computes what a plain op with the sliced
     kernels (centre k x k, first e * C_in channels) computes, in training mode;
     its gradient reaches exactly that slice of the shared kernels."""
-    from densenas_tf import op_layers
+    from densenas_tf.nn import op_layers
 
     names = ["mbconv_k3_e3", "mbconv_k5_e6", "mbconv_k7_e3"] + (["skip"] if stride == 1 else [])
     layer = MixedOp(names, 8, cout, stride, name=f"nested{stride}", weight_sharing="nested")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf import switched_ops
-from densenas_tf.supernet import MixedOp
+from densenas_tf.nn import switched_ops
+from densenas_tf.nn.supernet import MixedOp
 
 OPS = ["mbconv_k3_e3", "mbconv_k5_e6", "mbconv_k7_e3", "skip"]
 
@@ -118,7 +118,7 @@ def _recorded_or_stacked(layer, recorded: bool, draws, x):
     the undrawn ops' zero and gated off by their draw flags)."""
     import contextlib
 
-    from densenas_tf.optimizers import MomentumSGD
+    from densenas_tf.nn.optimizers import MomentumSGD
 
     start = [v.numpy() for v in layer.variables]
     layer.__dict__["switch_variables"] = True

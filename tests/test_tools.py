@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET
 
-from densenas_tf.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +52,10 @@ def finished_search(tmp_path_factory):
     made-up latency table: (run directory, its summary)."""
     import yaml
 
-    from densenas_tf.latency import LatencyEntry, LatencyTable, new_provenance, space_keys
-    from densenas_tf.search_config import SearchConfig
-    from densenas_tf.search_run import run_search
-    from densenas_tf.search_space import SearchSpace
+    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
+    from densenas_tf.search.config import SearchConfig
+    from densenas_tf.search.run import run_search
+    from densenas_tf.space.spaces import SearchSpace
 
     folder = tmp_path_factory.mktemp("search")
     space_file = folder / "space.yaml"
@@ -121,7 +121,7 @@ def test_derive_binary_prints_the_latest_checkpoints_arch(finished_search, tmp_p
 def test_train_binary_trains_tests_and_saves(tmp_path):
     import keras
 
-    from densenas_tf.data import load_image_data
+    from densenas_tf.data.loading import load_image_data
 
     arch_file = tmp_path / "small.json"
     spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET, read_events
 
-from densenas_tf.arch_spec import ArchSpec
-from densenas_tf.data import load_image_data
-from densenas_tf.run_lock import RunDirError
-from densenas_tf.train import TrainConfig, TrainError, evaluate, train
+from densenas_tf.core.run_lock import RunDirError
+from densenas_tf.data.loading import load_image_data
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.train.trainer import TrainConfig, TrainError, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,8 @@ def test_short_retraining_is_clearly_above_chance(trained_small_net):
 def test_training_tensorboard_holds_step_and_epoch_figures_the_net_and_its_config(
     trained_small_net,
 ):
-    from densenas_tf.summaries import TAGS
-    from densenas_tf.train import SUMMARY_EVERY_STEPS
+    from densenas_tf.core.summaries import TAGS
+    from densenas_tf.train.trainer import SUMMARY_EVERY_STEPS
 
     run_dir, metrics, _ = trained_small_net
     scalars, meta = read_events(run_dir / "tensorboard")

@@ -39,7 +39,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.bench_input import bench_input, format_table
+    from densenas_tf.experiments.bench_input import bench_input, format_table
 
     def log(line):
         print(line, file=sys.stderr, flush=True)

@@ -26,8 +26,8 @@ JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from densenas_tf import bench, bench_kernels
-    from densenas_tf.search_space import load_space
+    from densenas_tf.experiments import bench, bench_kernels
+    from densenas_tf.space.spaces import load_space
 
     results = {}
     for preset in PRESETS.value:
@@ -44,7 +44,7 @@ def main(argv):
         print(bench_kernels.format_depthwise_table(rows, bench.onednn_enabled()))
         print()
     if JSON_OUT.value:
-        from densenas_tf.io_utils import write_text_atomic
+        from densenas_tf.core.files import write_text_atomic
 
         write_text_atomic(JSON_OUT.value, json.dumps(results, indent=2) + "\n")
     return 0

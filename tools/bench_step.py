@@ -95,14 +95,14 @@ def _parse(preset: str) -> tuple[str, int]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from densenas_tf import bench
+    from densenas_tf.experiments import bench
 
     if WORKER.value:
         name, batch = _parse(WORKER.value)
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         kwargs = {"variant": WORKER_VARIANT.value}
         if LATENCY_TABLE.value:
-            from densenas_tf.latency import LatencyTable
+            from densenas_tf.latency.table import LatencyTable
 
             kwargs["table"] = LatencyTable.load(LATENCY_TABLE.value)
         if WORKER_PROFILE.value:
@@ -143,7 +143,7 @@ def main(argv):
         print()
         print(bench.format_memory(results))
     if JSON_OUT.value:
-        from densenas_tf.io_utils import write_text_atomic
+        from densenas_tf.core.files import write_text_atomic
 
         payload = {
             "matmul_mult_adds_per_s": rate,
@@ -158,7 +158,7 @@ def main(argv):
         }
         write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")
     if PROFILE.value:
-        from densenas_tf.io_utils import write_text_atomic
+        from densenas_tf.core.files import write_text_atomic
 
         text = bench.format_profile(results, rate)
         write_text_atomic(PROFILE_OUT.value, text)
@@ -238,7 +238,7 @@ def _compare_with_baseline(bench, presets) -> int:
         print()
         print(bench.format_memory([r for preset in raw.values() for r in preset["ours"]]))
     if JSON_OUT.value:
-        from densenas_tf.io_utils import write_text_atomic
+        from densenas_tf.core.files import write_text_atomic
 
         payload = {
             "baseline": {"path": str(base_root), "commit": base_commit},

@@ -43,7 +43,7 @@ def _parse_variant(text: str) -> tuple[str, list[str]]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from densenas_tf import warmup_ablation
+    from densenas_tf.experiments import warmup_ablation
 
     try:
         steps = sorted({int(s) for s in EVAL_STEPS.value})
@@ -70,7 +70,7 @@ def main(argv):
                 results.append(json.loads(cached.read_text()))
                 print(f"{text}: cached in {cached}", file=sys.stderr)
                 continue
-        from densenas_tf.bench import run_worker
+        from densenas_tf.experiments.bench import run_worker
 
         result = run_worker(
             __file__,
@@ -85,12 +85,12 @@ def main(argv):
             return 1
         results.append(result)
         if cached is not None:
-            from densenas_tf.io_utils import write_text_atomic
+            from densenas_tf.core.files import write_text_atomic
 
             write_text_atomic(cached, json.dumps(results[-1], indent=2) + "\n")
     print(warmup_ablation.format_table(results))
     if JSON_OUT.value:
-        from densenas_tf.io_utils import write_text_atomic
+        from densenas_tf.core.files import write_text_atomic
 
         payload = {"config": CONFIG.value, "eval_steps": steps, "variants": results}
         write_text_atomic(JSON_OUT.value, json.dumps(payload, indent=2) + "\n")

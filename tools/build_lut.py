@@ -37,9 +37,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.latency import LatencyTable, default_table_path
-    from densenas_tf.latency_measure import build_table, pin_threads
-    from densenas_tf.search_space import load_space
+    from densenas_tf.latency.measure import build_table, pin_threads
+    from densenas_tf.latency.table import LatencyTable, default_table_path
+    from densenas_tf.space.spaces import load_space
 
     pin_threads(THREADS.value)
     space = load_space(SPACE.value)

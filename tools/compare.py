@@ -49,8 +49,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.compare import REDUCED as REDUCED_PLAN
-    from densenas_tf.compare import ComparePlan, format_results, run_compare
+    from densenas_tf.experiments.compare import REDUCED as REDUCED_PLAN
+    from densenas_tf.experiments.compare import ComparePlan, format_results, run_compare
 
     plan = REDUCED_PLAN if REDUCED.value else ComparePlan()
     changes = {}

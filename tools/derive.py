@@ -22,7 +22,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.search_run import derive_from_checkpoint
+    from densenas_tf.search.run import derive_from_checkpoint
 
     spec = derive_from_checkpoint(RUN_DIR.value, CHECKPOINT.value)
     if OUT.value:

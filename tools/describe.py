@@ -14,9 +14,9 @@ import sys
 from absl import app, flags
 
 from densenas_tf import cli
-from densenas_tf.arch_spec import load_arch
-from densenas_tf.describe import describe_arch, describe_space, resize_arch
-from densenas_tf.search_space import load_space
+from densenas_tf.space.arch_spec import load_arch
+from densenas_tf.space.describe import describe_arch, describe_space, resize_arch
+from densenas_tf.space.spaces import load_space
 
 SPACE = flags.DEFINE_string("space", None, "Search-space preset name or YAML/JSON file.")
 ARCH = flags.DEFINE_string("arch", None, "Shipped architecture name or ArchSpec JSON file.")

@@ -37,15 +37,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.latency import LatencyTable, default_table_path
-    from densenas_tf.latency_measure import pin_threads
-    from densenas_tf.lut_report import (
+    from densenas_tf.latency.measure import pin_threads
+    from densenas_tf.latency.report import (
         additivity_report,
         check_writable,
         format_report,
         plot_report,
     )
-    from densenas_tf.search_space import load_space
+    from densenas_tf.latency.table import LatencyTable, default_table_path
+    from densenas_tf.space.spaces import load_space
 
     if PLOT.value:
         check_writable(PLOT.value)  # now, not after the timing

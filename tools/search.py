@@ -61,8 +61,8 @@ def main(argv):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS.value
         )
-    from densenas_tf.search_config import load_search_config
-    from densenas_tf.search_run import format_summary, run_search
+    from densenas_tf.search.config import load_search_config
+    from densenas_tf.search.run import format_summary, run_search
 
     overrides = cli.search_data_overrides() + list(OVERRIDE.value)
     if MIXED_PRECISION.value is not None:

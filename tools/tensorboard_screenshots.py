@@ -20,7 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 from densenas_tf import cli
-from densenas_tf.errors import DenseNASError
+from densenas_tf.core.errors import DenseNASError
 
 LOGDIR = flags.DEFINE_string("logdir", None, "TensorBoard log directory.", required=True)
 OUT = flags.DEFINE_string("out", "docs/tensorboard", "Directory of the PNGs.")

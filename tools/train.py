@@ -56,9 +56,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.arch_spec import load_arch
-    from densenas_tf.runtime import make_strategy
-    from densenas_tf.train import TrainConfig, train
+    from densenas_tf.core.runtime import make_strategy
+    from densenas_tf.space.arch_spec import load_arch
+    from densenas_tf.train.trainer import TrainConfig, train
 
     spec = load_arch(ARCH.value)
     flag_values = {
@@ -76,7 +76,7 @@ def main(argv):
     values = {name: flag.value for name, flag in flag_values.items()}
     source = cli.data_source_from_flags()
     if CONFIG.value:
-        from densenas_tf.train_recipe import load_train_recipe
+        from densenas_tf.train.recipe import load_train_recipe
 
         recipe_train, recipe_data = load_train_recipe(CONFIG.value)
         values.update({k: v for k, v in recipe_train.items() if not flag_values[k].present})

@@ -41,7 +41,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.tfrecords import write_tfrecords
+    from densenas_tf.data.tfrecords import write_tfrecords
 
     description = write_tfrecords(
         OUT_DIR.value,

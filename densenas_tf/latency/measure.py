@@ -1,0 +1,225 @@
+"""Measuring latency on this device: table pieces and whole derived models.
+
+Backend ``tflite`` converts each model to its own float32 .tflite with the
+exporter's converter (``exporting.convert_tflite``, builtin ops: a table times
+what is exported) and times ``invoke()`` with the LiteRT interpreter; backend
+``tf`` times a ``tf.function`` with a fixed input signature. Both warm up, then
+time each run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from densenas_tf.exporting import export as exporting
+from densenas_tf.latency.table import (
+    BACKENDS,
+    LatencyEntry,
+    LatencyKey,
+    LatencyTable,
+    LatencyTableError,
+    new_provenance,
+    space_keys,
+)
+from densenas_tf.nn import op_layers
+from densenas_tf.nn.models import build_model
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.spaces import SearchSpace
+
+
+def build_piece_model(key: LatencyKey, batch_size: int = 1) -> keras.Model:
+    """A model of one table piece, built from the same registry as derived models."""
+    inputs = keras.Input(shape=key.in_shape, batch_size=batch_size)
+    if key.kind == "op":
+        layers = op_layers.make_op_layers(
+            key.op, key.in_shape[2], key.out_channels, key.stride, "op"
+        )
+        outputs = op_layers.apply_op_layers(layers, inputs)
+    elif key.kind == "stem":
+        stem = key.stem
+        conv = op_layers.make_conv_bn_act_layers(stem.conv_width, 3, stem.stride, "stem")
+        op = op_layers.make_op_layers(stem.op, stem.conv_width, stem.width, 1, "stem_op")
+        outputs = op_layers.apply_op_layers(op, op_layers.apply_conv_bn_act(conv, inputs))
+    elif key.kind == "final_conv":
+        conv = op_layers.make_conv_bn_act_layers(key.out_channels, 1, 1, "final")
+        outputs = op_layers.apply_conv_bn_act(conv, inputs)
+    elif key.kind == "classifier":
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        outputs = keras.layers.Dense(key.out_channels)(pooled)
+    else:
+        raise ValueError(f"unknown latency key kind {key.kind!r}")
+    return keras.Model(inputs, outputs)
+
+
+def overhead_model(batch_size: int = 1) -> keras.Model:
+    """The smallest model (one ReLU6 on one value): its latency is the invocation cost."""
+    inputs = keras.Input(shape=(1, 1, 1), batch_size=batch_size)
+    return keras.Model(inputs, keras.layers.Activation("relu6")(inputs))
+
+
+def _stats(times_s: list[float]) -> LatencyEntry:
+    ms = np.asarray(times_s) * 1e3
+    return LatencyEntry(
+        median_ms=float(np.median(ms)),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        count=len(ms),
+    )
+
+
+def timed_runs(run: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of run, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _time(run: Callable[[], object], warmup: int, runs: int) -> LatencyEntry:
+    return _stats(timed_runs(run, warmup, runs))
+
+
+def time_tflite(content: bytes, threads: int, warmup: int, runs: int) -> LatencyEntry:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content, num_threads=threads)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        data = np.random.default_rng(0).uniform(size=detail["shape"]).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], data)
+    return _time(interpreter.invoke, warmup, runs)
+
+
+def time_tf(model: keras.Model, warmup: int, runs: int) -> LatencyEntry:
+    shape = tuple(model.inputs[0].shape)
+    function = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
+    )
+    data = tf.random.stateless_uniform(shape, seed=[0, 0])
+    return _time(lambda: function(data).numpy(), warmup, runs)
+
+
+def measure(model: keras.Model, backend: str, threads: int, warmup: int, runs: int) -> LatencyEntry:
+    if backend == "tflite":
+        return time_tflite(exporting.convert_tflite(model, "none"), threads, warmup, runs)
+    if backend == "tf":
+        return time_tf(model, warmup, runs)
+    raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+
+
+def measure_arch(
+    spec: ArchSpec,
+    backend: str,
+    threads: int,
+    batch_size: int = 1,
+    warmup: int = 20,
+    runs: int = 100,
+) -> LatencyEntry:
+    """Measured latency of the derived net built from an ArchSpec."""
+    model = build_model(spec)
+    inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
+    fixed = keras.Model(inputs, model(inputs))
+    return measure(fixed, backend, threads, warmup, runs)
+
+
+def pin_threads(threads: int) -> None:
+    """Pins TensorFlow's thread pools (call before TensorFlow runs anything)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised: keep what is set
+        pass
+
+
+def device_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    model_name = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    return f"{model_name or cpu} ({os.cpu_count()} logical CPUs, {platform.system()})"
+
+
+def versions() -> dict[str, str]:
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # not installed
+        litert = "absent"
+    return {"tensorflow_version": tf.__version__, "litert_version": litert}
+
+
+def build_table(
+    space: SearchSpace,
+    out: str | os.PathLike,
+    backend: str = "tflite",
+    threads: int = 1,
+    batch_size: int = 1,
+    warmup: int = 20,
+    runs: int = 100,
+    save_every: int = 10,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> tuple[LatencyTable, int]:
+    """Measures every entry the space needs that ``out`` lacks; returns (table, newly measured).
+
+    An existing file is resumed when it was built with the same backend,
+    threads, batch size and space; otherwise it is refused. The file is
+    rewritten atomically every ``save_every`` entries and at the end.
+    """
+    if backend not in BACKENDS:
+        raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+    out = Path(out)
+    settings = {"backend": backend, "threads": threads, "batch_size": batch_size}
+    if out.is_file():
+        table = LatencyTable.load(out)
+        prov = table.provenance
+        clashes = {k: (prov.get(k), v) for k, v in settings.items() if prov.get(k) != v}
+        if prov.get("space_fingerprint") != space.fingerprint():
+            clashes["space"] = (prov.get("space"), space.name)
+        if clashes:
+            detail = ", ".join(f"{k}: file has {a!r}, asked {b!r}" for k, (a, b) in clashes.items())
+            raise LatencyTableError(
+                f"{out} was measured with other settings ({detail}); choose another --out"
+            )
+    else:
+        table = LatencyTable(
+            new_provenance(space, backend, threads, batch_size, device_description(), versions())
+        )
+        table.overhead_ms = measure(
+            overhead_model(batch_size), backend, threads, warmup, runs * 5
+        ).median_ms
+        table.save(out)
+    keys = space_keys(space).all_keys()
+    todo = [k for k in keys if k not in table.entries]
+    log(
+        f"{len(keys)} entries needed, {len(keys) - len(todo)} already in {out}, {len(todo)} to measure"
+    )
+    start = time.time()
+    for i, name in enumerate(todo, start=1):
+        model = build_piece_model(keys[name], batch_size)
+        table.entries[name] = measure(model, backend, threads, warmup, runs)
+        keras.backend.clear_session()
+        elapsed = time.time() - start
+        eta = elapsed / i * (len(todo) - i)
+        log(f"[{i}/{len(todo)}] {name}: {table.entries[name].median_ms:.4f} ms (eta {eta:.0f} s)")
+        if i % save_every == 0:
+            table.save(out)
+    table.save(out)
+    return table, len(todo)

@@ -1,0 +1,339 @@
+"""One search run in one directory: set-up, refusal of foreign runs, resume, summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densenas_tf.core.files import cached_json, write_text_atomic
+from densenas_tf.core.run_lock import RunDirError, clear_run_dir, locked_run_dir
+from densenas_tf.core.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
+from densenas_tf.data.loading import (
+    FASHION_MNIST_CLASSES,
+    DataError,
+    load_fashion_mnist,
+    split_indices,
+)
+from densenas_tf.data.streaming import open_stream, search_splits
+from densenas_tf.latency.check import check_table_here
+from densenas_tf.latency.table import LatencyTable, default_table_path
+from densenas_tf.nn.supernet import SuperNet
+from densenas_tf.search.config import SearchConfig
+from densenas_tf.search.searcher import ARCH_NAMES, Searcher, checkpoint_key
+from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.derive import derive_arch
+from densenas_tf.space.spaces import SearchSpace, load_space
+
+
+def load_search_data(
+    config: SearchConfig,
+    log: Callable[[str], None] = lambda line: None,
+) -> tuple[Any, Any]:
+    """(weight split, architecture split) of the training images, deterministic by seed.
+
+    Fashion-MNIST: two (uint8 images, int32 labels) pairs held in memory. A
+    streaming source (``config.data.streamed``): two ``data_sources.SearchSplit``
+    read from disk as the search goes, divided per class from the source's
+    index (no pixels read for the division).
+    """
+
+    if config.data.streamed:
+        return _streamed_search_data(config, log)
+    if config.data.dataset != "fashion_mnist":
+        raise DataError(
+            f"unknown dataset {config.data.dataset!r}; the search reads 'fashion_mnist'"
+        )
+    images, labels = load_fashion_mnist("train", config.data.data_dir)
+    order = np.random.default_rng(config.seed).permutation(len(images))
+    if config.data.train_limit:
+        order = order[: config.data.train_limit]
+    images, labels = images[order], labels[order]
+    weight_ids, arch_ids = split_indices(len(images), config.data.arch_fraction, config.seed)
+    return (images[weight_ids], labels[weight_ids]), (images[arch_ids], labels[arch_ids])
+
+
+# The share of a source without a test split that the search leaves out: the
+# default test part of the retraining (cli --test_fraction, --data_seed 0).
+SEARCH_HOLDS_OUT = 0.2
+
+
+def open_search_source(config: SearchConfig):
+    """The streaming source of a search config; the search reads its train part."""
+
+    data = config.data
+    return open_stream(
+        tfds_name=data.tfds_name,
+        tfds_data_dir=data.tfds_data_dir,
+        image_folder=data.image_folder,
+        tfrecord_dir=data.tfrecord_dir,
+        image_size=data.image_size,
+        class_list=data.class_list,
+        # The test part that tools/train.py holds out by default (--test_fraction 0.2,
+        # --data_seed 0) stays out of the search too: the net is never chosen on the
+        # images it is tested on. Sources with a test split of their own keep it.
+        test_fraction=SEARCH_HOLDS_OUT,
+        seed=0,
+        train_limit=data.train_limit,
+        cache_dir=data.cache_dir,
+    )
+
+
+def _streamed_search_data(config: SearchConfig, log):
+
+    source = open_search_source(config)
+    log(
+        f"search data: {source.name}, {source.num_train} images in {source.num_classes} "
+        f"classes at {'x'.join(map(str, source.input_shape))}, streamed"
+    )
+    return search_splits(
+        source,
+        config.data.arch_fraction,
+        config.seed,
+        augment_weights=config.data.augment,
+        stats_limit=config.data.stats_limit,
+        log=log,
+    )
+
+
+def search_data_shape(weight_data) -> tuple[tuple[int, int, int], int]:
+    """(input shape, class count) of the search data, known without reading pixels."""
+
+    if hasattr(weight_data, "data"):  # a streamed SearchSplit
+        return tuple(weight_data.data.input_shape), weight_data.data.num_classes
+    images = weight_data[0] if isinstance(weight_data, tuple) else weight_data
+    return tuple(int(d) for d in images.shape[1:]), len(FASHION_MNIST_CLASSES)
+
+
+def check_search_data(space, config: SearchConfig, data) -> None:
+    """Refuses a space whose input shape or class count differs from the search data's
+    (labels beyond the space's classes would become all-zero targets). ``data`` is
+    the weight split (or, for Fashion-MNIST, its images)."""
+
+    shape, classes = search_data_shape(data)
+    if tuple(space.input_shape) == shape and space.num_classes == classes:
+        return
+    source = (
+        next(
+            f"{k} {getattr(config.data, k)}"
+            for k in ("tfds_name", "image_folder", "tfrecord_dir")
+            if getattr(config.data, k)
+        )
+        if config.data.streamed
+        else config.data.dataset
+    )
+    fix = (
+        f"search a space with input_shape: {list(shape)} and num_classes: {classes}"
+        + ("" if config.data.streamed else " (e.g. --override=space=fashion_mnist)")
+        + (
+            ", or set data.image_size / data.class_list to match the space"
+            if config.data.streamed
+            else ""
+        )
+    )
+    raise DataError(
+        f"the space {space.name!r} takes {'x'.join(map(str, space.input_shape))} images in "
+        f"{space.num_classes} classes but the search data ({source}) are "
+        f"{'x'.join(map(str, shape))} images in {classes} classes; {fix}"
+    )
+
+
+# Config keys that change what is logged or how the steps are executed, not what
+# is computed: a run directory resumes whatever they say (and one written before
+# they existed resumes too).
+LOGGING_ONLY_KEYS = ("summary_every_steps", "graph_steps")
+
+
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in LOGGING_ONLY_KEYS}
+
+
+def prepare_run_dir(
+    run_dir: Path,
+    config: SearchConfig,
+    overwrite: bool,
+    log: Callable[[str], None] = lambda line: None,
+) -> bool:
+    """Checks the run directory (whose lock the caller holds); True when it
+    already holds this finished run."""
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        if _identity(json.loads(saved.read_text())) != _identity(json.loads(config.to_json())):
+            if not overwrite:
+                raise RunDirError(
+                    f"{run_dir} holds a run with another config ({saved}); pick another --run_dir "
+                    "or pass --overwrite to delete it"
+                )
+            log(f"--overwrite: deleting the run with another config in {run_dir}")
+            clear_run_dir(run_dir)
+        elif (run_dir / "summary.json").is_file():
+            return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, config.to_json())
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """A finished search: the derived net (as written to ``run_dir/arch.json``)
+    and the run's summary (as written to ``run_dir/summary.json``)."""
+
+    arch: ArchSpec
+    summary: dict[str, Any]
+    run_dir: Path
+
+
+def run_search(
+    config: SearchConfig,
+    run_dir: str | Path,
+    strategy_name: str = "default",
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> SearchResult:
+    """Runs (or resumes, or reports the finished) search in run_dir; returns the
+    derived ArchSpec with the run's summary."""
+
+    run_dir = Path(run_dir)
+    space = load_space(config.space)
+    table_path = (
+        Path(config.latency_table) if config.latency_table else default_table_path(space.name)
+    )
+    table = LatencyTable.load(table_path)
+    # Refused before anything trains; a space given as a file is named in the hint.
+    source = config.space if Path(config.space).is_file() else None
+    table.check_space(space, source)
+    # Before the data (streamed data run TensorFlow ops to open): MultiWorkerMirroredStrategy
+    # must exist before any other TensorFlow op.
+    strategy = make_strategy(strategy_name)
+    weight_data, arch_data = load_search_data(config, log)
+    check_search_data(space, config, weight_data)  # so is data that do not fit the space
+    with locked_run_dir(run_dir):  # one process per run directory, from here on
+        if prepare_run_dir(run_dir, config, overwrite, log):
+            summary = json.loads((run_dir / "summary.json").read_text())
+            log(
+                f"{run_dir} holds a finished search; its summary follows (use another --run_dir to search again)"
+            )
+            return SearchResult(
+                ArchSpec.from_json((run_dir / "arch.json").read_text()), summary, run_dir
+            )
+        prov = table.provenance
+        log(
+            f"optimising the latency of {prov.get('device', 'an unnamed device')} "
+            f"({prov.get('backend')}, {prov.get('threads')} thread(s), batch {prov.get('batch_size')}) "
+            f"from {table_path}"
+        )
+        check = {"checked": False, "reason": "latency_check is false"}
+        if config.latency_check:
+            check = cached_json(
+                run_dir / "latency_check.json",
+                lambda: check_table_here(space, table, str(table_path), seed=config.seed, log=log),
+            )
+        write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
+        write_text_atomic(run_dir / "latency_table.json", table.to_json())
+
+        import keras
+
+        if config.deterministic:
+            # The same command and seed derive the same net on one machine.
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
+        previous_policy = keras.mixed_precision.global_policy()
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with strategy.scope():
+                net = SuperNet.from_space(
+                    space, arch_init_seed=config.seed, weight_sharing=config.weight_sharing
+                )
+            searcher = Searcher(
+                config, net, table, weight_data, arch_data, run_dir, strategy, log=log
+            )
+            searcher.restore()
+            arch, summary = searcher.run()
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+        summary["latency_table"] = {
+            "path": str(table_path),
+            "device": prov.get("device"),
+            "check": {k: v for k, v in check.items() if k != "rows"},
+        }
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return SearchResult(arch, summary, run_dir)
+
+
+def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
+    run_dir = Path(run_dir)
+    last = summary["epoch_reports"][-1] if summary.get("epoch_reports") else {}
+    weight = last.get("weight_pass") or {}
+    lines = [
+        f"search finished: {summary['epochs']} epochs, {summary['global_steps']} steps, "
+        f"{summary['wall_time_s'] / 60:.1f} min",
+        f"derived: {summary['block_string']}",
+        f"path: {summary['path']}",
+        f"predicted latency {summary['predicted_latency_ms']:.3f} ms, params {summary['params']:,}, "
+        f"multiply-adds {summary['mult_adds']:,}",
+    ]
+    warmup = summary.get("warmup_end")
+    if warmup:
+        lines.append(
+            f"warm-up: {warmup['warmup_epochs']} epochs, then the architecture stage "
+            f"({warmup['reason']})"
+        )
+    if summary.get("path_margin") is not None:
+        lines.append(
+            f"path probability {summary['path_probability']:.4f}, runner-up "
+            f"{summary['runner_up_path']} {summary['runner_up_probability']:.4f}: margin "
+            f"{summary['path_margin']:.4f} (log-odds); smallest op margin "
+            f"{summary['min_op_margin']:.4f}"
+        )
+    for tie in summary.get("near_ties") or []:
+        lines.append(f"near-tie: {tie}")
+    for kept in summary.get("best") or []:
+        lines.append(
+            f"best {kept['rank']}: epoch {kept['epoch']}, supernet accuracy {kept['acc']:.4f}: "
+            f"{kept['block_string']}"
+        )
+    if weight:
+        lines.append(
+            f"last weight pass: cross-entropy {weight.get('ce', float('nan')):.4f}, accuracy {weight.get('acc', float('nan')):.4f}"
+        )
+    lines += [
+        f"architecture: {run_dir / 'arch.json'} (each epoch's in {run_dir / 'archs'})",
+        f"checkpoints: {run_dir / 'ckpt'}; TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}",
+    ]
+    return "\n".join(lines)
+
+
+def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
+    """The ArchSpec of a run's architecture parameters at a checkpoint (default: latest)."""
+    import tensorflow as tf
+
+    run_dir = Path(run_dir)
+    space_file = run_dir / "space.json"
+    if not space_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: no space.json; is this a search run directory?")
+    space = SearchSpace.from_config(json.loads(space_file.read_text()), source=str(space_file))
+    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "ckpt"))
+    if not path:
+        raise FileNotFoundError(f"{run_dir / 'ckpt'}: no checkpoint yet")
+
+    reader = tf.train.load_checkpoint(path)
+    arrays = {name: reader.get_tensor(checkpoint_key(name)) for name in ARCH_NAMES}
+    step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+    epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    saved = run_dir / "config.json"
+    threshold = json.loads(saved.read_text()).get("tie_threshold") if saved.is_file() else None
+    return derive_arch(
+        space,
+        **arrays,
+        name=f"step_{step}",
+        provenance={"checkpoint": str(path), "epoch": epoch, "global_step": step},
+        **({"tie_threshold": threshold} if threshold is not None else {}),
+    )
