@@ -24,12 +24,12 @@ import tensorflow as tf
 from conftest import free_ports
 
 from densenas_tf.data import streaming as data_sources
+from densenas_tf.data import tfrecords
 from densenas_tf.data.loading import (
     DataError,
     ImageData,
     channel_stats,
     load_fashion_mnist,
-    tfrecords,
 )
 from densenas_tf.data.streaming import (
     SearchSplit,
