@@ -13,14 +13,15 @@ from typing import Any
 from absl import flags
 
 from densenas_tf.core.errors import DenseNASError, describe_os_error
-from densenas_tf.data.loading import DataError, load_image_data
-from densenas_tf.data.streaming import (
+from densenas_tf.data.sources import (
     SOURCE_KEYS,
+    DataError,
     StreamingData,
     data_error,
+    load_image_data,
     sample_image_data,
 )
-from densenas_tf.data.streaming import open_data as open_source
+from densenas_tf.data.sources import open_data as open_source
 from densenas_tf.exporting.export import load_trained_model
 from densenas_tf.search.config import STREAMING_SOURCES
 

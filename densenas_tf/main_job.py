@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from densenas_tf.core.files import cached_json, write_text_atomic
-from densenas_tf.data.loading import load_image_data
+from densenas_tf.data.sources import load_image_data
 from densenas_tf.exporting.export import (
     TFLiteRunner,
     export_saved_model,

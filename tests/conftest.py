@@ -70,7 +70,7 @@ SMALL_FASHION_NET = (
 def trained_small_net(tmp_path_factory):
     """SMALL_FASHION_NET trained for 3 epochs on 4,000 real Fashion-MNIST
     images (tested on 1,000): (run_dir, metrics, data)."""
-    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.data.sources import load_image_data
     from densenas_tf.space.arch_spec import ArchSpec
     from densenas_tf.train.trainer import TrainConfig, train
 

@@ -78,7 +78,7 @@ def test_reduced_comparison(tmp_path):
 
     import keras
 
-    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.data.sources import load_image_data
     from densenas_tf.latency.table import default_table_path
 
     results = run_compare(tmp_path / "compare", REDUCED, log=lambda line: None)

@@ -9,22 +9,27 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from densenas_tf.data.loading import (
+from densenas_tf.data.idx import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
+    load_fashion_mnist,
+    read_idx_images,
+    read_idx_labels,
+)
+from densenas_tf.data.pipelines import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
-    DataError,
-    ImageData,
     augment_images,
     channel_stats,
     eval_pipeline,
-    load_fashion_mnist,
-    load_image_data,
-    read_idx_images,
-    read_idx_labels,
-    split_indices,
     train_pipeline,
+)
+from densenas_tf.data.sources import (
+    DataError,
+    ImageData,
+    load_image_data,
+    split_indices,
+    split_per_class,
 )
 
 tfds.disable_progress_bar()
@@ -288,7 +293,11 @@ def test_tfds_prepared_dataset_without_test_split(tmp_path, fashion, no_network)
         image_size=16,
         test_fraction=0.25,
     )
-    assert data.train_images.shape == (15, 16, 16, 1) and data.test_images.shape == (5, 16, 16, 1)
+    # No test split: a seeded quarter of each class is held out, round(n / 4) of a
+    # class of n (of these 20 images: one of the four of class 1, one of class 4).
+    held = [round(n * 0.25) for n in np.bincount(_ORIGINALS["labels"], minlength=10)]
+    assert sum(held) == 2 and np.bincount(data.test_labels, minlength=10).tolist() == held
+    assert data.train_images.shape == (18, 16, 16, 1) and data.test_images.shape == (2, 16, 16, 1)
     assert data.class_names == FASHION_MNIST_CLASSES
     # The split divides the 20 examples: together they hold the original labels.
     assert sorted(np.concatenate([data.train_labels, data.test_labels])) == sorted(
@@ -321,7 +330,7 @@ def folder(tmp_path, fashion):
 def test_image_folder_reads_pixels_exactly(folder):
     root, images, labels = folder
     data = load_image_data(image_folder=root, test_fraction=0.25, seed=5)
-    train, test = split_indices(12, 0.25, seed=5)
+    train, test = split_per_class(labels, 0.25, seed=5)  # one of each class's four held out
     assert data.name == "images" and data.class_names == ("bag", "coat", "trouser")
     assert data.train_images.shape == (9, 28, 28, 1) and data.test_images.shape == (3, 28, 28, 1)
     np.testing.assert_array_equal(data.train_images, images[train])
@@ -331,12 +340,12 @@ def test_image_folder_reads_pixels_exactly(folder):
 
 
 def test_image_folder_converts_rgb_to_the_first_images_gray(folder):
-    root, images, _ = folder
+    root, images, labels = folder
     rgb = np.repeat(images[5], 3, axis=-1)  # coat/01.png as an RGB image
     (root / "coat" / "01.png").unlink()
     _write_png(root / "coat" / "01.png", rgb)
     data = load_image_data(image_folder=root, test_fraction=0.25, seed=5)
-    train, _ = split_indices(12, 0.25, seed=5)
+    train, _ = split_per_class(labels, 0.25, seed=5)
     assert data.input_shape == (28, 28, 1)
     np.testing.assert_array_equal(data.train_images, images[train])
 

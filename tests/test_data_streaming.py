@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,16 +24,16 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports
 
-from densenas_tf.data import streaming as data_sources
-from densenas_tf.data import tfrecords
-from densenas_tf.data.loading import (
+from densenas_tf.data import image_folder, sources, tfrecords
+from densenas_tf.data.idx import load_fashion_mnist
+from densenas_tf.data.image_folder import FolderReader
+from densenas_tf.data.pipelines import channel_stats
+from densenas_tf.data.sources import (
     DataError,
     ImageData,
-    channel_stats,
-    load_fashion_mnist,
-)
-from densenas_tf.data.streaming import (
     SearchSplit,
+    StreamingData,
+    load_image_data,
     open_data,
     open_image_folder,
     open_tfds,
@@ -65,7 +66,7 @@ def _digest(image) -> str:
 def decoded(monkeypatch):
     """The example ids an image folder's pipelines decode, one entry per decode."""
     ids = []
-    decode = data_sources._FolderReader.decode
+    decode = FolderReader.decode
 
     def counting(self, encoded, example_id):
         def note(i):
@@ -76,7 +77,7 @@ def decoded(monkeypatch):
         with tf.control_dependencies([noted]):
             return tf.identity(decode(self, encoded, example_id))
 
-    monkeypatch.setattr(data_sources._FolderReader, "decode", counting)
+    monkeypatch.setattr(FolderReader, "decode", counting)
     return ids
 
 
@@ -256,9 +257,9 @@ def test_clear_errors_for_bad_sources(folder, tmp_path):
 
 
 def test_memory_and_stream_list_an_image_folder_alike(folder, tmp_path):
-    """One listing (data.list_image_folder) for both: classes sorted by name, image
-    extensions in any case, hidden files and folders skipped."""
-    from densenas_tf.data.loading import list_image_folder, load_image_data
+    """One listing (image_folder.list_image_folder) for both: classes sorted by name,
+    image extensions in any case, hidden files and folders skipped."""
+    from densenas_tf.data.image_folder import list_image_folder
 
     source = folder[0]
     root = tmp_path / "mixed"
@@ -273,9 +274,9 @@ def test_memory_and_stream_list_an_image_folder_alike(folder, tmp_path):
     names, files = list_image_folder(root)
     assert names == ["a", "b"]
     assert [[p.name for p in found] for found in files] == [["00.png", "01.PNG"], ["00.png"]]
-    assert data_sources._list_folder(root) == (names, files)
     memory = load_image_data(image_folder=root, test_fraction=0.5)
     stream = open_image_folder(root, test_fraction=0.0)
+    assert list(stream.train.reader.paths) == [str(p) for found in files for p in found]
     assert memory.class_names == stream.class_names == ("a", "b")
     in_memory = {
         _key(image): int(label)
@@ -323,7 +324,7 @@ def test_an_undecodable_image_met_mid_run_is_a_one_line_data_error(fashion, tmp_
     assert str(raised.value) == expected
     # Reading into memory (to_image_data, the exporters' sample) says the same.
     with pytest.raises(DataError) as raised:
-        data_sources.to_image_data(data)
+        sources.to_image_data(data)
     assert str(raised.value) == expected
     # Training (inside Keras's fit; the statistics come from the cache): the binary's
     # one "error:" line, exit 1.
@@ -344,7 +345,7 @@ def test_an_undecodable_image_met_mid_run_is_a_one_line_data_error(fashion, tmp_
     write_tfrecords(shards, "train", image_folder=root, log=lambda line: None)
     records = open_tfrecords(shards, 28, test_fraction=0.0)
     with pytest.raises(DataError, match=r"^.*shards \(train split\): record \d+: not a readable"):
-        data_sources.to_image_data(records)
+        sources.to_image_data(records)
 
 
 # --- splits without pixels ---------------------------------------------------------------
@@ -356,8 +357,8 @@ def test_per_class_split_is_deterministic_by_seed_and_reads_no_pixels(folder, mo
     def refuse(*args, **kwargs):
         raise AssertionError("pixels read")
 
-    monkeypatch.setattr(data_sources._FolderReader, "records", refuse)
-    monkeypatch.setattr(data_sources, "_probe_image", refuse)
+    monkeypatch.setattr(FolderReader, "records", refuse)
+    monkeypatch.setattr(image_folder, "_probe_image", refuse)
     data = open_image_folder(root, image_size=28, channels=1, test_fraction=0.0)
     labels = data.train.labels()
     weight, arch = split_per_class(labels, 0.25, seed=7)
@@ -624,7 +625,7 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
     expected = {_key(im): int(lb) for im, lb in zip(examples["images"], examples["labels"])}
     assert {**_read_all(data, data.train), **_read_all(data, data.test)} == expected
     # The exporters' sample of a whole tfds split: its first images, no index built.
-    sample = data_sources.sample_image_data(data, 5, 4)
+    sample = sources.sample_image_data(data, 5, 4)
     assert (len(sample.train_images), len(sample.test_images)) == (5, 4)
     assert all(expected[_key(im)] == lb for im, lb in zip(sample.test_images, sample.test_labels))
     assert not list(cache.glob("tfds_index_*.json"))
@@ -681,9 +682,151 @@ def test_channel_stats_are_streamed_and_cached(folder, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("statistics recomputed")
 
-    monkeypatch.setattr(data_sources.StreamingData, "_stream_stats", refuse)
+    monkeypatch.setattr(StreamingData, "_stream_stats", refuse)
     again = open_image_folder(root, test_fraction=0.25, seed=3, cache_dir=tmp_path)
     np.testing.assert_array_equal(again.channel_stats()[0], mean)
+
+
+# --- in memory: a cache of the same stream -----------------------------------------------
+
+
+def _streamed_arrays(data, split, batch=5) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) a split's unaugmented pipeline yields, rounded, in order."""
+    batches = list(data.images(split, batch, drop_remainder=False))
+    images = np.concatenate([np.clip(np.round(x.numpy()), 0, 255) for x, _ in batches])
+    return images.astype(np.uint8), np.concatenate([y.numpy() for _, y in batches])
+
+
+def _unaugmented_reference(images: np.ndarray, size: int) -> np.ndarray:
+    """Images resized as evaluation sees them, computed here: above 64 pixels, the
+    central 87.5 % first (the streamed evaluation's crop), then bilinear."""
+    x = tf.constant(images, tf.float32)
+    if size > 64:
+        x = tf.image.central_crop(x, 0.875)
+    resized = tf.image.resize(x, (size, size), "bilinear").numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("image_size", [None, 16, 96])
+def test_an_image_folder_in_memory_holds_what_its_stream_yields(folder, tmp_path, image_size):
+    """load_image_data and the stream of the same folder agree: the same per-class
+    test part, the same pixels (resized as evaluation sees them), labels and order;
+    limits keep the same examples (memory holds them in the order drawn)."""
+    root, expected = folder
+    memory = load_image_data(image_folder=root, image_size=image_size, test_fraction=0.25, seed=3)
+    stream = open_image_folder(root, image_size, test_fraction=0.25, seed=3, cache_dir=tmp_path)
+    assert (len(memory.train_images), len(memory.test_images)) == (18, 6)
+    assert memory.input_shape == stream.input_shape == (image_size or 28, image_size or 28, 1)
+    for images, labels, split in (
+        (memory.train_images, memory.train_labels, stream.train),
+        (memory.test_images, memory.test_labels, stream.test),
+    ):
+        streamed_images, streamed_labels = _streamed_arrays(stream, split)
+        np.testing.assert_array_equal(images, streamed_images)
+        np.testing.assert_array_equal(labels, streamed_labels)
+    files = np.stack([np.frombuffer(k, np.uint8).reshape(28, 28, 1) for k in expected])
+    if image_size is None:
+        assert {_key(im) for im in memory.train_images} <= set(expected)
+    else:
+        reference = {_key(im) for im in _unaugmented_reference(files, image_size)}
+        assert {_key(im) for im in memory.train_images} <= reference
+    limited = load_image_data(
+        image_folder=root,
+        image_size=image_size,
+        test_fraction=0.25,
+        seed=3,
+        train_limit=7,
+        test_limit=2,
+    )
+    kept = sources.open_stream(
+        image_folder=root,
+        image_size=image_size,
+        test_fraction=0.25,
+        seed=3,
+        train_limit=7,
+        test_limit=2,
+        cache_dir=tmp_path,
+    )
+    for images, split in ((limited.train_images, kept.train), (limited.test_images, kept.test)):
+        assert sorted(_key(im) for im in images) == sorted(
+            _key(im) for im in _streamed_arrays(kept, split)[0]
+        )
+    assert (len(limited.train_images), len(limited.test_images)) == (7, 2)
+
+
+@pytest.mark.parametrize("image_size", [None, 14, 96])
+def test_fashion_mnist_in_memory_holds_what_its_stream_yields(image_size):
+    """Fashion-MNIST's IDX reader serves its arrays: held in memory straight from them
+    (resized in chunks), they are what its pipeline yields image by image."""
+    stream = sources.open_fashion_mnist(image_size=image_size)
+    assert (stream.num_train, stream.num_test) == (60000, 10000)
+    part = stream.test.subset(np.arange(0, 10000, 250))  # 40 images
+    held_images, held_labels = stream.arrays(part)
+    streamed_images, streamed_labels = _streamed_arrays(stream, part, 16)
+    np.testing.assert_array_equal(held_images, streamed_images)
+    np.testing.assert_array_equal(held_labels, streamed_labels)
+    images, labels = load_fashion_mnist("test")
+    size = image_size or 28
+    expected = images[::250] if image_size is None else _unaugmented_reference(images[::250], size)
+    np.testing.assert_array_equal(held_images, expected)
+    np.testing.assert_array_equal(held_labels, labels[::250])
+    memory = load_image_data(image_size=image_size, train_limit=8, test_limit=40, seed=2)
+    draw = np.random.default_rng([2, 1]).permutation(10000)[:40]  # the order drawn
+    np.testing.assert_array_equal(memory.test_labels, labels[draw])
+    np.testing.assert_array_equal(
+        memory.test_images,
+        stream.arrays(stream.test.subset(draw))[0][np.searchsorted(np.sort(draw), draw)],
+    )
+
+
+def test_a_prepared_tfds_dataset_in_memory_holds_what_its_stream_yields(folder, tmp_path):
+    """A tfds dataset without a test split: memory and stream hold out the same
+    per-class part and yield the same pixels in the same (file) order."""
+    _, expected = folder
+    images = np.stack([np.frombuffer(k, np.uint8).reshape(28, 28, 1) for k in expected])
+    labels = np.array(list(expected.values()))
+    _prepare_tfds("tiny_fashion_memory", tmp_path / "tfds", {"train": (images, labels)})
+    memory = load_image_data(
+        tfds_name="tiny_fashion_memory", tfds_data_dir=tmp_path / "tfds", test_fraction=0.25
+    )
+    stream = open_tfds(
+        "tiny_fashion_memory", tmp_path / "tfds", test_fraction=0.25, cache_dir=tmp_path / "c"
+    )
+    assert memory.class_names == stream.class_names == tuple(CLASSES)
+    assert np.bincount(memory.test_labels).tolist() == [2, 2, 2]  # a quarter of each class
+    for held, split in ((memory.train_images, stream.train), (memory.test_images, stream.test)):
+        np.testing.assert_array_equal(held, _streamed_arrays(stream, split)[0])
+
+
+def test_without_image_size_every_image_has_the_first_ones_size(folder, tmp_path):
+    """Opened without image_size, a folder's images take the first image's size
+    (square or not), and memory and stream alike refuse an image of another size,
+    naming both files."""
+    source, _ = folder
+    root = tmp_path / "images"
+    shutil.copytree(source, root)
+    odd = root / "coat" / "03.png"
+    odd.write_bytes(tf.io.encode_png(tf.io.decode_png(odd.read_bytes())[:20, :20]).numpy())
+    message = rf"{odd} is 20x20 pixels but .*bag/00.png is 28x28; pass image_size"
+    with pytest.raises(DataError, match=message):
+        load_image_data(image_folder=root)
+    stream = open_image_folder(root, test_fraction=0.0, cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match=message):
+        sources.to_image_data(stream)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"03.png is 20x20 pixels but"):
+        _read_all(stream, stream.train)
+    resized = open_image_folder(root, 28, test_fraction=0.0)
+    assert len(_read_all(resized, resized.train)) == 24
+    # Images of one size that is not square: both take it.
+    wide = tmp_path / "wide"
+    for path in sorted(source.rglob("*.png"))[::4]:  # 2 of each class
+        target = wide / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(tf.io.encode_png(tf.io.decode_png(path.read_bytes())[:20]).numpy())
+    memory = load_image_data(image_folder=wide, test_fraction=0.5)
+    streamed = open_image_folder(wide, test_fraction=0.5)
+    assert memory.input_shape == streamed.input_shape == (20, 28, 1)
+    np.testing.assert_array_equal(memory.test_images, _streamed_arrays(streamed, streamed.test)[0])
 
 
 # --- the library picks; the search and training read streams ----------------------------
@@ -693,12 +836,8 @@ def test_open_data_picks_memory_or_stream(folder, records, tmp_path):
     root, _ = folder
     small = open_data({"image_folder": str(root), "test_fraction": 0.25})
     assert isinstance(small, ImageData)
-    assert isinstance(
-        open_data({"image_folder": str(root)}, stream=True), data_sources.StreamingData
-    )
-    assert isinstance(
-        open_data({"tfrecord_dir": str(records[0]), "image_size": 28}), data_sources.StreamingData
-    )
+    assert isinstance(open_data({"image_folder": str(root)}, stream=True), StreamingData)
+    assert isinstance(open_data({"tfrecord_dir": str(records[0]), "image_size": 28}), StreamingData)
     assert isinstance(
         open_data({"dataset": "fashion_mnist", "train_limit": 8, "test_limit": 8}), ImageData
     )
@@ -717,18 +856,17 @@ def test_open_data_picks_memory_or_stream(folder, records, tmp_path):
 
 
 def test_open_data_holds_in_memory_only_a_source_that_fits_whole(folder, monkeypatch):
-    """load_image_data reads a whole source before it limits, so the choice is made
-    on the whole source: 24 images (18,816 bytes) over the limit stream even when
+    """The choice is made on the whole source, so that the limits never change where
+    the data are held: 24 images (18,816 bytes) over the limit stream even when
     train_limit and test_limit leave 8 (6,272 bytes)."""
-    from densenas_tf.data import loading as data_module
 
-    def refuse(**kwargs):
-        raise AssertionError("the whole source read into memory")
+    def refuse(*args, **kwargs):
+        raise AssertionError("the source held in memory")
 
-    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 10_000)
-    monkeypatch.setattr(data_module, "load_image_data", refuse)
+    monkeypatch.setattr(sources, "IN_MEMORY_LIMIT_BYTES", 10_000)
+    monkeypatch.setattr(sources, "hold_in_memory", refuse)
     data = open_data({"image_folder": str(folder[0]), "train_limit": 4, "test_limit": 4})
-    assert isinstance(data, data_sources.StreamingData)
+    assert isinstance(data, StreamingData)
     assert (data.num_train, data.num_test) == (4, 4)
 
 
@@ -736,19 +874,18 @@ def test_exporters_take_a_bounded_sample_of_a_streamed_source(
     folder, records, monkeypatch, decoded
 ):
     from densenas_tf import cli
-    from densenas_tf.data import loading as data_module
 
     root, expected = folder
     # Any source training would stream (here: one counted as over the in-memory
     # limit) gives the exporters EXPORT_IMAGES images of each split and no more.
-    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(sources, "IN_MEMORY_LIMIT_BYTES", 1000)
     monkeypatch.setattr(cli, "EXPORT_IMAGES", 5)
-    load = data_module.load_image_data
+    load, hold = sources.load_image_data, sources.hold_in_memory
 
-    def refuse(**kwargs):
+    def refuse(*args, **kwargs):
         raise AssertionError("the whole source read into memory")
 
-    monkeypatch.setattr(data_module, "load_image_data", refuse)
+    monkeypatch.setattr(sources, "hold_in_memory", refuse)
     data = cli.load_data({"image_folder": str(root), "test_fraction": 0.25})
     assert isinstance(data, ImageData)
     assert (len(data.train_images), len(data.test_images)) == (5, 5)
@@ -768,8 +905,8 @@ def test_exporters_take_a_bounded_sample_of_a_streamed_source(
     shards = cli.load_data({"tfrecord_dir": str(records[0]), "image_size": 28})
     assert (len(shards.train_images), len(shards.test_images)) == (5, 5)
     # A source that training holds in memory is read as training reads it.
-    monkeypatch.setattr(data_sources, "IN_MEMORY_LIMIT_BYTES", 2 << 30)
-    monkeypatch.setattr(data_module, "load_image_data", load)
+    monkeypatch.setattr(sources, "IN_MEMORY_LIMIT_BYTES", 2 << 30)
+    monkeypatch.setattr(sources, "hold_in_memory", hold)
     small = cli.load_data({"image_folder": str(root), "test_fraction": 0.25})
     reference = load(image_folder=root, test_fraction=0.25)
     np.testing.assert_array_equal(small.test_images, reference.test_images)

@@ -89,7 +89,7 @@ def tflite_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) ->
 
 
 def test_reduced_main_job(tmp_path, monkeypatch):
-    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.data.sources import load_image_data
     from densenas_tf.latency.measure import timed_runs
 
     # Two epochs on 4,000 images leave near-tied logits, where int8 rounding

@@ -12,7 +12,7 @@ import yaml
 from conftest import SMALL_FASHION_NET
 
 from densenas_tf.core.run_lock import LOCK_NAME, RunDirError, locked_run_dir
-from densenas_tf.data.loading import load_image_data
+from densenas_tf.data.sources import load_image_data
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.run import prepare_run_dir, run_search
 from densenas_tf.space.arch_spec import ArchSpec

@@ -577,7 +577,7 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
 
 
 def test_a_space_that_does_not_fit_the_data_is_refused_before_anything_is_written(tmp_path):
-    from densenas_tf.data.loading import DataError
+    from densenas_tf.data.sources import DataError
 
     tiny = yaml.safe_load((ROOT / "configs" / "spaces" / "tiny.yaml").read_text())
     four_classes = {**MICRO_SPACE, "name": "micro4", "num_classes": 4}

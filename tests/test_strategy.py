@@ -289,7 +289,7 @@ def _case_arch_gradients(out_dir: Path) -> None:
     _split_cpu()
     import tensorflow as tf
 
-    from densenas_tf.data.loading import normalize
+    from densenas_tf.data.pipelines import normalize
     from densenas_tf.search.objectives import Objective
 
     images, labels = _images(GLOBAL_BATCH)
@@ -330,7 +330,7 @@ def _case_batch_norm(out_dir: Path) -> None:
     import keras
     import tensorflow as tf
 
-    from densenas_tf.data.loading import normalize
+    from densenas_tf.data.pipelines import normalize
     from densenas_tf.nn import op_layers
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

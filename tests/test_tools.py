@@ -121,7 +121,7 @@ def test_derive_binary_prints_the_latest_checkpoints_arch(finished_search, tmp_p
 def test_train_binary_trains_tests_and_saves(tmp_path):
     import keras
 
-    from densenas_tf.data.loading import load_image_data
+    from densenas_tf.data.sources import load_image_data
 
     arch_file = tmp_path / "small.json"
     spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")

@@ -14,7 +14,7 @@ import pytest
 from conftest import SMALL_FASHION_NET, read_events
 
 from densenas_tf.core.run_lock import RunDirError
-from densenas_tf.data.loading import load_image_data
+from densenas_tf.data.sources import load_image_data
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.train.trainer import TrainConfig, TrainError, evaluate, train
 

@@ -1,13 +1,16 @@
-"""TFRecord shards for streaming: written from an image folder or a prepared tfds dataset.
+"""TFRecord shards: the reader (``open_records``) and the writer (``write_tfrecords``).
 
 One directory holds the shards of one or more splits (``train-<generation>-00000-of-00008.tfrecord``
-...; the generation is a random tag per write) and a ``dataset.json`` describing them: class names, image size (when the
+...; the generation is a random tag per write) and a ``dataset.json`` describing them
+(format ``densenas_tf.tfrecords``, version 1): class names, image size (when the
 images were resized on writing), channels, and per split its shards with their
 record counts and every record's label. Records carry the encoded image, its
-label and its index (its position in the split), so that readers can select
-classes and draw splits from the description alone, without reading a record
-(``data_sources.open_tfrecords``). Examples are written in an order shuffled
-by seed, so every shard mixes the classes.
+label and its index (its position in the split), so that the reader selects
+classes and draws splits from the description alone, without reading a record,
+and divides a split exactly among input pipelines by shard
+(``pipelines.exact_share``). The writer takes an image folder or a prepared tfds
+dataset; examples are written in an order shuffled by seed, so every shard
+mixes the classes.
 
 A write replaces one split atomically: the new shards are written into a
 staging folder in the directory, moved in beside the old ones (their names
@@ -32,20 +35,212 @@ import numpy as np
 
 from densenas_tf.core.files import write_text_atomic
 from densenas_tf.core.runtime import Progress
-from densenas_tf.data.loading import DataError, list_image_folder, tfds_builder
-from densenas_tf.data.streaming import (
-    IMAGE_KEY,
-    INDEX_KEY,
-    LABEL_KEY,
-    TFRECORD_DESCRIPTION,
-    TFRECORD_FORMAT,
-    TFRECORD_VERSION,
-    _probe_image,
+from densenas_tf.data.image_folder import _probe_image, list_image_folder
+from densenas_tf.data.pipelines import exact_share, shard_share
+from densenas_tf.data.prepared_tfds import tfds_builder
+from densenas_tf.data.stream import (
+    DEFAULT_CACHE_DIR,
+    DataError,
+    Source,
+    Split,
+    channels_of_shape,
+    decode_named,
     read_class_list,
     select_classes,
 )
 
+# The description file that tools/write_tfrecords.py writes beside its shards.
+TFRECORD_DESCRIPTION = "dataset.json"
+TFRECORD_FORMAT = "densenas_tf.tfrecords"
+TFRECORD_VERSION = 1
+# The splits a directory may hold.
 SPLITS = ("train", "test")
+# The feature keys of one record.
+IMAGE_KEY, LABEL_KEY, INDEX_KEY = "image/encoded", "image/class/label", "image/index"
+# How to mend a record the pipeline cannot decode.
+RECORD_FIX = (
+    "write the shards again with tools/write_tfrecords.py from a source without the damaged image"
+)
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+def read_tfrecord_description(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``dataset.json`` of a TFRecord directory."""
+    directory = Path(directory)
+    path = directory / TFRECORD_DESCRIPTION
+    if not directory.is_dir():
+        raise DataError(
+            f"{directory}: no such TFRecord directory; write one with tools/write_tfrecords.py"
+        )
+    if not path.is_file():
+        raise DataError(
+            f"{directory}: no {TFRECORD_DESCRIPTION} (not written by tools/write_tfrecords.py, "
+            "or the write did not finish); write the shards again"
+        )
+    description = json.loads(path.read_text())
+    if description.get("format") != TFRECORD_FORMAT:
+        raise DataError(f"{path}: not a {TFRECORD_FORMAT} description; rewrite the shards")
+    for split in description.get("splits", {}).values():
+        for shard in split["shards"]:
+            if not (directory / shard["file"]).is_file():
+                raise DataError(
+                    f"{directory / shard['file']}: a shard named in {path} is missing; "
+                    "copy it back or write the shards again"
+                )
+    return description
+
+
+def _membership(positions: np.ndarray, size: int):
+    """A bool tensor [size]: True at positions (None when all are kept)."""
+    import tensorflow as tf
+
+    if len(positions) == size:
+        return None
+    mask = np.zeros(size, bool)
+    mask[positions] = True
+    return tf.constant(mask)
+
+
+class RecordReader:
+    """TFRecord shards written by ``write_tfrecords``: each input pipeline reads an
+    exact, equal share of the records (see ``pipelines.exact_share``), files
+    interleaved, records shuffled in a buffer."""
+
+    indexed = True
+
+    def __init__(
+        self,
+        files: list[str],
+        counts: list[int],
+        labels: np.ndarray,
+        remap,
+        channels: int,
+        where: str = "TFRecords",
+    ):
+        self.files, self.counts, self.channels = files, counts, channels
+        self.raw_labels = labels  # as written, indexed by the record's image/index
+        self.remap = remap
+        self.labels = remap[labels]
+        self.where = where
+
+    def description(self) -> dict[str, Any]:
+        return {"files": self.files, "records": int(sum(self.counts))}
+
+    def records(self, positions, shuffle_seed, context, whole):
+        """(encoded image, label, record index) of the positions (None: all), this
+        pipeline's share."""
+        import tensorflow as tf
+
+        if positions is None:
+            positions = np.flatnonzero(self.labels >= 0)
+        count, index = shard_share(context)
+        mine, shards = exact_share(self.counts, positions, shuffle_seed, count, index, whole)
+        files = tf.data.Dataset.from_tensor_slices(
+            tf.constant([self.files[k] for k in shards], tf.string)
+        )
+        dataset = files.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=max(1, min(len(shards), 16)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        spec = {
+            IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+            INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+        }
+        remap = tf.constant(self.remap, tf.int32)
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, spec)
+            label = tf.gather(remap, example[LABEL_KEY])
+            return example[IMAGE_KEY], label, example[INDEX_KEY]
+
+        dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        mask = _membership(mine, len(self.labels))
+        if mask is not None:
+            dataset = dataset.filter(lambda encoded, label, i: tf.gather(mask, i))
+        if shuffle_seed is not None and len(mine):
+            dataset = dataset.shuffle(
+                min(len(mine), 10_000), seed=shuffle_seed, reshuffle_each_iteration=False
+            )
+        return dataset
+
+    def decode(self, encoded, example_id):
+        import tensorflow as tf
+
+        where = tf.strings.join([f"{self.where}: record ", tf.strings.as_string(example_id)])
+        return decode_named(encoded, self.channels, where, RECORD_FIX)
+
+
+def open_records(
+    directory: str | os.PathLike,
+    image_size: int | None = None,
+    class_list: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Source:
+    """TFRecord shards and their ``dataset.json``: its splits, "test" the test split.
+
+    Images written at their own sizes need image_size. Channel statistics are
+    cached in the directory itself when it is writable (and no cache_dir given).
+    """
+    directory = Path(directory)
+    description = read_tfrecord_description(directory)
+    splits = description["splits"]
+    if "train" not in splits:
+        raise DataError(
+            f"{directory}: no 'train' split (splits: {sorted(splits)}); write one with "
+            "tools/write_tfrecords.py --split=train"
+        )
+    names = tuple(description["class_names"])
+    wanted = read_class_list(class_list) if class_list else None
+    kept, remap = select_classes(names, wanted, f"the TFRecords in {directory}")
+    image_size = image_size or description.get("image_size")
+    if image_size is None:
+        raise DataError(f"{directory}: the images were written at their own sizes; pass image_size")
+    channels = int(description["channels"])
+
+    def whole(split: str) -> Split:
+        shards = splits[split]["shards"]
+        reader = RecordReader(
+            [str(directory / s["file"]) for s in shards],
+            [int(s["count"]) for s in shards],
+            np.asarray(splits[split]["labels"], np.int32),
+            remap,
+            channels,
+            f"{directory} ({split} split)",
+        )
+        return Split.whole(reader)
+
+    writable = os.access(directory, os.W_OK)
+    return Source(
+        name=description.get("name") or directory.resolve().name,
+        class_names=kept,
+        input_shape=(int(image_size), int(image_size), channels),
+        splits={split: whole(split) for split in splits if split in SPLITS},
+        test_split="test" if "test" in splits else None,
+        description={
+            "kind": "tfrecord",
+            "directory": str(directory.resolve()),
+            "classes": list(kept),
+            "image_size": image_size,
+            "channels": channels,
+            "records": {k: len(v["labels"]) for k, v in splits.items()},
+        },
+        # A given cache directory first; else beside the shards where that is writable.
+        cache_dir=Path(cache_dir).expanduser()
+        if cache_dir
+        else (directory if writable else Path(DEFAULT_CACHE_DIR).expanduser()),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
 
 
 def _example(encoded: bytes, label: int, index: int) -> bytes:
@@ -87,8 +282,7 @@ def _folder_examples(root: Path, class_list) -> tuple[tuple[str, ...], list, int
     ]
     if not examples:
         raise DataError(f"{root}: no images in the selected classes")
-    first = _probe_image(examples[0][0])
-    channels = 1 if first.shape[-1] <= 2 else 3
+    channels = channels_of_shape(_probe_image(examples[0][0]).shape)
     return kept, examples, channels
 
 
@@ -105,8 +299,7 @@ def _tfds_examples(name: str, data_dir, split: str, class_list):
     names = tuple(info.features[label_key].names)
     wanted = read_class_list(class_list) if class_list else None
     kept, remap = select_classes(names, wanted, f"tensorflow-datasets {name!r}")
-    shape = tuple(info.features[image_key].shape)
-    channels = 1 if len(shape) == 2 or (shape[-1] or 3) <= 2 else 3
+    channels = channels_of_shape(tuple(info.features[image_key].shape))
     dataset = builder.as_dataset(
         split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()}
     )

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.data.loading import FASHION_MNIST_CLASSES, load_fashion_mnist
-from densenas_tf.data.streaming import open_image_folder, open_tfrecords
+from densenas_tf.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
+from densenas_tf.data.sources import open_image_folder, open_tfrecords
 from densenas_tf.data.tfrecords import write_tfrecords
 from densenas_tf.experiments.bench import bench_space
 

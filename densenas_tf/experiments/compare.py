@@ -35,13 +35,8 @@ from densenas_tf.core.files import (
     write_bytes_atomic,
     write_text_atomic,
 )
-from densenas_tf.data.loading import (
-    channel_stats,
-    eval_pipeline,
-    load_image_data,
-    split_indices,
-    train_pipeline,
-)
+from densenas_tf.data.pipelines import channel_stats, eval_pipeline, train_pipeline
+from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.exporting.export import convert_tflite, load_trained_model
 from densenas_tf.latency.measure import build_table, time_tflite
 from densenas_tf.latency.table import LatencyTable, default_table_path

@@ -14,13 +14,8 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_text_atomic
 from densenas_tf.core.run_lock import RunDirError, clear_run_dir, locked_run_dir
 from densenas_tf.core.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
-from densenas_tf.data.loading import (
-    FASHION_MNIST_CLASSES,
-    DataError,
-    load_fashion_mnist,
-    split_indices,
-)
-from densenas_tf.data.streaming import open_stream, search_splits
+from densenas_tf.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
+from densenas_tf.data.sources import DataError, open_stream, search_splits, split_indices
 from densenas_tf.latency.check import check_table_here
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.supernet import SuperNet

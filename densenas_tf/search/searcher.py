@@ -42,7 +42,7 @@ from densenas_tf.core.errors import DenseNASError
 from densenas_tf.core.files import write_text_atomic
 from densenas_tf.core.run_lock import RunDirError
 from densenas_tf.core.runtime import Progress
-from densenas_tf.data.loading import make_dataset
+from densenas_tf.data.pipelines import make_dataset
 from densenas_tf.latency.expected import ExpectedLatency
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.nn import switched_ops

@@ -12,8 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from densenas_tf.data.loading import DataError
-from densenas_tf.data.streaming import SOURCE_KEYS
+from densenas_tf.data.sources import SOURCE_KEYS, DataError
 from densenas_tf.space.spaces import CONFIG_DIR, read_config_file
 from densenas_tf.train.trainer import TrainConfig
 

@@ -29,7 +29,7 @@ from densenas_tf.core.errors import DenseNASError
 from densenas_tf.core.files import replace_atomic, write_text_atomic
 from densenas_tf.core.run_lock import RunDirError, clear_run_dir, locked_run_dir
 from densenas_tf.core.runtime import Progress
-from densenas_tf.data.loading import channel_stats, eval_pipeline, train_pipeline
+from densenas_tf.data.pipelines import channel_stats, eval_pipeline, train_pipeline
 from densenas_tf.nn.models import build_model
 from densenas_tf.space import describe
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
