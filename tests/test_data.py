@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from densenas_tf.data import prepared_tfds
 from densenas_tf.data.idx import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
@@ -204,14 +205,16 @@ def test_image_data_checks_its_arrays():
 
 
 @pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
+def no_network(monkeypatch, tmp_path):
+    """Any attempt to open a network connection fails the test; the label indexes
+    that tfds sources cache by default go to the test's own directory."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(prepared_tfds, "DEFAULT_CACHE_DIR", tmp_path / "default_cache")
 
 
 def _write_tfds_metadata(data_dir, name, splits):
@@ -303,6 +306,49 @@ def test_tfds_prepared_dataset_without_test_split(tmp_path, fashion, no_network)
     assert sorted(np.concatenate([data.train_labels, data.test_labels])) == sorted(
         _ORIGINALS["labels"]
     )
+
+
+class TinyNumberedLabels(tfds.core.GeneratorBasedBuilder):
+    """6 real Fashion-MNIST images whose labels are plain integers, no class names."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(6):
+            yield i, {"image": _ORIGINALS["images"][i], "label": i % 3}
+
+
+def test_tfds_labels_without_names_are_numbered(tmp_path, fashion, no_network):
+    from densenas_tf.data.sources import open_tfds
+
+    _ORIGINALS.update(images=fashion.test_images[:6], labels=fashion.test_labels[:6])
+    tfds.builder("tiny_numbered_labels", data_dir=str(tmp_path)).download_and_prepare()
+    data = load_image_data(
+        tfds_name="tiny_numbered_labels", tfds_data_dir=tmp_path, test_fraction=0.5
+    )
+    assert data.class_names == ("0", "1", "2")
+    assert np.bincount(data.test_labels).tolist() == [1, 1, 1]  # half of each class's two
+    stream = open_tfds("tiny_numbered_labels", tmp_path, test_fraction=0.5, cache_dir=tmp_path)
+    assert stream.class_names == data.class_names and stream.num_test == 3
+    pixels = {img.tobytes(): i % 3 for i, img in enumerate(fashion.test_images[:6])}
+    held = np.concatenate([data.train_images, data.test_images])
+    labels = np.concatenate([data.train_labels, data.test_labels])
+    assert {img.tobytes(): int(label) for img, label in zip(held, labels)} == pixels
 
 
 # --- load_image_data: image folder ----------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports
 
-from densenas_tf.data import image_folder, sources, tfrecords
+from densenas_tf.data import image_folder, prepared_tfds, sources, tfrecords
 from densenas_tf.data.idx import load_fashion_mnist
 from densenas_tf.data.image_folder import FolderReader
 from densenas_tf.data.pipelines import channel_stats
@@ -540,12 +540,15 @@ def _worker(kind: str, source: str, out: str) -> None:
 
 
 @pytest.fixture
-def no_network(monkeypatch):
+def no_network(monkeypatch, tmp_path):
+    """No network; the label indexes tfds sources cache by default go to tmp_path."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(prepared_tfds, "DEFAULT_CACHE_DIR", tmp_path / "default_cache")
 
 
 def _prepare_tfds(name: str, data_dir: Path, splits: dict, num_shards: int | None = None):
@@ -779,7 +782,9 @@ def test_fashion_mnist_in_memory_holds_what_its_stream_yields(image_size):
     )
 
 
-def test_a_prepared_tfds_dataset_in_memory_holds_what_its_stream_yields(folder, tmp_path):
+def test_a_prepared_tfds_dataset_in_memory_holds_what_its_stream_yields(
+    folder, tmp_path, no_network
+):
     """A tfds dataset without a test split: memory and stream hold out the same
     per-class part and yield the same pixels in the same (file) order."""
     _, expected = folder

@@ -90,6 +90,7 @@ class TfdsReader:
         info = self.builder.info
         return {
             "tfds": info.full_name,
+            "data_dir": str(self.builder.data_dir),
             "split": self.split,
             "examples": int(info.splits[self.split].num_examples),
         }
@@ -246,12 +247,27 @@ def open_prepared(
             f"tensorflow-datasets {name!r}: inputs are {getattr(image_feature, 'dtype', '?')} "
             f"{shape}, not uint8 images [H, W(, C)]; use an image dataset"
         )
+    label_dtype = np.dtype(getattr(label_feature, "np_dtype", np.float32))
+    if not np.issubdtype(label_dtype, np.integer) or tuple(label_feature.shape) != ():
+        raise DataError(
+            f"tensorflow-datasets {name!r}: labels are {label_dtype} {label_feature.shape}, "
+            "not integer class indices"
+        )
+    channels = channels_of_shape(shape)
+    cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
+    test_name = next((s for s in TEST_SPLITS if s in info.splits), None)
     names = tuple(getattr(label_feature, "names", None) or ())
-    if not names:
-        raise DataError(f"tensorflow-datasets {name!r}: its labels have no class names")
+    if not names:  # numbered classes, as many as the largest label says (one label scan)
+        scans = [
+            TfdsReader(builder, s, None, channels, cache).index[1]
+            for s in ("train", test_name)
+            if s
+        ]
+        names = tuple(
+            str(i) for i in range(1 + max(int(labels.max(initial=0)) for labels in scans))
+        )
     wanted = read_class_list(class_list) if class_list else None
     kept, remap = select_classes(names, wanted, f"tensorflow-datasets {name!r}")
-    channels = channels_of_shape(shape)
     first = None
     if image_size is not None:
         size = (image_size, image_size)
@@ -260,7 +276,6 @@ def open_prepared(
     else:
         first = _first_example(builder, image_key)
         size = tuple(int(d) for d in first[1])
-    cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
 
     def whole(split: str) -> Split:
         reader = TfdsReader(builder, split, remap, channels, cache, first)
@@ -269,7 +284,6 @@ def open_prepared(
         positions = np.flatnonzero(reader.labels >= 0)
         return Split(reader, positions, len(positions))
 
-    test_name = next((s for s in TEST_SPLITS if s in info.splits), None)
     splits = {split: whole(split) for split in ("train", test_name) if split}
     return Source(
         name=info.name,

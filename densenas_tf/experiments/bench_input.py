@@ -1,7 +1,7 @@
 """Input throughput: can the streamed pipeline feed the search step? (tools/bench_input.py)
 
 Times the training pipeline (read, decode, random-resized-crop, flip, batch) of
-``data_sources`` on an image folder of JPEGs and on the same images as TFRecord
+``data.sources`` streams on an image folder of JPEGs and on the same images as TFRecord
 shards, in images per second, and sets it beside the search's weight and
 architecture steps (``bench.bench_space``) in images per second: a pipeline
 slower than the step starves it.
