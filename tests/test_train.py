@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET, read_events
 
-from densenas_tf.core.run_lock import RunDirError
+from densenas_tf.core import checkpoints
+from densenas_tf.core import run_dir as run_dirs
+from densenas_tf.core.run_dir import RunDirError
 from densenas_tf.data.sources import load_image_data
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.train.trainer import TrainConfig, TrainError, evaluate, train
@@ -398,3 +401,134 @@ def test_checkpoints_of_which_none_is_readable_are_refused_and_kept(tmp_path):
 
 def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _tree(folder):
+    """Every file below folder (the lock file aside) with its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_a_finished_run_without_its_checkpoints_is_never_deleted_without_overwrite(tmp_path):
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source, data = _tiny_data()
+    run_dir = tmp_path / "run"
+    first = TrainConfig(epochs=1, batch_size=32)
+    train(spec, data, run_dir, first, data_source=source, log=lambda line: None)
+    # The run marked its directory, and every file it wrote is one a training run writes.
+    assert run_dirs.marked_kind(run_dir) == run_dirs.run_kind(run_dir) == "train"
+    assert run_dirs.foreign_entries(run_dir, "train") == []
+    # The checkpoints pruned to save space; the user's notes beside the model.
+    shutil.rmtree(run_dir / "ckpt")
+    (run_dir / "notes.txt").write_text("the model of the paper's figure 3\n")
+    before = _tree(run_dir)
+    other = TrainConfig(epochs=2, batch_size=32)
+    with pytest.raises(TrainError) as refused:
+        train(spec, data, run_dir, other, data_source=source, log=lambda line: None)
+    assert str(refused.value) == (
+        f"{run_dir} holds a training run with another architecture, config or data (see "
+        f"{run_dir / 'train_config.json'}); use another --run_dir, or move notes.txt out of "
+        "it and pass --overwrite to delete it"
+    )
+    assert _tree(run_dir) == before  # the model and the notes kept
+    # --overwrite deletes what the run wrote, never the user's files: refused, naming them.
+    with pytest.raises(RunDirError) as refused:
+        train(spec, data, run_dir, other, data_source=source, overwrite=True)
+    assert str(refused.value) == (
+        f"{run_dir} holds files no training run writes (notes.txt); move them out of it, "
+        "or use another --run_dir"
+    )
+    assert _tree(run_dir) == before
+    (run_dir / "notes.txt").rename(tmp_path / "notes.txt")
+    logged = []
+    metrics = train(
+        spec, data, run_dir, other, data_source=source, log=logged.append, overwrite=True
+    )
+    assert logged[0] == f"--overwrite: deleting the training run with another config in {run_dir}"
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    # Without its marker (a run written before the marker) the finished run is kept too.
+    (run_dir / run_dirs.MARKER_NAME).unlink()
+    shutil.rmtree(run_dir / "ckpt")
+    before = _tree(run_dir)
+    with pytest.raises(TrainError, match="pass --overwrite to delete it"):
+        train(spec, data, run_dir, first, data_source=source, log=lambda line: None)
+    assert _tree(run_dir) == before
+
+
+def test_a_run_dir_of_a_search_is_refused_by_the_training(tmp_path):
+    spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
+    source, data = _tiny_data()
+    for run_dir in (tmp_path / "marked", tmp_path / "before_the_marker"):
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text("{}")
+        (run_dir / "summary.json").write_text("{}")
+    run_dirs.claim(tmp_path / "marked", "search")
+    for run_dir in (tmp_path / "marked", tmp_path / "before_the_marker"):
+        before = _tree(run_dir)
+        with pytest.raises(RunDirError) as refused:
+            train(
+                spec,
+                data,
+                run_dir,
+                TrainConfig(epochs=1, batch_size=32),
+                data_source=source,
+                overwrite=True,
+            )
+        assert str(refused.value) == (
+            f"{run_dir} holds a search run, not a training run; pick another --run_dir"
+        )
+        assert _tree(run_dir) == before
+
+
+def test_the_newest_readable_checkpoint_is_restored_and_the_unreadable_set_aside(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for name in ("epoch_001.keras", "epoch_001.json", "epoch_002.keras", "last.keras"):
+        (ckpt / name).write_text(name)
+    (ckpt / "progress.json").write_text(json.dumps({"epochs_done": 2}))
+    found = checkpoints.keras_checkpoints(ckpt)
+    # Oldest first; of two of epoch 2, the per-epoch files after (tried before) the legacy ones.
+    assert [(c.number, c.path.name, [p.name for p in c.files]) for c in found] == [
+        (1, "epoch_001.keras", ["epoch_001.keras", "epoch_001.json"]),
+        (2, "last.keras", ["last.keras", "progress.json"]),
+        (2, "epoch_002.keras", ["epoch_002.keras", "epoch_002.json"]),
+    ]
+    tried, logged = [], []
+
+    def load(checkpoint):
+        tried.append(checkpoint.path.name)
+        if checkpoint.number == 2:
+            raise ValueError(f"{checkpoint.path.name} is\n corrupt")
+        return "model"
+
+    restored = checkpoints.restore_newest(ckpt, found, load, job="training", log=logged.append)
+    assert tried == ["epoch_002.keras", "last.keras", "epoch_001.keras"]
+    assert (restored.checkpoint, restored.value) == (found[0], "model")
+    assert restored.unreadable == (found[2], found[1]) and restored.aside == ckpt / "unreadable"
+    assert logged == [
+        f"cannot restore {ckpt / name}: {name} is corrupt; trying the checkpoint before it"
+        for name in ("epoch_002.keras", "last.keras")
+    ]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "epoch_001.json",
+        "epoch_001.keras",
+        "unreadable",
+    ]
+    assert sorted(p.name for p in (ckpt / "unreadable").iterdir()) == [
+        "epoch_002.keras", "last.keras", "progress.json"
+    ]  # fmt: skip
+    # None readable: refused, naming each, and nothing moved.
+    before = _tree(ckpt)
+    with pytest.raises(RunDirError) as refused:
+        checkpoints.restore_newest(
+            ckpt, checkpoints.keras_checkpoints(ckpt), lambda c: 1 / 0, job="training", log=len
+        )
+    assert str(refused.value) == (
+        f"{ckpt} holds checkpoint files but none is readable (epoch_001.keras: division by "
+        f"zero); delete {tmp_path} (or move it away) to start this training over"
+    )
+    assert _tree(ckpt) == before
+    assert checkpoints.restore_newest(tmp_path / "none", [], load, job="training", log=len) is None

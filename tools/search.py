@@ -12,6 +12,8 @@ stream from disk, their weight/architecture split drawn per class by seed.
 Re-running the same command on the same run directory resumes it; a finished
 run says so and exits. A run directory holding another config is refused
 unless --overwrite is given; one that another process is using is refused.
+--overwrite deletes only the files a search writes: a directory holding
+anything else (a folder that is no run, a training run's) is refused as it is.
 """
 
 import os
@@ -33,7 +35,10 @@ OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "Config overrides, key=value (e.g. objective.lam=0.3)."
 )
 OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Delete a run directory that holds another config."
+    "overwrite",
+    False,
+    "Delete the search in --run_dir when it has another config; only the files a search "
+    "writes are deleted, and a directory holding others is refused.",
 )
 MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision",

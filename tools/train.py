@@ -14,7 +14,9 @@ Writes model.keras (pixels 0-255 -> logits, normalisation included) and
 metrics.json (test accuracy, history, cost) to the run directory; re-running
 the same command resumes after the last finished epoch. One process at a time
 uses a run directory; one holding another architecture, config or data is
-refused unless --overwrite is given (or it finished no epoch).
+refused unless --overwrite is given (or it finished no epoch and wrote no
+model). --overwrite deletes only the files a training run writes: a run
+directory holding anything else, or a search's, is refused and left as it is.
 """
 
 import os
@@ -43,8 +45,9 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and the data order."
 OVERWRITE = flags.DEFINE_bool(
     "overwrite",
     False,
-    "Delete a run directory that holds a training run with another architecture, config or "
-    "data (one that finished no epoch is replaced without it).",
+    "Delete the training run in --run_dir when it has another architecture, config or data "
+    "(one that finished no epoch and wrote no model is replaced without it); only the files "
+    "a training run writes are deleted, and a directory holding others is refused.",
 )
 STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy."

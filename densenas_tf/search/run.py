@@ -1,4 +1,5 @@
-"""One search run in one directory: set-up, refusal of foreign runs, resume, summary."""
+"""One search run in one directory: set-up, refusal of foreign runs
+(``core.run_dir``), resume, summary."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from densenas_tf.core import run_dir as run_dirs
+from densenas_tf.core.checkpoints import variable_key, variables_in
 from densenas_tf.core.files import cached_json, write_text_atomic
-from densenas_tf.core.run_lock import RunDirError, clear_run_dir, locked_run_dir
+from densenas_tf.core.run_dir import RunDirError
 from densenas_tf.core.runtime import STRATEGIES, make_strategy  # noqa: F401 (re-exported)
 from densenas_tf.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 from densenas_tf.data.sources import DataError, open_stream, search_splits, split_indices
@@ -20,7 +23,7 @@ from densenas_tf.latency.check import check_table_here
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
-from densenas_tf.search.searcher import ARCH_NAMES, Searcher, checkpoint_key
+from densenas_tf.search.searcher import Searcher
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.derive import derive_arch
 from densenas_tf.space.spaces import SearchSpace, load_space
@@ -144,8 +147,18 @@ def check_search_data(space, config: SearchConfig, data) -> None:
 LOGGING_ONLY_KEYS = ("summary_every_steps", "graph_steps")
 
 
-def _identity(config: dict) -> dict:
+def _identity(config: Any) -> Any:
+    if not isinstance(config, dict):
+        return config
     return {k: v for k, v in config.items() if k not in LOGGING_ONLY_KEYS}
+
+
+def _same_config(saved: Path, config: SearchConfig) -> bool:
+    try:
+        found = json.loads(saved.read_text())
+    except ValueError:  # no JSON: no config of this run
+        return False
+    return _identity(found) == _identity(json.loads(config.to_json()))
 
 
 def prepare_run_dir(
@@ -154,21 +167,28 @@ def prepare_run_dir(
     overwrite: bool,
     log: Callable[[str], None] = lambda line: None,
 ) -> bool:
-    """Checks the run directory (whose lock the caller holds); True when it
-    already holds this finished run."""
-    saved = run_dir / "config.json"
+    """Checks the run directory (whose lock the caller holds) and marks it as a
+    search's (``core.run_dir``); True when it already holds this finished run.
+    A search with another config is deleted with ``overwrite`` (only the files
+    a search writes), else refused; so is a directory of another kind of run,
+    and one that is no run at all (never offered --overwrite)."""
+    run_dirs.check_kind(run_dir, run_dirs.SEARCH)
+    saved = run_dir / run_dirs.CONFIG_FILES[run_dirs.SEARCH]
     if saved.is_file():
-        if _identity(json.loads(saved.read_text())) != _identity(json.loads(config.to_json())):
+        if not _same_config(saved, config):
+            run_dirs.check_replaceable(run_dir, run_dirs.SEARCH)
             if not overwrite:
                 raise RunDirError(
                     f"{run_dir} holds a run with another config ({saved}); pick another --run_dir "
-                    "or pass --overwrite to delete it"
+                    f"or {run_dirs.overwrite_hint(run_dir, run_dirs.SEARCH)}"
                 )
             log(f"--overwrite: deleting the run with another config in {run_dir}")
-            clear_run_dir(run_dir)
+            run_dirs.delete_run(run_dir, run_dirs.SEARCH)
         elif (run_dir / "summary.json").is_file():
+            run_dirs.claim(run_dir, run_dirs.SEARCH)
             return True
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dirs.claim(run_dir, run_dirs.SEARCH)
     write_text_atomic(saved, config.to_json())
     return False
 
@@ -207,7 +227,7 @@ def run_search(
     strategy = make_strategy(strategy_name)
     weight_data, arch_data = load_search_data(config, log)
     check_search_data(space, config, weight_data)  # so is data that do not fit the space
-    with locked_run_dir(run_dir):  # one process per run directory, from here on
+    with run_dirs.locked_run_dir(run_dir):  # one process per run directory, from here on
         if prepare_run_dir(run_dir, config, overwrite, log):
             summary = json.loads((run_dir / "summary.json").read_text())
             log(
@@ -315,15 +335,20 @@ def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
     if not space_file.is_file():
         raise FileNotFoundError(f"{run_dir}: no space.json; is this a search run directory?")
     space = SearchSpace.from_config(json.loads(space_file.read_text()), source=str(space_file))
-    path = checkpoint or tf.train.latest_checkpoint(str(run_dir / "ckpt"))
+    ckpt = run_dir / run_dirs.CHECKPOINT_DIR
+    path = checkpoint or tf.train.latest_checkpoint(str(ckpt))
     if not path:
-        raise FileNotFoundError(f"{run_dir / 'ckpt'}: no checkpoint yet")
+        raise FileNotFoundError(f"{ckpt}: no checkpoint yet")
 
+    # The Searcher's tf.train.Checkpoint holds arch={name: parameter}, global_step and epoch.
     reader = tf.train.load_checkpoint(path)
-    arrays = {name: reader.get_tensor(checkpoint_key(name)) for name in ARCH_NAMES}
-    step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
-    epoch = int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
-    saved = run_dir / "config.json"
+    names = variables_in(reader.get_variable_to_shape_map(), "arch")
+    if not names:
+        raise FileNotFoundError(f"{path}: no architecture parameters; is it a search checkpoint?")
+    arrays = {name: reader.get_tensor(variable_key("arch", name)) for name in names}
+    step = int(reader.get_tensor(variable_key("global_step")))
+    epoch = int(reader.get_tensor(variable_key("epoch")))
+    saved = run_dir / run_dirs.CONFIG_FILES[run_dirs.SEARCH]
     threshold = json.loads(saved.read_text()).get("tie_threshold") if saved.is_file() else None
     return derive_arch(
         space,

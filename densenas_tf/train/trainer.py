@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,10 +22,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from densenas_tf.core import summaries
+from densenas_tf.core import checkpoints, summaries
+from densenas_tf.core import run_dir as run_dirs
 from densenas_tf.core.errors import DenseNASError
 from densenas_tf.core.files import replace_atomic, write_text_atomic
-from densenas_tf.core.run_lock import RunDirError, clear_run_dir, locked_run_dir
 from densenas_tf.core.runtime import Progress
 from densenas_tf.data.pipelines import channel_stats, eval_pipeline, train_pipeline
 from densenas_tf.nn.models import build_model
@@ -164,9 +162,10 @@ def train(
     Writes ``train_config.json``, ``ckpt/epoch_NNN.keras`` with
     ``ckpt/epoch_NNN.json`` after every epoch (the last two kept),
     ``tensorboard/``, and at the end ``model.keras`` and ``metrics.json``,
-    holding the run directory's lock (``run_lock``) throughout. A run
+    holding the run directory's lock (``core.run_dir``) throughout. A run
     directory holding another architecture, config or data is replaced when
-    it finished no epoch (or with ``overwrite``), else refused.
+    it finished no epoch and wrote no model (or with ``overwrite``), else
+    refused; files no training run writes are never deleted (``core.run_dir``).
     """
     run_dir = Path(run_dir)
     check_data_matches(spec, data.input_shape, data.num_classes)
@@ -188,24 +187,39 @@ def train(
         "train": config.to_dict(),
         "data": dict(data_source or {"name": data.name}),
     }
-    with locked_run_dir(run_dir):  # one process per run directory, from here on
-        saved = run_dir / "train_config.json"
+    with run_dirs.locked_run_dir(run_dir):  # one process per run directory, from here on
+        run_dirs.check_kind(run_dir, run_dirs.TRAIN)
+        saved = run_dir / run_dirs.CONFIG_FILES[run_dirs.TRAIN]
         if saved.exists():
-            if json.loads(saved.read_text()) != json.loads(json.dumps(record)):
+            if _saved_record(saved) != json.loads(json.dumps(record)):
                 _replace_other_run(run_dir, saved, overwrite, log)
             elif (run_dir / "metrics.json").exists():
+                run_dirs.claim(run_dir, run_dirs.TRAIN)
                 log(f"{run_dir} holds a finished training run; its metrics follow")
                 return json.loads((run_dir / "metrics.json").read_text())
+        run_dirs.claim(run_dir, run_dirs.TRAIN)
         write_text_atomic(saved, json.dumps(record, indent=2) + "\n")
         return _train_in(run_dir, spec, data, config, strategy, steps_per_epoch, log)
 
 
+def _saved_record(saved: Path) -> Any:
+    """The record in a run's train_config.json (None when it is no JSON)."""
+    try:
+        return json.loads(saved.read_text())
+    except ValueError:
+        return None
+
+
 def _replace_other_run(run_dir: Path, saved: Path, overwrite: bool, log) -> None:
-    """Empties run_dir (its lock held) of a run with another architecture, config
-    or data: with overwrite, or when it finished no epoch; else refuses."""
+    """Deletes the training run with another architecture, config or data in
+    run_dir (its lock held): with overwrite, or when it finished no epoch and
+    wrote no model; else refuses. Only files a training run writes are deleted
+    (``run_dir.delete_run``); a directory that is no training run is refused."""
+    run_dirs.check_replaceable(run_dir, run_dirs.TRAIN)
+    finished = any((run_dir / name).exists() for name in run_dirs.TRAIN_FINISHED)
     if overwrite:
         log(f"--overwrite: deleting the training run with another config in {run_dir}")
-    elif not _checkpoint_files(run_dir / "ckpt"):
+    elif not finished and not checkpoints.keras_checkpoints(run_dir / run_dirs.CHECKPOINT_DIR):
         log(
             f"{run_dir} holds a training run with another architecture, config or data that "
             "finished no epoch; replacing it"
@@ -213,92 +227,49 @@ def _replace_other_run(run_dir: Path, saved: Path, overwrite: bool, log) -> None
     else:
         raise TrainError(
             f"{run_dir} holds a training run with another architecture, config or data "
-            f"(see {saved}); use another --run_dir, or pass --overwrite to delete it"
+            f"(see {saved}); use another --run_dir, or "
+            f"{run_dirs.overwrite_hint(run_dir, run_dirs.TRAIN)}"
         )
-    clear_run_dir(run_dir)
+    run_dirs.delete_run(run_dir, run_dirs.TRAIN)
 
 
-# The files of the checkpoint after epoch N: ckpt/epoch_NNN.keras (the whole
-# training state) and ckpt/epoch_NNN.json (the progress), the model written first.
 # TensorBoard: each batch's loss, accuracy and learning rate every N steps.
 SUMMARY_EVERY_STEPS = 10
-CHECKPOINT_FILE = re.compile(r"epoch_(\d+)\.(?:keras|json)")
-# The one checkpoint of runs written before: ckpt/last.keras with ckpt/progress.json.
-LEGACY_CHECKPOINT = ("last.keras", "progress.json")
-
-
-def _checkpoint_paths(directory: Path, epochs_done: int) -> tuple[Path, Path]:
-    return directory / f"epoch_{epochs_done:03d}.keras", directory / f"epoch_{epochs_done:03d}.json"
-
-
-def _checkpoint_files(directory: Path) -> list[Path]:
-    """The checkpoint files in directory (complete or not)."""
-    if not directory.is_dir():
-        return []
-    return [
-        p
-        for p in directory.iterdir()
-        if CHECKPOINT_FILE.fullmatch(p.name) or p.name in LEGACY_CHECKPOINT
-    ]
 
 
 def _restore(directory: Path, steps_per_epoch: int, log) -> tuple[Any, dict[str, Any]] | None:
     """(model, progress) of the newest readable checkpoint in directory, None
-    when it holds none. Unreadable newer ones (a corrupt or half-written file, a
-    model whose optimizer step is not its epoch's) are logged and moved to
-    ``unreadable/``; files of which none is readable raise RunDirError."""
-    files = _checkpoint_files(directory)
-    candidates = []  # (epochs done, model file, progress file)
-    for path in files:
-        match = CHECKPOINT_FILE.fullmatch(path.name)
-        if match:
-            candidates.append(
-                (int(match.group(1)), *_checkpoint_paths(directory, int(match.group(1))))
-            )
-    legacy = [directory / name for name in LEGACY_CHECKPOINT]
-    if any(p.exists() for p in legacy):
-        try:
-            epochs = int(json.loads(legacy[1].read_text())["epochs_done"])
-        except Exception:
-            epochs = -1  # tried last, and named as unreadable
-        candidates.append((epochs, *legacy))
-    # Newest first; of two of one epoch, the per-epoch files before the legacy ones.
-    candidates = sorted(set(candidates), key=lambda c: (c[0], c[1].name != "last.keras"))
-    failed = []
-    for epochs, model_file, progress_file in reversed(candidates):
-        try:
-            progress = json.loads(progress_file.read_text())
-            if progress["epochs_done"] != epochs:
-                raise ValueError(f"{progress_file.name} says {progress['epochs_done']} epochs done")
-            model = keras.models.load_model(model_file)
-            step = int(model.optimizer.iterations)
-            if step != epochs * steps_per_epoch:
-                raise ValueError(
-                    f"its optimizer is at step {step}, not at the end of epoch {epochs} "
-                    f"(step {epochs * steps_per_epoch})"
-                )
-        except Exception as err:  # a corrupt file fails in any of several ways
-            reason = " ".join(str(err).split())[:300] or type(err).__name__
-            log(f"cannot resume from {model_file}: {reason}; trying the checkpoint before it")
-            failed.append((model_file, progress_file, reason))
-            continue
-        if failed:
-            aside = directory / "unreadable"
-            aside.mkdir(exist_ok=True)
-            for path in {p for f in failed for p in f[:2] if p.exists()}:
-                os.replace(path, aside / path.name)
-            log(
-                f"resuming from {model_file}, the newest readable checkpoint; the unreadable "
-                f"newer ones were moved to {aside}"
+    when it holds none (``core.checkpoints``). Unreadable newer ones (a corrupt
+    or half-written file, a model whose optimizer step is not its epoch's) are
+    logged and moved to ``unreadable/``; files of which none is readable raise
+    RunDirError."""
+
+    def load(checkpoint: checkpoints.Checkpoint) -> tuple[Any, dict[str, Any]]:
+        epochs, progress_file = checkpoint.number, checkpoint.files[1]
+        progress = json.loads(progress_file.read_text())
+        if progress["epochs_done"] != epochs:
+            raise ValueError(f"{progress_file.name} says {progress['epochs_done']} epochs done")
+        model = keras.models.load_model(checkpoint.path)
+        step = int(model.optimizer.iterations)
+        if step != epochs * steps_per_epoch:
+            raise ValueError(
+                f"its optimizer is at step {step}, not at the end of epoch {epochs} "
+                f"(step {epochs * steps_per_epoch})"
             )
         return model, progress
-    if not failed:
-        return None
-    reasons = "; ".join(f"{f[0].name}: {f[2]}" for f in failed)
-    raise RunDirError(
-        f"{directory} holds checkpoint files but none is readable ({reasons}); delete "
-        f"{directory.parent} (or move it away) to start this training over"
+
+    found = checkpoints.keras_checkpoints(directory)
+    restored = checkpoints.restore_newest(
+        directory, found, load, job="training", log=log, verb="resume from"
     )
+    if restored is None:
+        return None
+    if restored.unreadable:
+        log(
+            f"resuming from {restored.checkpoint.path}, the newest readable checkpoint; the "
+            f"unreadable newer ones were moved to {restored.aside}"
+        )
+    return restored.value
 
 
 def _train_in(
@@ -308,10 +279,10 @@ def _train_in(
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
-    checkpoints = run_dir / "ckpt"
+    ckpt = run_dir / run_dirs.CHECKPOINT_DIR
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        restored = _restore(checkpoints, steps_per_epoch, log)
+        restored = _restore(ckpt, steps_per_epoch, log)
         if restored:
             model, progress = restored
             log(f"resuming {run_dir} after epoch {progress['epochs_done']}")
@@ -371,7 +342,7 @@ def _train_in(
         if not np.isfinite(entry["loss"]):
             raise TrainError(
                 f"non-finite training loss at epoch {epoch + 1}; lower --lr. The checkpoint "
-                f"of the last good epoch stays in {checkpoints}"
+                f"of the last good epoch stays in {ckpt}"
             )
         progress["history"].append(entry)
         progress["epochs_done"] = epoch + 1
@@ -381,7 +352,7 @@ def _train_in(
             summaries.scalar("train/epoch_loss", entry["loss"], step)
             summaries.scalar("train/epoch_accuracy", entry["train_acc"], step)
         writer.flush()
-        _save_checkpoint(model, progress, checkpoints)
+        _save_checkpoint(model, progress, ckpt)
         log(
             f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f} "
             f"train acc {entry['train_acc']:.4f} ({entry['time_s']:.0f} s)"
@@ -466,13 +437,13 @@ def _save_checkpoint(model, progress: dict[str, Any], directory: Path) -> None:
     progress (a model without its progress file is not a checkpoint); then all
     but the last two checkpoints are deleted."""
     epochs = progress["epochs_done"]
-    model_file, progress_file = _checkpoint_paths(directory, epochs)
+    model_file, progress_file = checkpoints.epoch_files(directory, epochs)
     _save_model(model, model_file)
     write_text_atomic(progress_file, json.dumps(progress, indent=2) + "\n")
-    for path in _checkpoint_files(directory):
-        match = CHECKPOINT_FILE.fullmatch(path.name)
-        if match is None or int(match.group(1)) < epochs - 1:
-            path.unlink()
+    for old in checkpoints.keras_checkpoints(directory):
+        if old.rank == 0 or old.number < epochs - 1:  # the legacy one, or an older epoch's
+            for path in old.files:
+                path.unlink(missing_ok=True)
 
 
 def _save_model(model, path: Path) -> None:
