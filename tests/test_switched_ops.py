@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from densenas_tf.nn import switched_ops
-from densenas_tf.nn.supernet import MixedOp
+from densenas_tf.nn.mixed import Execution, MixedOp
 
 OPS = ["mbconv_k3_e3", "mbconv_k5_e6", "mbconv_k7_e3", "skip"]
 
@@ -26,7 +26,7 @@ def _layer(weight_sharing: str, op_names=OPS, stride: int = 1, cin: int = 8, cou
 def _run(layer, switched: bool, index: int, x, training: bool, weight_gradients: bool = True):
     """Output, gradients (input and every variable) and batch-norm statistics
     after one traced call of the layer with op ``index``."""
-    layer.__dict__["switch_variables"] = switched
+    layer.execution = Execution(switched_variables=switched)
     start = [v.numpy() for v in layer.variables]
 
     @tf.function(autograph=False)
@@ -121,7 +121,7 @@ def _recorded_or_stacked(layer, recorded: bool, draws, x):
     from densenas_tf.nn.optimizers import MomentumSGD
 
     start = [v.numpy() for v in layer.variables]
-    layer.__dict__["switch_variables"] = True
+    layer.execution = Execution(switched_variables=True)
     variables = layer.trainable_variables
     owner = {id(v): k for k, c in enumerate(layer.candidates) for v in c.trainable_variables}
     opt = MomentumSGD(variables, 0.1, momentum=0.9, weight_decay=1e-2)

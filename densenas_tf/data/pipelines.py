@@ -73,6 +73,35 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def split_size(split) -> int:
+    """The images of a search split: (images, labels) arrays or a streamed SearchSplit."""
+    return split.num_examples if hasattr(split, "num_examples") else len(split[0])
+
+
+def steps_per_pass(batch_size: int, *splits) -> tuple[int, ...]:
+    """The whole batches of each search split (weight, architecture); at least one each."""
+    counts = [split_size(split) for split in splits]
+    steps = tuple(count // batch_size for count in counts)
+    if min(steps) < 1:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than a data split ({counts[0]} weight, "
+            f"{counts[1]} architecture images); lower batch_size or use more data"
+        )
+    return steps
+
+
+def distributed_batches(split, strategy, batch_size: int, shuffle_seed: int | None, skip: int):
+    """An iterator over the (distributed) batches of one pass over a search
+    split, after ``skip`` batches: arrays through :func:`make_dataset`; a
+    streamed ``SearchSplit`` read by each input pipeline for its own replicas."""
+    if hasattr(split, "distribute"):
+        return iter(split.distribute(strategy, batch_size, shuffle_seed, skip))
+    dataset = make_dataset(*split, batch_size, shuffle_seed=shuffle_seed)
+    if skip:
+        dataset = dataset.skip(skip)
+    return iter(strategy.experimental_distribute_dataset(dataset))
+
+
 # --------------------------------------------------------------------------------------
 # Augmentation, and the unaugmented view
 # --------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 
 from densenas_tf.latency.measure import timed_runs
 from densenas_tf.latency.table import LatencyTable, default_table_path
+from densenas_tf.nn.mixed import Execution
 from densenas_tf.nn.supernet import OpSample, SuperNet
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.searcher import Searcher
@@ -264,12 +265,16 @@ def bench_space(
     log(f"{space_name}: building the supernet")
     if variant == "deterministic":
         tf.config.experimental.enable_op_determinism()
-    net = SuperNet.from_space(space, weight_sharing="nested" if variant == "nested" else "none")
+    execution = Execution(
+        compiled_ops=variant != "eager_ops",
+        direct_forward=variant != "layered_forward",
+        graph_forward_all=variant not in EAGER_VARIANTS,
+        switched_variables=variant != "op_branches",
+    )
+    net = SuperNet.from_space(
+        space, weight_sharing="nested" if variant == "nested" else "none", execution=execution
+    )
     initial = net.get_weights()
-    net.set_compiled_ops(variant != "eager_ops")
-    net.set_direct_forward(variant != "layered_forward")
-    net.set_graph_forward_all(variant not in EAGER_VARIANTS)
-    net.set_switched_variables(variant != "op_branches")
     shape = (batch_size, *space.input_shape)
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
@@ -278,7 +283,8 @@ def bench_space(
 
     with tempfile.TemporaryDirectory() as run_dir:
         searcher = Searcher(config, net, table, split, split, run_dir, log=log)
-        searcher.lean_arch_step = variant != "arch_kernel_grads"
+        steps = searcher.steps
+        steps.lean_arch = variant != "arch_kernel_grads"
         images = tf.constant((pixels.astype(np.float32) / 255.0 - 0.5) / 0.25)
         batch = (images, tf.constant(labels))
         step = {"n": 0}
@@ -313,9 +319,9 @@ def bench_space(
             return step_fn
 
         weight_step = counted(
-            "weight", lambda: draw("softmax"), lambda s: searcher.weight_step(batch, s)
+            "weight", lambda: draw("softmax"), lambda s: steps.weight_step(batch, s)
         )
-        arch_step = counted("arch", lambda: draw("two"), lambda s: searcher.arch_step(batch, s))
+        arch_step = counted("arch", lambda: draw("two"), lambda s: steps.arch_step(batch, s))
 
         def forward_all():
             return net(images, mode="all", training=False).numpy()
@@ -340,8 +346,8 @@ def bench_space(
                 tf.stack([one.stack, (one.stack + 1) % ns], axis=1),
             )
             for name, fn, sample in (
-                ("weight_step", searcher.weight_step, one),
-                ("arch_step", searcher.arch_step, two),
+                ("weight_step", steps.weight_step, one),
+                ("arch_step", steps.arch_step, two),
             ):
                 if k == 0:  # the first call builds the step's graph
                     first_steps[name] = first_call(functools.partial(fn, batch, sample))
@@ -353,7 +359,7 @@ def bench_space(
         if variant == "static_draw":
             fixed = {"weight": draw("softmax"), "arch": draw("two")}
             static = {kind: static_step(searcher, kind, fixed[kind])[0] for kind in fixed}
-            switched = {"weight": searcher.weight_step, "arch": searcher.arch_step}
+            switched = {"weight": steps.weight_step, "arch": steps.arch_step}
             steps = [
                 (
                     f"{kind}_step",
@@ -405,9 +411,9 @@ def bench_space(
         if memory:
             samples = {"weight_step": ("weight", one), "arch_step": ("arch", two)}
             for name, (kind, sample) in samples.items():
-                if searcher.graph_steps:
-                    first_steps[name].update(graph_size(searcher.step_graph(kind, batch, sample)))
-            if net.__dict__.get("graph_forward_all", True):
+                if steps.traced:
+                    first_steps[name].update(graph_size(steps.step_graph(kind, batch, sample)))
+            if execution.graph_forward_all:
                 traced = net._forward_all_graph(False, True)
                 graph = traced.get_concrete_function(tf.cast(images, net.compute_dtype)).graph
                 first_steps["forward_all"].update(graph_size(graph))
@@ -420,26 +426,27 @@ def static_step(searcher, kind: str, sample):
     for the one draw ``sample``, traced with the draw held as constants: each
     mixed layer builds and runs only its drawn op (``MixedOp._run`` on a
     static index). Returns (run, traced): ``run(images, labels)`` does the step
-    as the searcher's does (the architecture step's eq. 9 rebalancing after
-    its graph) and returns its figures; ``traced`` is the step's tf.function."""
+    as the searcher's does (the architecture step's eq. 9 rebalancing inside
+    its graph) and returns its figures; ``traced`` is the step's tf.function
+    (here the same function)."""
     import tensorflow as tf
 
-    replica_fn = {"weight": searcher._weight_replica_step, "arch": searcher._arch_replica_step}
+    steps = searcher.steps
+    replica_fn = {"weight": steps.weight_replica, "arch": steps.arch_replica}
     if kind not in replica_fn:
         raise ValueError(f"unknown step {kind!r}; steps are {sorted(replica_fn)}")
     head, stack = np.asarray(sample.head, np.int32), np.asarray(sample.stack, np.int32)
 
     def step(images, labels):
-        return replica_fn[kind](images, labels, OpSample(tf.constant(head), tf.constant(stack)))
+        drawn = OpSample(tf.constant(head), tf.constant(stack))
+        before = steps.alpha_before() if kind == "arch" else None
+        values = replica_fn[kind](images, labels, drawn)
+        if kind == "arch":
+            steps.rebalance(before, drawn, values)
+        return values
 
     traced = tf.function(step, autograph=False)
-    if kind == "weight":
-        return traced, traced
-
-    def run(images, labels):
-        return searcher.rebalanced(functools.partial(traced, images, labels), sample)
-
-    return run, traced
+    return traced, traced
 
 
 def first_call(run: Callable[[], object]) -> dict[str, float]:

@@ -52,7 +52,7 @@ def run_variant(
             for batch in searcher._batches(searcher.weight_data, epoch, 1, 0):
                 sample = searcher._sample("uniform")
                 start = time.perf_counter()
-                values = searcher.weight_step(batch, sample)
+                values = searcher.steps.weight_step(batch, sample)
                 float(values["ce"])
                 times.append(time.perf_counter() - start)
                 searcher.global_step.assign_add(1)

@@ -64,13 +64,15 @@ def sample_op_indices(alpha: tf.Tensor, seed: tf.Tensor, policy: str) -> tf.Tens
     raise ValueError(f"unknown sampling policy {policy!r}; policies are {SAMPLING_POLICIES}")
 
 
-def rebalance_alpha(alpha, alpha_before: tf.Tensor, sampled: tf.Tensor) -> None:
+def rebalance_alpha(alpha, alpha_before: tf.Tensor, sampled: tf.Tensor, apply=True) -> None:
     """Eq. 9: after an architecture step, shift each layer's two sampled alphas by
     log(sum exp(old) / sum exp(new)) over the pair, so the ops that were not
-    sampled keep their softmax share."""
+    sampled keep their softmax share. ``apply`` (a bool or a boolean tensor,
+    for a traced step): False leaves alpha as it is."""
     alpha_after = tf.convert_to_tensor(alpha)
     old = tf.gather(alpha_before, sampled, batch_dims=1)
     new = tf.gather(alpha_after, sampled, batch_dims=1)
     shift = tf.reduce_logsumexp(old, axis=1) - tf.reduce_logsumexp(new, axis=1)
+    shift = tf.where(apply, shift, tf.zeros_like(shift))
     mask = tf.reduce_sum(tf.one_hot(sampled, alpha_after.shape[1], dtype=alpha_after.dtype), axis=1)
     alpha.assign(alpha_after + mask * shift[:, None])

@@ -18,8 +18,9 @@ import tensorflow as tf
 from densenas_tf.core import summaries
 from densenas_tf.core.files import write_bytes_atomic, write_text_atomic
 from densenas_tf.search.pictures import heatmap_png, supernet_png
-from densenas_tf.space import describe, ops
+from densenas_tf.space import derive, describe, ops
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.spaces import SearchSpace
 
 # Provenance keys copied from a derived ArchSpec into its epoch report.
 MARGIN_KEYS = (
@@ -148,40 +149,110 @@ STEP_TAGS = {
 }  # fmt: skip
 
 
+def finish_run(
+    run_dir: Path,
+    final: ArchSpec,
+    reports: list[dict[str, Any]],
+    arch_params: dict[str, np.ndarray],
+    config,
+    *,
+    arch_start_epoch: int,
+    replicas: int,
+    replica_spread: float,
+    global_steps: int,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """Writes what a finished search leaves: ``arch.json`` (the final derived
+    net), the kept best nets and ``summary.json`` (the final net and its costs,
+    how the run went, every epoch's report), which it returns.
+    ``arch_start_epoch`` is 0-based, -1 when the architecture stage never began."""
+    final.save(run_dir / "arch.json")
+    start = arch_start_epoch
+    first = config.select_from_epoch or (start + 1 if start >= 0 else config.epochs + 1)
+    info = final.provenance
+    summary = {
+        "replicas": replicas,
+        "arch_replica_max_abs_diff": replica_spread,
+        "arch_params": {k: np.asarray(v).tolist() for k, v in arch_params.items()},
+        "epochs": config.epochs,
+        "arch_stage_start_epoch": start + 1 if start >= 0 else None,
+        "warmup_end": next((r["warmup_end"] for r in reports if "warmup_end" in r), None),
+        "global_steps": global_steps,
+        "wall_time_s": wall_time_s,
+        "block_string": final.to_block_string(),
+        "predicted_latency_ms": info["predicted_latency_ms"],
+        "params": info["params"],
+        "mult_adds": info["mult_adds"],
+        **{k: info.get(k) for k in MARGIN_KEYS},
+        "op_margins": info.get("op_margins"),
+        "best": keep_best(run_dir, reports, config.keep_best, first),
+        "epoch_reports": reports,
+    }
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def publish_epoch(
+    writer,
+    run_dir: Path,
+    space: SearchSpace,
+    arrays: dict[str, np.ndarray],
+    step: int,
+    reports: list[dict[str, Any]],
+    spec: ArchSpec,
+    *,
+    best: tuple[int, int] | None,
+    tie_threshold: float,
+    log,
+) -> None:
+    """Everything an epoch's end reports, the last of ``reports`` being its
+    report: the report file, the TensorBoard summaries, the kept best nets
+    (``best``: how many, of the epochs from which one on; None in warm-up)
+    and the log lines, near-ties included."""
+    report = reports[-1]
+    write_report(run_dir, report)
+    write_summaries(writer, run_dir, space, arrays, step, report, spec)
+    if best is not None:
+        keep_best(run_dir, reports, *best)
+    log(log_line(report))
+    for tie in report["near_ties"]:
+        log(f"  near-tie (margin below {tie_threshold}): {tie}")
+
+
 def write_step_summaries(
-    writer, searcher, kind: str, step: int, values: dict, weight_steps_done: int = 0
+    writer, kind: str, step: int, values: dict, learning_rates: dict[str, float]
 ) -> None:
     """One step's scalars (``kind`` "weight" or "arch"): the batch's own values,
-    not running means, and the learning rates in force, at global step ``step``."""
+    not running means, and the learning rates in force (by name: ``alpha`` and
+    ``beta``, or ``weight``), at global step ``step``."""
     with writer.as_default():
         for key, tag in STEP_TAGS[kind].items():
             if key in values:
                 summaries.scalar(tag, values[key], step)
         if kind == "arch":
             summaries.scalar("arch_step/latency_term", values["loss"] - values["ce"], step)
-            for name, optimizer in (
-                ("alpha", searcher.alpha_optimizer),
-                ("beta", searcher.beta_optimizer),
-            ):
-                rate = float(tf.convert_to_tensor(optimizer.learning_rate))
-                summaries.scalar(f"arch_step/{name}_learning_rate", rate, step)
+            for name in ("alpha", "beta"):
+                summaries.scalar(f"arch_step/{name}_learning_rate", learning_rates[name], step)
         else:
-            # The rate this step used: the schedule at its iteration (steps done - 1).
-            schedule = searcher.weight_optimizer.learning_rate
-            iteration = weight_steps_done - 1
-            rate = float(schedule(iteration)) if callable(schedule) else float(schedule)
-            summaries.scalar("weight_step/learning_rate", rate, step)
+            summaries.scalar("weight_step/learning_rate", learning_rates["weight"], step)
 
 
-def write_summaries(writer, searcher, step: int, report: dict, spec: ArchSpec) -> None:
+def write_summaries(
+    writer,
+    run_dir: Path,
+    space: SearchSpace,
+    arrays: dict[str, np.ndarray],
+    step: int,
+    report: dict,
+    spec: ArchSpec,
+) -> None:
     """The end of an epoch, at global step ``step``: the supernet's evaluation, the
-    derived net, the latencies, alpha and beta (histograms, entropies, labelled
-    heatmaps) and the supernet picture (also written to ``pictures/``)."""
-    net, space = searcher.net, searcher.space
-    arrays = net.arch_numpy()
+    derived net, the latencies, alpha and beta (``arrays``: histograms,
+    entropies, labelled heatmaps) and the supernet picture (also written to
+    ``run_dir/pictures/``)."""
     head_p = tf.nn.softmax(arrays["alpha_head"]).numpy()
     stack_p = tf.nn.softmax(arrays["alpha_stack"]).numpy()
-    path_p = net.path_probabilities().numpy()
+    path_p = derive.path_probabilities(space, arrays["beta"])
     epoch = report["epoch"]
     scalars = {
         "eval/supernet_accuracy": report["supernet_eval"]["acc"],
@@ -226,7 +297,7 @@ def write_summaries(writer, searcher, step: int, report: dict, spec: ArchSpec) -
         )
         summaries.image_png("derived/supernet", picture, step)
     writer.flush()
-    write_bytes_atomic(searcher.run_dir / "pictures" / f"epoch_{epoch:03d}.png", picture)
+    write_bytes_atomic(Path(run_dir) / "pictures" / f"epoch_{epoch:03d}.png", picture)
 
 
 def op_heatmaps(space, head_p, stack_p, path_p, epoch: int) -> dict[str, bytes]:
