@@ -283,8 +283,8 @@ def bench_space(
 
     with tempfile.TemporaryDirectory() as run_dir:
         searcher = Searcher(config, net, table, split, split, run_dir, log=log)
-        steps = searcher.steps
-        steps.lean_arch = variant != "arch_kernel_grads"
+        search_steps = searcher.steps
+        search_steps.lean_arch = variant != "arch_kernel_grads"
         images = tf.constant((pixels.astype(np.float32) / 255.0 - 0.5) / 0.25)
         batch = (images, tf.constant(labels))
         step = {"n": 0}
@@ -319,9 +319,9 @@ def bench_space(
             return step_fn
 
         weight_step = counted(
-            "weight", lambda: draw("softmax"), lambda s: steps.weight_step(batch, s)
+            "weight", lambda: draw("softmax"), lambda s: search_steps.weight_step(batch, s)
         )
-        arch_step = counted("arch", lambda: draw("two"), lambda s: steps.arch_step(batch, s))
+        arch_step = counted("arch", lambda: draw("two"), lambda s: search_steps.arch_step(batch, s))
 
         def forward_all():
             return net(images, mode="all", training=False).numpy()
@@ -346,8 +346,8 @@ def bench_space(
                 tf.stack([one.stack, (one.stack + 1) % ns], axis=1),
             )
             for name, fn, sample in (
-                ("weight_step", steps.weight_step, one),
-                ("arch_step", steps.arch_step, two),
+                ("weight_step", search_steps.weight_step, one),
+                ("arch_step", search_steps.arch_step, two),
             ):
                 if k == 0:  # the first call builds the step's graph
                     first_steps[name] = first_call(functools.partial(fn, batch, sample))
@@ -359,7 +359,7 @@ def bench_space(
         if variant == "static_draw":
             fixed = {"weight": draw("softmax"), "arch": draw("two")}
             static = {kind: static_step(searcher, kind, fixed[kind])[0] for kind in fixed}
-            switched = {"weight": steps.weight_step, "arch": steps.arch_step}
+            switched = {"weight": search_steps.weight_step, "arch": search_steps.arch_step}
             steps = [
                 (
                     f"{kind}_step",
@@ -411,8 +411,10 @@ def bench_space(
         if memory:
             samples = {"weight_step": ("weight", one), "arch_step": ("arch", two)}
             for name, (kind, sample) in samples.items():
-                if steps.traced:
-                    first_steps[name].update(graph_size(steps.step_graph(kind, batch, sample)))
+                if search_steps.traced:
+                    first_steps[name].update(
+                        graph_size(search_steps.step_graph(kind, batch, sample))
+                    )
             if execution.graph_forward_all:
                 traced = net._forward_all_graph(False, True)
                 graph = traced.get_concrete_function(tf.cast(images, net.compute_dtype)).graph

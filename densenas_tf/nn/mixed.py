@@ -20,15 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from densenas_tf.nn import op_layers, switched_ops
-from densenas_tf.nn.arch_params import (  # noqa: F401 (the supernet's API)
-    MODES,
-    SAMPLING_POLICIES,
-    OpSample,
-    op_weights,
-    rebalance_alpha,
-    sample_op_indices,
-    segment_softmax,
-)
+from densenas_tf.nn.arch_params import MODES
 from densenas_tf.space import ops
 
 
@@ -398,7 +390,6 @@ class MixedOp(keras.layers.Layer):
             "bn_momentum": self.bn_momentum,
             "synchronized_bn": self.synchronized_bn,
             "weight_sharing": self.weight_sharing,
-            "execution": dataclasses.asdict(self.execution),
         }
 
 
@@ -509,7 +500,6 @@ class DenseBlock(keras.layers.Layer):
             "bn_momentum": self.bn_momentum,
             "synchronized_bn": self.synchronized_bn,
             "weight_sharing": self.weight_sharing,
-            "execution": dataclasses.asdict(self.execution),
         }
 
 
