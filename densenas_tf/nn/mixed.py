@@ -22,6 +22,7 @@ import tensorflow as tf
 from densenas_tf.nn import op_layers, switched_ops
 from densenas_tf.nn.arch_params import MODES
 from densenas_tf.space import ops
+from densenas_tf.space.ops import WEIGHT_SHARING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,6 @@ class CompiledCall:
         x's dtype): the supernet's eager one-device forward, where every op's
         output is weighted by its op weight and path probability."""
         return self._graph(self._compute_scaled, training, weight_gradients)(x, scale)
-
-
-WEIGHT_SHARING = ("none", "nested")
 
 
 def known_draw(drawn):

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from densenas_tf.core.errors import DenseNASError
-from densenas_tf.nn.mixed import WEIGHT_SHARING
 from densenas_tf.search.objectives import Objective
+from densenas_tf.space.ops import WEIGHT_SHARING
 from densenas_tf.space.spaces import CONFIG_DIR, read_config_file
 
 SEARCH_CONFIGS_DIR = CONFIG_DIR / "search"

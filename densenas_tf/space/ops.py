@@ -12,6 +12,10 @@ import re
 
 from densenas_tf.core.errors import DenseNASError
 
+# How a mixed layer's candidate MBConvs hold their weights: each its own, or
+# nested slices of one shared kernel per role (the largest kernel and expansion).
+WEIGHT_SHARING = ("none", "nested")
+
 SKIP = "skip"
 KERNEL_SIZES = (3, 5, 7)
 EXPANSIONS = (1, 3, 4, 6)
