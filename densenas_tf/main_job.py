@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from densenas_tf.core.files import cached_json, write_text_atomic
 from densenas_tf.data.sources import load_image_data
 from densenas_tf.exporting.export import (
@@ -120,7 +122,6 @@ def run_main_job(
     stage("measure")
 
     def measure() -> dict[str, Any]:
-        import numpy as np
 
         result = {}
         for q in ("none", "int8"):

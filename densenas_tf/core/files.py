@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -58,7 +59,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def cached_json(path: str | os.PathLike, make):
     """The JSON in path if it is there; else make() written there atomically
     (how a multi-stage run skips the stages it has finished)."""
-    import json
 
     path = Path(path)
     if path.is_file():

@@ -22,8 +22,15 @@ after the first architecture parameter only (see ``step_mult_adds``); its
 from __future__ import annotations
 
 import functools
+import glob
+import json
+import os
+import re
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -123,7 +130,6 @@ def worker_env(root: str | None = None) -> dict[str, str] | None:
     its PYTHONPATH), e.g. an older commit timed against this one. It runs
     with the environment the user gave, not with the oneDNN setting this
     package chose (an older checkout gets TensorFlow's own default)."""
-    import os
 
     import densenas_tf
 
@@ -145,9 +151,6 @@ def run_worker(
     a fresh process and its own peak memory) and returns the JSON on its last
     stdout line; None, with an error naming ``label``, when it failed.
     ``root``: see ``worker_env``."""
-    import json
-    import subprocess
-    import sys
 
     start = time.time()
     done = subprocess.run(
@@ -163,8 +166,6 @@ def run_worker(
 def onednn_in_worker(root: str | None = None) -> bool:
     """Whether a plain TensorFlow started in a worker's environment (``worker_env``)
     runs its oneDNN kernels: for a baseline checkout that does not report it."""
-    import subprocess
-    import sys
 
     code = (
         "from tensorflow.python.util import _pywrap_util_port as p; print(bool(p.IsMklEnabled()))"
@@ -279,7 +280,6 @@ def bench_space(
     pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
     labels = np.arange(batch_size, dtype=np.int32) % space.num_classes
     split = (pixels, labels)
-    import tempfile
 
     with tempfile.TemporaryDirectory() as run_dir:
         searcher = Searcher(config, net, table, split, split, run_dir, log=log)
@@ -464,7 +464,6 @@ def first_call(run: Callable[[], object]) -> dict[str, float]:
 
 def current_rss_mb() -> float:
     """This process's resident memory now, in MiB (Linux: /proc/self/statm)."""
-    import os
 
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
@@ -551,7 +550,6 @@ STEPS = ("weight_step", "arch_step", "forward_all")
 
 def checkout_commit(root) -> str | None:
     """The commit a checkout has checked out (None when it is not a git checkout)."""
-    import subprocess
 
     done = subprocess.run(
         ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -608,8 +606,6 @@ def profile_kernels(run: Callable[[], object], steps: int, work_dir: str) -> dic
     ``{"wall_ms": per step, "kernels": {kernel type: ms per step}}``, the
     kernel times summed over the executor's threads (on two cores they can
     add up to about twice the wall time)."""
-    import glob
-    import os
 
     import tensorflow as tf
 
@@ -636,7 +632,6 @@ def kernel_times(xplane_path: str) -> dict[str, float]:
     the events of the host's executor threads that name an op type. oneDNN's
     kernels (``_MklNativeConv2D``, ``_MklFusedBatchNormV3``) count under the
     op they implement (``Conv2D``, ``FusedBatchNormV3``)."""
-    import re
 
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 

@@ -13,6 +13,8 @@ import statistics
 import time
 from typing import Any
 
+import numpy as np
+
 from densenas_tf.latency.table import space_keys
 from densenas_tf.nn import op_layers
 from densenas_tf.space import ops
@@ -41,7 +43,6 @@ def time_depthwise_gradient(
     padding ('same': oneDNN's kernel when oneDNN is on) and by explicit
     padding (TensorFlow's own kernel), their largest difference, and the pick
     of ``eigen_depthwise_kernel_gradient``."""
-    import numpy as np
     import tensorflow as tf
 
     x = tf.random.stateless_normal((batch, side, side, channels), seed=[0, 1])

@@ -21,6 +21,7 @@ so re-running the command continues where it stopped. Results: ``results.json``,
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
 import time
@@ -623,7 +624,6 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any]) -> bytes:
-    import io
 
     import matplotlib
 

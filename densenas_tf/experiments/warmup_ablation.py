@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import load_search_config
@@ -32,7 +34,6 @@ def run_variant(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     import keras
-    import numpy as np
 
     config = load_search_config(config_name, list(overrides))
     space = load_space(config.space)

@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import keras
@@ -158,8 +159,6 @@ def device_description() -> str:
 
 def versions() -> dict[str, str]:
     try:
-        from importlib.metadata import version
-
         litert = version("ai-edge-litert")
     except Exception:  # not installed
         litert = "absent"

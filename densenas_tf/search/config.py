@@ -13,6 +13,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from densenas_tf.core.errors import DenseNASError
@@ -398,8 +399,6 @@ def load_search_config(name_or_path: str | None, overrides: Sequence[str] = ()) 
     data: dict[str, Any] = {}
     source = "defaults"
     if name_or_path:
-        from pathlib import Path
-
         path = Path(name_or_path)
         if not path.is_file():
             preset = SEARCH_CONFIGS_DIR / f"{name_or_path}.yaml"
