@@ -3,40 +3,28 @@ by running tools/bench_step.py, never asserted in tests; the figures' arithmetic
 is checked with an injected timer)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from helpers import ROOT, made_up_table, micro_space, run_tool, write_space
 
 from densenas_tf.experiments import bench
 from densenas_tf.space.describe import supernet_mult_adds, uniform_sampled_mult_adds
 from densenas_tf.space.spaces import SearchSpace
 
-ROOT = Path(__file__).resolve().parent.parent
-
 # Small enough to count by hand: 8x8x1 input, blocks 4 (8x8, the stem's), 8 and
 # 12 (4x4); edges 0->1 and 0->2 (stride 2), 1->2, and 1, 2 -> final; one
 # stacking layer (in block 1); two ops per layer, so the architecture step's
 # two-op draw is always both.
-DUO_SPACE = {
-    "name": "duo",
-    "input_shape": [8, 8, 1],
-    "num_classes": 2,
-    "stem": {"conv_width": 4, "stride": 1, "op": "mbconv_k3_e1"},
-    "blocks": {
-        "widths": [4, 8, 12],
-        "feature_map_sizes": [8, 4, 4],
-        "stages": [0, 1, 1],
-        "stacking_layers": [0, 1, 0],
-    },
-    "connections_per_stage": [2, 2],
-    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
-    "stacking_ops": ["mbconv_k3_e3", "skip"],
-    "final_conv_width": 16,
-}
+DUO_SPACE = micro_space(
+    "duo",
+    widths=[4, 8, 12],
+    feature_map_sizes=[8, 4, 4],
+    stages=[0, 1, 1],
+    stacking_layers=[0, 1, 0],
+    num_classes=2,
+    final_conv_width=16,
+)
 # Multiply-adds per image, by hand (out_h * out_w * k * k * c_in * c_out per conv,
 # out_h * out_w * k * k * c per depthwise conv; an e3 op: expand 1x1 on its input,
 # depthwise with the stride, project 1x1).
@@ -55,18 +43,17 @@ DUO_ALL = DUO_STEM + sum(map(sum, DUO_HEADS.values())) + sum(DUO_STACK) + DUO_TA
 def duo(tmp_path_factory):
     """DUO_SPACE as a file, with a made-up latency table (the latency term's
     values do not change what a step computes)."""
-    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
-
     folder = tmp_path_factory.mktemp("duo")
-    space_file = folder / "duo.yaml"
-    space_file.write_text(yaml.safe_dump(DUO_SPACE))
+    space_file = write_space(folder, DUO_SPACE)
     space = SearchSpace.from_config(DUO_SPACE)
-    table = LatencyTable(
-        new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+    table = made_up_table(
+        space,
+        lambda k, key: 0.1 + 0.01 * k,
         overhead_ms=0.01,
+        std_ms=0.001,
+        count=10,
+        versions={"tensorflow_version": "x"},
     )
-    for k, key in enumerate(space_keys(space).all_keys()):
-        table.entries[key] = LatencyEntry(0.1 + 0.01 * k, 0.1 + 0.01 * k, 0.001, 10)
     table_file = folder / "duo_lut.json"
     table.save(table_file)
     return {"file": str(space_file), "space": space, "table": table, "table_file": str(table_file)}
@@ -112,18 +99,26 @@ def test_step_mult_adds_count_what_each_step_differentiates(duo):
         bench.step_mult_adds(space, *both, "both")
 
 
+@pytest.mark.slow
 def test_bench_figures_come_from_the_timed_steps(duo, monkeypatch):
     """An injected timer gives known step times; a spy records the drawn ops."""
-    from densenas_tf.search.searcher import Searcher
+    from densenas_tf.search.steps import SearchSteps
 
     drawn = []  # (head, stack) op indices of every weight step run
-    weight_step = Searcher.weight_step
+    wrap = SearchSteps._wrap
 
-    def spy(self, batch, sample):
-        drawn.append((np.asarray(sample.head).copy(), np.asarray(sample.stack).copy()))
-        return weight_step(self, batch, sample)
+    def spy_wrap(self, replica_fn, rebalance=False):
+        step = wrap(self, replica_fn, rebalance)
+        if replica_fn.__func__ is not SearchSteps.weight_replica:
+            return step
 
-    monkeypatch.setattr(Searcher, "weight_step", spy)
+        def spied(batch, sample):
+            drawn.append((np.asarray(sample.head).copy(), np.asarray(sample.stack).copy()))
+            return step(batch, sample)
+
+        return spied
+
+    monkeypatch.setattr(SearchSteps, "_wrap", spy_wrap)
     durations = {"weight": [1.0, 0.5, 0.25], "arch": [2.0, 4.0, 1.0], "forward": [0.25, 0.5, 0.125]}
     calls, timed = [], {}
 
@@ -181,17 +176,17 @@ def test_graph_size_counts_the_called_functions_nodes():
 
 
 def test_step_graph_names_the_kinds_of_step():
-    from densenas_tf.search.searcher import Searcher
+    from densenas_tf.search.steps import SearchSteps
 
     class Fake:
-        graph_steps = True
+        traced = True
         traced_steps = []
 
     with pytest.raises(ValueError, match="unknown kind of step 'train'"):
-        Searcher.step_graph(Fake(), "train", None, None)
-    Fake.graph_steps = False
+        SearchSteps.step_graph(Fake(), "train", None, None)
+    Fake.traced = False
     with pytest.raises(ValueError, match="graph_steps is off"):
-        Searcher.step_graph(Fake(), "arch", None, None)
+        SearchSteps.step_graph(Fake(), "arch", None, None)
 
 
 def test_mult_adds_of_op_counts(fashion_space):
@@ -216,14 +211,10 @@ def test_mult_adds_of_op_counts(fashion_space):
 
 
 def _bench(*flags, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench_step.py"), *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_tool("bench_step", *flags, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_bench_binary_on_a_small_batch(tmp_path, duo):
     out, profile = tmp_path / "bench.json", tmp_path / "profile.md"
     preset = f"{duo['file']}:2"
@@ -277,6 +268,7 @@ def test_bench_binary_on_a_small_batch(tmp_path, duo):
     assert text == bench.format_profile([figures], payload["matmul_mult_adds_per_s"])
 
 
+@pytest.mark.slow
 def test_bench_against_a_baseline_checkout(tmp_path, duo):
     """--baseline times another checkout (here this one) alternately with this one."""
     out = tmp_path / "compare.json"
@@ -318,6 +310,7 @@ def test_bench_against_a_baseline_checkout(tmp_path, duo):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_baseline_comparison_takes_one_known_variant(tmp_path):
     for variants in ("default,eager_steps", "fastest"):
         result = _bench(f"--baseline={ROOT}", f"--variants={variants}", timeout=120)
@@ -325,6 +318,7 @@ def test_a_baseline_comparison_takes_one_known_variant(tmp_path):
         assert "--variants takes one variant for this checkout" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_baseline_that_is_not_a_checkout_is_refused(tmp_path):
     result = _bench(f"--baseline={tmp_path}", timeout=120)
     assert result.returncode != 0
@@ -332,11 +326,10 @@ def test_a_baseline_that_is_not_a_checkout_is_refused(tmp_path):
     assert "git worktree add" in result.stderr
 
 
+@pytest.mark.slow
 def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
     out, cache = tmp_path / "ablation.json", tmp_path / "cache"
-    command = [
-        sys.executable,
-        str(ROOT / "tools" / "bench_warmup.py"),
+    flags = [
         "--config=fashion_mnist_quick",
         '--variants=plain:weight_sharing="none",data.train_limit=640,batch_size=32;'
         'nested:weight_sharing="nested",data.train_limit=640,batch_size=32',
@@ -344,7 +337,7 @@ def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
         f"--json_out={out}",
         f"--cache_dir={cache}",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    result = run_tool("bench_warmup", *flags, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(out.read_text())
     assert payload["eval_steps"] == [1, 3]
@@ -358,7 +351,7 @@ def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
         assert f"| {variant['variant']} | {variant['weight_params']:,} |" in result.stdout
     assert nested["weight_params"] < plain["weight_params"] / 2
     assert len(list(cache.glob("*.json"))) == 2
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = run_tool("bench_warmup", *flags, timeout=300)
     assert again.returncode == 0 and again.stderr.count("cached in") == 2
     assert json.loads(out.read_text()) == payload
 
@@ -400,20 +393,10 @@ def test_depthwise_gradient_timing_compares_both_kernels_on_one_shape():
     assert "1 of 2 shapes take explicit padding" in table
 
 
+@pytest.mark.slow
 def test_kernel_bench_binary_prints_a_table(tmp_path):
     out = tmp_path / "kernels.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "bench_kernels.py"),
-            "--presets=fashion_mnist:2",
-            "--runs=1",
-            f"--json_out={out}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_tool("bench_kernels", "--presets=fashion_mnist:2", "--runs=1", f"--json_out={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     from densenas_tf.experiments.bench_kernels import depthwise_shapes
     from densenas_tf.space.spaces import load_space
@@ -434,6 +417,7 @@ def _switches(graph):
     return sum(n.op in ("Case", "StatelessCase") for n in nodes)
 
 
+@pytest.mark.slow
 def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path, smooth_relu6):
     """bench.static_step (what --variants=static_draw times as the floor under
     the traced steps): the draw held in the graph as constants, so only the
@@ -462,17 +446,17 @@ def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path
         )
 
     static, traced = searcher("static"), searcher("traced")
-    assert traced.graph_steps
+    assert traced.steps.traced
     np.testing.assert_array_equal(static.net.get_weights()[0], traced.net.get_weights()[0])
     for kind, policy in (("weight", "softmax"), ("arch", "two")):
         sample = traced.net.sample_ops(tf.constant([0, 3], tf.int64), policy)
         step, traced_static = bench.static_step(static, kind, sample)
         graph = traced_static.get_concrete_function(*batch).graph
-        switched = traced.step_graph(kind, batch, sample)
+        switched = traced.steps.step_graph(kind, batch, sample)
         assert _switches(graph) == 0  # nothing picks an op
         assert _switches(switched) > 0
         mine = step(*batch)
-        theirs = getattr(traced, f"{kind}_step")(batch, sample)
+        theirs = getattr(traced.steps, f"{kind}_step")(batch, sample)
         assert sorted(mine) == sorted(theirs)
         for key in mine:
             np.testing.assert_allclose(float(mine[key]), float(theirs[key]), rtol=1e-5, err_msg=key)
@@ -488,6 +472,7 @@ def test_a_static_draw_step_computes_what_the_traced_step_computes(duo, tmp_path
         bench.static_step(static, "eval", sample)
 
 
+@pytest.mark.slow
 def test_static_draw_variant_times_both_forms_of_each_step_on_one_draw(duo):
     """--variants=static_draw: the static and the switched form of each step are
     timed on the same fixed draw (equal multiply-adds), and the table prints

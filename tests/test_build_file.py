@@ -1,14 +1,14 @@
 """BUILD stays true: every module, binary and test file of the repository is named
 in it, and each test file's py_test runs its tests."""
 
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+from helpers import ROOT, python_env
 
 
 def _named_in_build() -> set[str]:
@@ -62,13 +62,14 @@ def _run_as_bazel_does(src: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         _py_test_command(src),
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=python_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
 
 
+@pytest.mark.slow
 def test_a_test_file_run_as_its_py_test_runs_its_tests():
     src = "tests/test_optimizers.py"
     text = (ROOT / src).read_text()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import keras_accuracy, run_tool, table_prediction_ms
 
 from densenas_tf.experiments.compare import (
     REDUCED,
@@ -27,37 +28,6 @@ def test_mobilenet_v2_fashion_widths_scale():
     assert build_model(full).output_shape == (None, 10)
 
 
-def _table_prediction_ms(spec: ArchSpec, table_file: Path) -> float:
-    """A net's latency by a table file, read as its format says: the overhead
-    once, plus each piece's entry less the overhead (skips cost nothing)."""
-    table = json.loads(Path(table_file).read_text())
-    overhead, entries = table["overhead_ms"], table["entries"]
-    h, w, c = spec.input_shape
-    stem = spec.stem
-    keys = [f"stem/c{stem.conv_width}s{stem.stride}+{stem.op}/i{h}x{w}x{c}/o{stem.width}"]
-    size = -(-h // stem.stride)
-    for b in spec.blocks:
-        keys.append(f"{b.head_op}/i{size}x{size}x{b.in_width}/s{b.stride}/o{b.width}")
-        size = -(-size // b.stride)
-        keys += [
-            f"{op}/i{size}x{size}x{b.width}/s1/o{b.width}" for op in b.stacking_ops if op != "skip"
-        ]
-    final = spec.final_conv_width
-    keys.append(f"final_conv/i{size}x{size}x{spec.blocks[-1].width}/o{final}")
-    keys.append(f"classifier/i{size}x{size}x{final}/o{spec.num_classes}")
-    return overhead + sum(max(entries[k]["median_ms"] - overhead, 0.0) for k in keys)
-
-
-def _keras_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of a pixels -> logits model, in batches of 256 (as the
-    training's test; a batch's size can change a near-tie's rounding)."""
-    hits = 0
-    for i in range(0, len(images), 256):
-        logits = model(images[i : i + 256].astype(np.float32), training=False)
-        hits += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i : i + 256]))
-    return hits / len(labels)
-
-
 def _fastest_tflite_ms(model) -> float:
     """The fastest of 50 runs of the model as float TFLite (1 thread, batch 1),
     timed here: other processes can delay a run but not speed it up."""
@@ -73,6 +43,7 @@ def _fastest_tflite_ms(model) -> float:
     return 1e3 * min(timed_runs(interpreter.invoke, warmup=20, runs=50))
 
 
+@pytest.mark.slow
 def test_reduced_comparison(tmp_path):
     import statistics
 
@@ -103,12 +74,16 @@ def test_reduced_comparison(tmp_path):
         metrics = json.loads((train_dir / "metrics.json").read_text())
         model = keras.models.load_model(train_dir / "model.keras")
         assert row["test_accuracy"] == metrics["test_accuracy"]
-        assert row["test_accuracy"] == _keras_accuracy(model, images, labels), row["net"]
+        assert row["test_accuracy"] == keras_accuracy(model, images, labels), row["net"]
         assert row["tflite_ms"] == json.loads((train_dir / "latency.json").read_text())["tflite_ms"]
         fastest_ms = _fastest_tflite_ms(model)
-        # The median of 5 runs: not below the fastest run here (40 % spared for
-        # a quieter moment), and not 20 times above it (a unit's error).
-        assert 0.6 <= row["tflite_ms"] / fastest_ms <= 20, (row["net"], fastest_ms)
+        # The median of 5 runs against the fastest of 50 here: a window of 0.6
+        # to 5. A wrong unit (seconds or microseconds taken for ms) is off by
+        # 1000x, far outside it. Below: not under the fastest run here, 40 %
+        # spared for a quieter moment. Above: a median of a loaded moment runs
+        # up to about twice the fastest (0.16 ms predicted, up to 0.34 ms
+        # measured, below), 5 leaves over twice that for a busier machine.
+        assert 0.6 <= row["tflite_ms"] / fastest_ms <= 5, (row["net"], fastest_ms)
         if row["family"] == "MobileNetV2":  # no table has its pieces
             assert row["predicted_ms"] is None
             continue
@@ -121,7 +96,7 @@ def test_reduced_comparison(tmp_path):
         # without its stacking ops: 0.06 ms; the table's every entry: 16 ms)
         # or in other units falls outside [0.35, 1.5] of it.
         table = tables["fixed_block_fashion" if row["family"] == "fixed-block" else "fashion_mnist"]
-        assert row["predicted_ms"] == pytest.approx(_table_prediction_ms(spec, table), rel=1e-12)
+        assert row["predicted_ms"] == pytest.approx(table_prediction_ms(spec, table), rel=1e-12)
         assert 0.35 <= row["predicted_ms"] / fastest_ms <= 1.5, (row["net"], fastest_ms)
     # Random search kept to within 10 % of the DenseNAS nets' predicted latencies.
     dense = [r["predicted_ms"] for r in rows if r["family"] == "DenseNAS"]
@@ -144,21 +119,13 @@ def test_reduced_comparison(tmp_path):
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_compare_binary_refuses_bad_schedule_flags(tmp_path):
-    import subprocess
-    import sys
-
-    tool = Path(__file__).resolve().parents[1] / "tools" / "compare.py"
     for flag, name in (
         ("--train_epochs=0", "--train_epochs"),
         ("--random_max_trials=0", "--random_max_trials"),
     ):
-        done = subprocess.run(
-            [sys.executable, str(tool), f"--run_dir={tmp_path / 'run'}", flag],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = run_tool("compare", f"--run_dir={tmp_path / 'run'}", flag, timeout=300)
         assert done.returncode != 0
         assert f"{name} must be at least 1" in done.stderr
         assert not (tmp_path / "run").exists()  # refused before anything was written

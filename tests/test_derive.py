@@ -57,6 +57,7 @@ def test_hand_set_parameters_give_the_expected_arch(tiny_space):
     assert spec.provenance["space_fingerprint"] == space.fingerprint()
 
 
+@pytest.mark.slow
 def test_derive_from_a_supernet(tiny_space):
     from densenas_tf.nn.supernet import SuperNet
 

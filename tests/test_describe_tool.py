@@ -1,23 +1,12 @@
 """tools/describe.py: one JSON object on stdout, errors on stderr with a non-zero exit."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+
+import pytest
+from helpers import run_tool
 
 from densenas_tf.space.describe import supernet_weight_params
 from densenas_tf.space.spaces import load_space
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(*args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "describe.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _keras_mult_adds(model) -> int:
@@ -37,7 +26,7 @@ def _keras_mult_adds(model) -> int:
 
 
 def test_describe_space():
-    result = _run("--space=imagenet_mbv2")
+    result = run_tool("describe", "--space=imagenet_mbv2")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["num_edges"] == 54 and len(data["edges"]) == 54
@@ -45,12 +34,13 @@ def test_describe_space():
     assert data["arch_params"] == 51 * 6 + 39 * 7 + 54
 
 
+@pytest.mark.slow
 def test_describe_space_counts_the_supernet_keras_builds(tiny_space):
     import numpy as np
 
     from densenas_tf.nn.supernet import SuperNet
 
-    result = _run("--space=tiny")
+    result = run_tool("describe", "--space=tiny")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     net = SuperNet.from_space(tiny_space)
@@ -63,6 +53,7 @@ def test_describe_space_counts_the_supernet_keras_builds(tiny_space):
     assert data["num_edges"] == net.beta.shape[0] == len(data["edges"])
 
 
+@pytest.mark.slow
 def test_describe_arch_with_overrides():
     import dataclasses
 
@@ -71,7 +62,7 @@ def test_describe_arch_with_overrides():
     from densenas_tf.nn.models import build_model
     from densenas_tf.space.arch_spec import load_arch
 
-    result = _run("--arch=densenas_c", "--input_size=32", "--num_classes=10")
+    result = run_tool("describe", "--arch=densenas_c", "--input_size=32", "--num_classes=10")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["input_shape"] == [32, 32, 3]
@@ -87,14 +78,15 @@ def test_describe_arch_with_overrides():
 
 
 def test_describe_errors_go_to_stderr():
-    result = _run("--arch=no_such_net")
+    result = run_tool("describe", "--arch=no_such_net")
     assert result.returncode != 0
     assert result.stdout == ""
     assert "unknown architecture 'no_such_net'" in result.stderr
-    result = _run()
+    result = run_tool("describe")
     assert result.returncode != 0 and "exactly one of --space or --arch" in result.stderr
 
 
+@pytest.mark.slow
 def test_supernet_weight_params_match_keras(tiny_space):
     import numpy as np
 

@@ -4,41 +4,28 @@ one line naming the fix): bad flags, an --out they would have to delete, a
 missing model, data of another image size."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_python
 
 from densenas_tf.exporting.export import EXPORT_MARKER, TFLiteRunner
 
-ROOT = Path(__file__).resolve().parent.parent
+# Each test runs an export binary in a fresh process: the slow tier only.
+pytestmark = pytest.mark.slow
+
 SAVED_MODEL = ROOT / "export" / "export_saved_model.py"
 TFLITE = ROOT / "export" / "export_tflite.py"
 
 # Run before a binary, in its process: the Keras reference the checks compare
 # against is shifted by 1, so every check fails (there is no flag for that).
 FAIL_THE_CHECK = """
-from densenas_tf import exporting
+from densenas_tf.exporting import export as exporting
 keras_logits = exporting.keras_logits
 exporting.keras_logits = lambda *args, **kwargs: keras_logits(*args, **kwargs) + 1.0
 """
-
-
-def _run(script: Path, *args: str, before: str = "") -> subprocess.CompletedProcess:
-    """Runs an export binary; with ``before``, that code first, in the binary's process."""
-    if before:
-        code = (
-            f"import runpy, sys\n{before}\n"
-            f"sys.argv = {[str(script), *args]!r}\n"
-            f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
-        )
-        command = [sys.executable, "-c", code]
-    else:
-        command = [sys.executable, str(script), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 def _error_line(result: subprocess.CompletedProcess) -> str:
@@ -60,7 +47,7 @@ def model(model_path):
 
 def test_saved_model_binary_exports_a_model_that_reloads(model_path, model, tmp_path):
     out = tmp_path / "saved"
-    result = _run(SAVED_MODEL, f"--model={model_path}", f"--out={out}", "--check_images=50")
+    result = run_python(SAVED_MODEL, f"--model={model_path}", f"--out={out}", "--check_images=50")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "max |logits - Keras|" in result.stdout and "over 50 images" in result.stdout
     assert (out / "saved_model.pb").is_file() and (out / EXPORT_MARKER).is_file()
@@ -74,7 +61,7 @@ def test_saved_model_binary_exports_a_model_that_reloads(model_path, model, tmp_
 def test_tflite_binary_exports_a_model_that_reloads(model_path, model, trained_small_net, tmp_path):
     _, _, data = trained_small_net
     out = tmp_path / "sub" / "m.tflite"
-    result = _run(TFLITE, f"--model={model_path}", f"--out={out}", "--check_images=100")
+    result = run_python(TFLITE, f"--model={model_path}", f"--out={out}", "--check_images=100")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"TFLite {out} (none, " in result.stdout and "over 100 images" in result.stdout
     images = data.test_images[:100]
@@ -87,7 +74,7 @@ def test_tflite_binary_exports_a_model_that_reloads(model_path, model, trained_s
 @pytest.mark.parametrize("script", [SAVED_MODEL, TFLITE], ids=["saved_model", "tflite"])
 def test_a_failed_check_exits_2_and_leaves_nothing(script, model_path, tmp_path):
     out = tmp_path / "out" / ("saved" if script == SAVED_MODEL else "m.tflite")
-    result = _run(
+    result = run_python(
         script, f"--model={model_path}", f"--out={out}", "--check_images=20", before=FAIL_THE_CHECK
     )
     assert result.returncode == 2, result.stderr[-3000:]
@@ -100,7 +87,7 @@ def test_a_failed_check_exits_2_and_leaves_nothing(script, model_path, tmp_path)
 @pytest.mark.parametrize("count", ["0", "-3"])
 def test_check_images_below_one_is_refused_naming_the_flag(script, count, tmp_path):
     out = tmp_path / "out"  # refused when the flags are read, before the model is looked at
-    result = _run(script, "--model=model.keras", f"--out={out}", f"--check_images={count}")
+    result = run_python(script, "--model=model.keras", f"--out={out}", f"--check_images={count}")
     assert result.returncode == 1
     assert f"flag --check_images={count}: {count} is not a positive integer" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
@@ -110,14 +97,14 @@ def test_an_out_the_binaries_would_delete_is_refused_and_left_alone(model_path, 
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "notes.txt").write_text("keep me")
-    result = _run(SAVED_MODEL, f"--model={model_path}", f"--out={theirs}")
+    result = run_python(SAVED_MODEL, f"--model={model_path}", f"--out={theirs}")
     assert result.returncode == 1
     assert _error_line(result) == (
         f"error: {theirs} is a non-empty directory that is not a SavedModel written by this "
         f"exporter (it has no {EXPORT_MARKER} or holds other files); it is left alone: pass a "
         "new or empty directory as --out"
     )
-    result = _run(TFLITE, f"--model={model_path}", f"--out={theirs}")
+    result = run_python(TFLITE, f"--model={model_path}", f"--out={theirs}")
     assert result.returncode == 1
     assert _error_line(result) == (
         f"error: {theirs} is a directory; a TFLite export is one file: pass a file path as "
@@ -129,14 +116,16 @@ def test_an_out_the_binaries_would_delete_is_refused_and_left_alone(model_path, 
 
 
 def test_a_missing_model_is_refused(tmp_path):
-    result = _run(TFLITE, f"--model={tmp_path / 'missing.keras'}", f"--out={tmp_path / 'x.tflite'}")
+    result = run_python(
+        TFLITE, f"--model={tmp_path / 'missing.keras'}", f"--out={tmp_path / 'x.tflite'}"
+    )
     assert result.returncode == 1 and "not a .keras model file" in _error_line(result)
     assert not (tmp_path / "x.tflite").exists()
 
 
 def test_data_of_another_image_size_is_refused_naming_both_shapes(model_path, tmp_path):
     out = tmp_path / "m.tflite"
-    result = _run(
+    result = run_python(
         TFLITE,
         f"--model={model_path}",
         f"--out={out}",

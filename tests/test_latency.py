@@ -7,11 +7,12 @@ import shlex
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import made_up_table
 
 from densenas_tf.latency import table as latency
 from densenas_tf.latency.expected import ExpectedLatency
 from densenas_tf.latency.report import spearman
-from densenas_tf.latency.table import LatencyEntry, LatencyTable, LatencyTableError, space_keys
+from densenas_tf.latency.table import LatencyTable, LatencyTableError, space_keys
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.objectives import Objective
 from densenas_tf.space.arch_spec import load_arch
@@ -20,16 +21,16 @@ from densenas_tf.space.spaces import load_space
 
 
 def synthetic_table(space, seed=0, overhead_ms=0.05):
-    """Distinct made-up timings: for checking arithmetic, not for measuring anything."""
+    """Distinct made-up timings, seeded: for checking arithmetic, not for measuring anything."""
     rng = np.random.default_rng(seed)
-    table = LatencyTable(
-        latency.new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+    return made_up_table(
+        space,
+        lambda k, key: overhead_ms + rng.uniform(0.1, 2.0),
         overhead_ms=overhead_ms,
+        std_ms=0.01,
+        count=10,
+        versions={"tensorflow_version": "x"},
     )
-    for key in space_keys(space).all_keys():
-        median = float(overhead_ms + rng.uniform(0.1, 2.0))
-        table.entries[key] = LatencyEntry(median, median, 0.01, 10)
-    return table
 
 
 # ----- keys -------------------------------------------------------------------------
@@ -305,6 +306,7 @@ def test_one_hot_expected_latency_equals_the_path_sum(preset):
         assert value == pytest.approx(table.predicted_ms(spec), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_expected_latency_is_differentiable_in_alpha_and_beta(tiny_space):
     net = SuperNet.from_space(tiny_space)
     expected = ExpectedLatency(tiny_space, synthetic_table(tiny_space))
@@ -351,11 +353,31 @@ def _value_and_grad(objective, ce, lat):
 
 
 def test_paper_objective():
+    """Paper eq. 8: CE + lambda * log_tau(latency), whose derivative in the
+    latency is lambda / (latency * ln tau). Latencies at powers of tau give
+    log_tau by hand (15 ** k: k); the others by the natural logs' ratio."""
     objective = Objective("paper", lam=0.15, tau_ms=15.0)
     value, grad = _value_and_grad(objective, 2.0, 15.0)
     assert value == pytest.approx(2.15)
     assert grad > 0
     assert _value_and_grad(objective, 2.0, 30.0)[0] > value
+    ln15 = 2.70805020110221  # ln 15
+    for ce, lat, log_tau in (
+        (2.0, 1.0, 0.0),  # 15 ** 0
+        (2.0, 15.0, 1.0),
+        (2.0, 225.0, 2.0),  # 15 ** 2
+        (1.3, 15.0**0.5, 0.5),  # 3.873 ms
+        (0.7, 15.0**-1, -1.0),  # 0.0667 ms: below 1 ms the term is negative
+        (2.0, 0.5, -0.69314718055995 / ln15),  # ln 0.5 / ln 15 = -0.256
+        (2.0, 40.0, 3.68887945411394 / ln15),  # ln 40 / ln 15 = 1.362
+    ):
+        value, grad = _value_and_grad(objective, ce, lat)
+        assert value == pytest.approx(ce + 0.15 * log_tau, rel=1e-6, abs=1e-6), lat
+        assert grad == pytest.approx(0.15 / (lat * ln15), rel=1e-5), lat
+    # Another lambda and tau: lambda 0.4, tau 5 ms, at 125 ms = 5 ** 3.
+    value, grad = _value_and_grad(Objective("paper", lam=0.4, tau_ms=5.0), 1.0, 125.0)
+    assert value == pytest.approx(1.0 + 0.4 * 3, rel=1e-6)
+    assert grad == pytest.approx(0.4 / (125.0 * 1.6094379124341), rel=1e-5)  # ln 5
 
 
 def test_target_objective_is_free_below_the_target():

@@ -3,20 +3,21 @@ final table's figures are what its files give; a second run, by the binary,
 resumes and redoes nothing."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, keras_accuracy, python_env, table_prediction_ms
 
 from densenas_tf.exporting import export as exporting
 from densenas_tf.latency.table import default_table_path
 from densenas_tf.main_job import format_report, run_main_job
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
-ROOT = Path(__file__).resolve().parent.parent
+# The main job end to end, minutes: the slow tier only.
+pytestmark = pytest.mark.slow
 
 REDUCED = (
     "data.train_limit=640",
@@ -26,44 +27,6 @@ REDUCED = (
     "latency_check=false",  # the shipped table; the main job's own is measured by default
     "deterministic=false",  # op determinism is process-wide: tested in its own processes
 )
-
-
-def table_prediction_ms(spec: ArchSpec, table_file: Path) -> float:
-    """A net's latency by a table file, read as its format says: the overhead
-    once, plus each piece's entry less the overhead (skips cost nothing)."""
-    table = json.loads(Path(table_file).read_text())
-    overhead, entries = table["overhead_ms"], table["entries"]
-    h, w, c = spec.input_shape
-    stem = spec.stem
-    keys = [f"stem/c{stem.conv_width}s{stem.stride}+{stem.op}/i{h}x{w}x{c}/o{stem.width}"]
-    size = -(-h // stem.stride)
-    for block in spec.blocks:
-        keys.append(
-            f"{block.head_op}/i{size}x{size}x{block.in_width}/s{block.stride}/o{block.width}"
-        )
-        size = -(-size // block.stride)
-        keys += [
-            f"{op}/i{size}x{size}x{block.width}/s1/o{block.width}"
-            for op in block.stacking_ops
-            if op != "skip"
-        ]
-    final = spec.final_conv_width
-    keys.append(f"final_conv/i{size}x{size}x{spec.blocks[-1].width}/o{final}")
-    keys.append(f"classifier/i{size}x{size}x{final}/o{spec.num_classes}")
-    return overhead + sum(max(entries[k]["median_ms"] - overhead, 0.0) for k in keys)
-
-
-def keras_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of a saved pixels -> logits model, in batches of 256 (as
-    the training's test; a batch's size can change a near-tie's rounding)."""
-    import keras
-
-    model = keras.models.load_model(model_file)
-    hits = 0
-    for i in range(0, len(images), 256):
-        logits = model(images[i : i + 256].astype(np.float32), training=False)
-        hits += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i : i + 256]))
-    return hits / len(labels)
 
 
 def tflite_accuracy(model_file: Path, images: np.ndarray, labels: np.ndarray) -> float:
@@ -158,11 +121,15 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     interpreter.set_tensor(given["index"], images[:1].astype(np.float32))
     fastest_ms = 1e3 * min(timed_runs(interpreter.invoke, warmup=20, runs=50))
     assert 0.35 <= predicted / fastest_ms <= 1.5, (predicted, fastest_ms)
-    # The job's median of 5 runs: not far below the fastest run here, and not
-    # 20 times above it (a unit's error). 60 % spared below: the two are timed
-    # at different moments while another test worker shares the two cores (a
-    # fresh-clone run of the suite saw 0.58 on 2026-12-01).
-    assert 0.4 <= report["measured_latency_ms"] / fastest_ms <= 20, fastest_ms
+    # The job's median of 5 runs against the fastest of 50 here: a window of
+    # 0.4 to 5 (12.5x wide). A wrong unit (seconds or microseconds taken for
+    # ms) is off by 1000x, far outside it. Below: 60 % spared, the two are
+    # timed at different moments while another test worker shares the two
+    # cores (a fresh-clone run of the suite saw 0.58 on 2026-12-01). Above: a
+    # median of a loaded moment runs up to about twice the fastest (the table
+    # note above: 0.16 ms predicted, up to 0.34 ms measured), 5 leaves over
+    # twice that for a busier machine.
+    assert 0.4 <= report["measured_latency_ms"] / fastest_ms <= 5, fastest_ms
 
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
     assert report["warmup_end"] == summary["warmup_end"]
@@ -194,8 +161,7 @@ def test_reduced_main_job(tmp_path, monkeypatch):
         "--latency_runs=5",
         f"--latency_table={table_file}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=python_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert files() == before
     again = json.loads((run_dir / "report.json").read_text())

@@ -36,6 +36,7 @@ def test_params_analytic_equal_keras(name):
     assert model.output_shape == (None, 1000)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_matches_keras_applications():
     reference = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
     assert build_model(load_arch("mobilenet_v2")).count_params() == reference.count_params()
@@ -49,6 +50,7 @@ def test_derived_model_uses_standard_layers_only():
     assert adds == ["stem_op_add", "b1_l1_add", "b3_l1_add", "b3_l2_add"]
 
 
+@pytest.mark.slow
 def test_keras_save_and_load_gives_identical_outputs(tmp_path):
     model = build_model(SMALL)
     images = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype("float32")

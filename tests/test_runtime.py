@@ -2,6 +2,8 @@
 
 import io
 
+import pytest
+
 from densenas_tf.core.runtime import Progress
 
 
@@ -66,11 +68,13 @@ def _onednn_in_fresh_python(env_value):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_importing_the_package_first_turns_on_onednn_unless_the_user_chose():
     assert _onednn_in_fresh_python(None) == [True, "1", True]
     assert _onednn_in_fresh_python("0") == [False, "0", False]
 
 
+@pytest.mark.slow
 def test_a_baseline_worker_gets_the_users_onednn_setting_not_the_packages(tmp_path, monkeypatch):
     import densenas_tf
     from densenas_tf.experiments import bench

@@ -15,43 +15,34 @@ import pytest
 import tensorflow as tf
 import yaml
 from conftest import read_events
+from helpers import ROOT, made_up_table, micro_space, write_space
 
+from densenas_tf.core.run_dir import RunDirError
 from densenas_tf.latency.measure import build_table
 from densenas_tf.latency.table import LatencyTable, LatencyTableError
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.objectives import Objective
 from densenas_tf.search.run import load_search_data, run_search
-from densenas_tf.search.searcher import RunDirError, SearchDivergedError, Searcher
+from densenas_tf.search.searcher import SearchDivergedError, Searcher
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace
 
-ROOT = Path(__file__).resolve().parent.parent
-
-MICRO_SPACE = {
-    "name": "micro",
-    "input_shape": [28, 28, 1],
-    "num_classes": 10,
-    "stem": {"conv_width": 8, "stride": 1, "op": "mbconv_k3_e1"},
-    "blocks": {
-        "widths": [8, 12, 16, 24, 32],
-        "feature_map_sizes": [28, 14, 14, 7, 7],
-        "stages": [0, 1, 1, 2, 3],
-        "stacking_layers": [0, 1, 1, 1, 0],
-    },
-    "connections_per_stage": [2, 2, 2, 2],
-    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
-    "stacking_ops": ["mbconv_k3_e3", "skip"],
-    "final_conv_width": 32,
-}
+MICRO_SPACE = micro_space(
+    "micro",
+    widths=[8, 12, 16, 24, 32],
+    feature_map_sizes=[28, 14, 14, 7, 7],
+    stages=[0, 1, 1, 2, 3],
+    stacking_layers=[0, 1, 1, 1, 0],
+)
 
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    """A small space on real 28x28 Fashion-MNIST, with a latency table measured here."""
+    """A small space on real 28x28 Fashion-MNIST, with a latency table measured here
+    (tens of seconds: its users are in the slow tier, conftest.SLOW_FIXTURES)."""
     folder = tmp_path_factory.mktemp("micro")
-    space_file = folder / "micro.yaml"
-    space_file.write_text(yaml.safe_dump(MICRO_SPACE))
+    space_file = write_space(folder, MICRO_SPACE)
     space = SearchSpace.from_config(MICRO_SPACE)
     table_file = folder / "micro_lut.json"
     build_table(space, table_file, warmup=2, runs=5, log=lambda line: None)
@@ -316,9 +307,33 @@ def test_a_killed_run_resumes_to_the_same_result(micro, tmp_path):
 
 
 def test_mixed_precision_search_keeps_arch_params_and_latency_in_float32(micro, tmp_path):
-    config = _config(micro, mixed_precision=True)
+    config = _config(micro, mixed_precision=True, summary_every_steps=1)
     summary = run_search(config, tmp_path / "run", log=lambda line: None).summary
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    # Against a float32 search from the same seed, step by step (8 warm-up
+    # weight steps, then 2 architecture steps and 8 weight steps). Measured:
+    # the first weight steps' cross-entropies 2e-4 to 1e-3 apart (relative;
+    # float16 rounding in the forward, then in the gradients), and the first
+    # architecture step's expected latency and latency term the same to 4e-7
+    # (alpha and beta untouched by the warm-up, their softmaxes and the
+    # latency in float32). Later steps drift apart (to 3 %) as the weights
+    # and then alpha and beta do; the epochs' figures are held to 5 %.
+    float32 = _config(micro, summary_every_steps=1)
+    reference = run_search(float32, tmp_path / "float32", log=lambda line: None).summary
+    mixed, _ = read_events(tmp_path / "run" / "tensorboard")
+    plain, _ = read_events(tmp_path / "float32" / "tensorboard")
+    for step in (1, 2, 3):
+        assert mixed["weight_step/cross_entropy"][step] == pytest.approx(
+            plain["weight_step/cross_entropy"][step], rel=5e-3
+        ), step
+    for tag in ("latency/step_expected_ms", "arch_step/latency_term"):
+        assert mixed[tag][9] == pytest.approx(plain[tag][9], rel=1e-5), tag
+    for ours, theirs in zip(summary["epoch_reports"], reference["epoch_reports"], strict=True):
+        assert ours["weight_pass"]["ce"] == pytest.approx(theirs["weight_pass"]["ce"], rel=0.05)
+        assert ours["supernet_eval"]["ce"] == pytest.approx(theirs["supernet_eval"]["ce"], rel=0.05)
+        if theirs["arch_pass"] is not None:
+            for key in ("ce", "latency_ms"):
+                assert ours["arch_pass"][key] == pytest.approx(theirs["arch_pass"][key], rel=0.05)
     reports = summary["epoch_reports"]
     assert all(np.isfinite(r["weight_pass"]["ce"]) for r in reports)
     assert reports[-1]["weight_pass"]["loss_scale"] >= 1.0
@@ -382,7 +397,7 @@ WIDEST = (2, 4)
 def _planted_table(space, widest_ms, other_ms):
     """A table (of no real device) where the widest blocks' heads and stacking
     layers take widest_ms and every other op other_ms."""
-    from densenas_tf.latency.table import LatencyEntry, new_provenance, space_keys
+    from densenas_tf.latency.table import space_keys
 
     keys = space_keys(space)
     planted = set()
@@ -392,17 +407,15 @@ def _planted_table(space, widest_ms, other_ms):
     for layer, row in zip(space.stacking_layers, keys.stack):
         if layer.block in WIDEST:
             planted.update(k.key for k in row if k is not None)
-    provenance = new_provenance(space, "tflite", 1, 1, "planted (no device)", {})
-    table = LatencyTable(provenance, overhead_ms=0.0)
-    for name in space_keys(space).all_keys():
-        ms = widest_ms if name in planted else other_ms
-        table.entries[name] = LatencyEntry(ms, ms, 0.0, 1)
-    return table
+    return made_up_table(
+        space,
+        lambda k, key: widest_ms if key in planted else other_ms,
+        device="planted (no device)",
+    )
 
 
 def _planted_search(tmp_path, widest_ms, other_ms, lam, epochs=4):
-    space_file = tmp_path / "planted.yaml"
-    space_file.write_text(yaml.safe_dump(PLANTED_SPACE))
+    space_file = write_space(tmp_path, PLANTED_SPACE)
     space = SearchSpace.from_config(PLANTED_SPACE)
     table_file = tmp_path / f"planted_lut_{widest_ms}_{other_ms}.json"
     _planted_table(space, widest_ms, other_ms).save(table_file)
@@ -426,6 +439,7 @@ def _planted_search(tmp_path, widest_ms, other_ms, lam, epochs=4):
     return run_search(config, run_dir, log=lambda line: None).summary
 
 
+@pytest.mark.slow
 def test_a_planted_slow_widest_block_is_avoided_under_a_large_lambda(tmp_path):
     summary = _planted_search(tmp_path, widest_ms=1.0, other_ms=0.1, lam=3.0)
     path = summary["path"]
@@ -434,6 +448,7 @@ def test_a_planted_slow_widest_block_is_avoided_under_a_large_lambda(tmp_path):
     assert summary["latency_table"]["check"]["checked"] is False  # no device to check against
 
 
+@pytest.mark.slow
 def test_cheap_widest_blocks_are_kept(tmp_path):
     """Under latency pressure the path keeps the cheap widest blocks; without
     it (lambda 0) the table has no say at all: a slow and a cheap table give
@@ -557,7 +572,7 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
     searcher = _searcher(
         micro, tmp_path, undrawn_ops_step=undrawn_ops_step, graph_steps=graph_steps
     )
-    assert searcher.graph_steps == graph_steps
+    assert searcher.steps.traced == graph_steps
     net = searcher.net
     heads, stacks = len(net.space.head_edges), len(net.space.stacking_layers)
 
@@ -566,9 +581,9 @@ def test_undrawn_ops_move_only_under_the_pytorch_1_0_rule(
 
     batch = next(searcher._batches(searcher.weight_data, 0, 1, 0))
     kernel = net.dense_blocks[0].heads[0].candidates[0].op_layers["dw_conv"].kernel
-    searcher.weight_step(batch, draw(0))
+    searcher.steps.weight_step(batch, draw(0))
     before = np.array(kernel.numpy())
-    searcher.weight_step(batch, draw(1))
+    searcher.steps.weight_step(batch, draw(1))
     moved = not np.array_equal(before, kernel.numpy())
     assert moved == undrawn_ops_step
 
@@ -590,8 +605,7 @@ def test_a_space_that_does_not_fit_the_data_is_refused_before_anything_is_writte
         "input_shape: [28, 28, 1] and num_classes: 10 (e.g. --override=space=fashion_mnist)",
     }
     for config in (tiny, four_classes):
-        space_file = tmp_path / f"{config['name']}.yaml"
-        space_file.write_text(yaml.safe_dump(config))
+        space_file = write_space(tmp_path, config)
         table_file = tmp_path / f"{config['name']}_lut.json"
         _planted_table(SearchSpace.from_config(config), 0.1, 0.1).save(table_file)
         search = SearchConfig.from_dict(
@@ -699,16 +713,21 @@ def test_a_lost_index_still_resumes_and_no_readable_checkpoint_is_refused(micro,
 
 
 @pytest.mark.parametrize(
-    "objective",
+    "objective,by_hand",
     [
-        Objective("paper", lam=0.3, tau_ms=15.0),
-        Objective("target", lam=0.5, target_ms=0.01),
-        Objective("proxyless", target_ms=0.5, beta=0.6),
+        # 0.3 * ln 0.8 / ln 15 (paper eq. 8)
+        (Objective("paper", lam=0.3, tau_ms=15.0), 0.3 * -0.22314355131 / 2.70805020110),
+        # 0.5 * max(0, 0.8 / 0.01 - 1)
+        (Objective("target", lam=0.5, target_ms=0.01), 0.5 * 79.0),
+        # 1.7 * ((0.8 / 0.5) ** 0.6 - 1), 1.6 ** 0.6 = exp(0.6 * ln 1.6)
+        (Objective("proxyless", target_ms=0.5, beta=0.6), 1.7 * (1.32578160694 - 1.0)),
     ],
+    ids=["paper", "target", "proxyless"],
 )
-def test_loss_and_replica_shares_come_from_the_one_latency_term(objective):
+def test_loss_and_replica_shares_come_from_the_one_latency_term(objective, by_hand):
     ce, latency = tf.constant(1.7), tf.constant(0.8)
     term = float(objective.latency_term(ce, latency))
+    assert term == pytest.approx(by_hand, rel=1e-5)
     assert float(objective.loss(ce, latency)) == pytest.approx(1.7 + term, rel=1e-6)
     # Two replicas, each with its share of the cross-entropy: the shares sum to the term.
     shares = [
@@ -717,13 +736,84 @@ def test_loss_and_replica_shares_come_from_the_one_latency_term(objective):
     assert float(sum(shares)) == pytest.approx(term, rel=1e-6)
 
 
+def _expected_latency_by_hand(config, table_file, arch, sample) -> float:
+    """Paper eqs. 5-7 for the micro space, from its config, a table file, the
+    architecture parameters and a two-op draw: each layer's latency the
+    weighted sum of its ops' table entries (eq. 5; the weights the softmax
+    over the drawn pair), a head layer's weighted by its edge's probability
+    (eq. 6; p = softmax of beta over the source block's edges), chained along
+    each path (a block's layers count as far as the block is reached: the
+    product of the path's edge probabilities), summed (eq. 7); the stem, the
+    classifier and the per-run overhead once. Every entry counts less the
+    overhead, as the table's format says."""
+    table = json.loads(Path(table_file).read_text())
+    overhead = table["overhead_ms"]
+
+    def ms(key):
+        return max(table["entries"][key]["median_ms"] - overhead, 0.0)
+
+    def mixed(row, drawn, keys):
+        pair = np.exp(row[drawn]) / np.exp(row[drawn]).sum()
+        return sum(w * (0.0 if keys[k] is None else ms(keys[k])) for w, k in zip(pair, drawn))
+
+    space = SearchSpace.from_config(config)  # the rows of alpha and beta, in the code's order
+    sizes, widths = config["blocks"]["feature_map_sizes"], config["blocks"]["widths"]
+    final, last = config["final_conv_width"], len(widths)
+    heads, stacks = np.asarray(sample.head), np.asarray(sample.stack)
+    edge_ms, edge_p = {}, {}
+    for edge in space.edges:
+        i, j = edge.src, edge.dst
+        siblings = [e.index for e in space.edges if e.src == i]
+        edge_p[i, j] = np.exp(arch["beta"][edge.index]) / np.exp(arch["beta"][siblings]).sum()
+        if j == last:
+            edge_ms[i, j] = ms(f"final_conv/i{sizes[i]}x{sizes[i]}x{widths[i]}/o{final}")
+        else:
+            row = space.head_row(edge)
+            keys = [
+                f"{op}/i{sizes[i]}x{sizes[i]}x{widths[i]}/s{sizes[i] // sizes[j]}/o{widths[j]}"
+                for op in config["head_ops"]
+            ]
+            edge_ms[i, j] = mixed(arch["alpha_head"][row], heads[row], keys)
+    block_ms = dict.fromkeys(range(last), 0.0)
+    for layer in space.stacking_layers:
+        b, s = layer.block, sizes[layer.block]
+        keys = [
+            None if op == "skip" else f"{op}/i{s}x{s}x{widths[b]}/s1/o{widths[b]}"
+            for op in config["stacking_ops"]
+        ]
+        block_ms[b] += mixed(arch["alpha_stack"][layer.index], stacks[layer.index], keys)
+
+    def paths(node):
+        if node == last:
+            return [[last]]
+        return [[node, *rest] for i, j in edge_p if i == node for rest in paths(j)]
+
+    total = 0.0
+    for path in paths(0):
+        hops = list(zip(path, path[1:]))
+        probability = np.prod([edge_p[hop] for hop in hops])
+        total += probability * sum(block_ms[b] + edge_ms[b, j] for b, j in hops)
+    h, w, c = config["input_shape"]
+    stem = config["stem"]
+    stem_key = f"stem/c{stem['conv_width']}s{stem['stride']}+{stem['op']}/i{h}x{w}x{c}/o{widths[0]}"
+    classifier_key = f"classifier/i{sizes[-1]}x{sizes[-1]}x{final}/o{config['num_classes']}"
+    return overhead + ms(stem_key) + ms(classifier_key) + total
+
+
 def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path):
     searcher = _searcher(micro, tmp_path)
+    arch = searcher.net.arch_numpy()  # alpha and beta before the step
     batch = next(searcher._batches(searcher.arch_data, 0, 0, 0))
     sample = searcher._sample("two")
-    values = {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
-    term = float(searcher.objective.latency_term(values["ce"], values["latency_ms"]))
+    values = {k: float(v) for k, v in searcher.steps.arch_step(batch, sample).items()}
+    term = float(searcher.steps.objective.latency_term(values["ce"], values["latency_ms"]))
     assert values["loss"] - values["ce"] == pytest.approx(term, rel=1e-5)
+    # By hand: the expected latency of the draw (eqs. 5-7) and the paper's
+    # term of it (eq. 8, lambda 0.3 and tau 15 ms as _config sets them).
+    latency = _expected_latency_by_hand(MICRO_SPACE, micro["table"], arch, sample)
+    assert values["latency_ms"] == pytest.approx(latency, rel=1e-5)
+    by_hand = 0.3 * np.log(latency) / np.log(15.0)
+    assert values["loss"] - values["ce"] == pytest.approx(by_hand, rel=1e-4, abs=1e-6)
 
     class Flat(Objective):
         """A latency term of 0.75 whatever the latency."""
@@ -731,8 +821,8 @@ def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path
         def latency_term(self, cross_entropy, latency_ms, num_replicas=1):
             return tf.constant(0.75) / num_replicas
 
-    searcher.objective = Flat()
-    values = {k: float(v) for k, v in searcher.arch_step(batch, sample).items()}
+    searcher.steps.objective = Flat()
+    values = {k: float(v) for k, v in searcher.steps.arch_step(batch, sample).items()}
     assert values["loss"] - values["ce"] == pytest.approx(0.75, abs=1e-5)
 
 
@@ -790,14 +880,15 @@ def test_traced_steps_compute_what_the_eager_steps_compute(
         run_dir = tmp_path / ("graph" if graph else "eager")
         searchers.append(Searcher(config, net, table, weight, arch, run_dir, log=lambda line: None))
     traced, eager = searchers
-    assert traced.graph_steps and not eager.graph_steps
+    assert traced.steps.traced and not eager.steps.traced
     _assert_same(_values(traced.net.variables), _values(eager.net.variables))
     weight_batch = next(traced._batches(traced.weight_data, 0, 1, 0))
     arch_batch = next(traced._batches(traced.arch_data, 0, 0, 0))
 
     arch_params = {id(v) for v in traced.net.arch_variables}
     arch_slots = {
-        id(v) for v in [*traced.alpha_optimizer.variables, *traced.beta_optimizer.variables]
+        id(v)
+        for v in [*traced.steps.alpha_optimizer.variables, *traced.steps.beta_optimizer.variables]
     }
     arch_step = config.alpha_lr
     assert config.beta_lr == arch_step
@@ -805,9 +896,9 @@ def test_traced_steps_compute_what_the_eager_steps_compute(
     def state(searcher):
         return [
             *searcher.net.variables,
-            *searcher.weight_optimizer.buffers,
-            *searcher.alpha_optimizer.variables,
-            *searcher.beta_optimizer.variables,
+            *searcher.steps.weight_optimizer.buffers,
+            *searcher.steps.alpha_optimizer.variables,
+            *searcher.steps.beta_optimizer.variables,
         ]
 
     def close(a, b, variables):
@@ -833,10 +924,10 @@ def test_traced_steps_compute_what_the_eager_steps_compute(
         for policy, step_name, batch in (
             ("softmax", "weight_step", weight_batch),
             ("two", "arch_step", arch_batch),
-            ("uniform", "_eval_step", arch_batch),
+            ("uniform", "eval_step", arch_batch),
         ):
             sample = traced.net.sample_ops(tf.constant([5, k], tf.int64), policy)
-            out = [getattr(s, step_name)(batch, sample) for s in searchers]
+            out = [getattr(s.steps, step_name)(batch, sample) for s in searchers]
             assert sorted(out[0]) == sorted(out[1])
             for key in out[0]:
                 np.testing.assert_allclose(float(out[0][key]), float(out[1][key]), rtol=2e-4)
@@ -845,6 +936,6 @@ def test_traced_steps_compute_what_the_eager_steps_compute(
             # Each step from the same state: float-order differences do not pile up.
             for mine, theirs in zip(state(traced), state(eager)):
                 mine.assign(theirs)
-    assert int(traced.weight_optimizer.iterations) == 3
+    assert int(traced.steps.weight_optimizer.iterations) == 3
     # Each kind of step was traced once, whatever the draw.
-    assert [fn.experimental_get_tracing_count() for fn in traced.traced_steps] == [1, 1, 1]
+    assert [fn.experimental_get_tracing_count() for fn in traced.steps.traced_steps] == [1, 1, 1]

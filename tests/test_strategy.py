@@ -31,7 +31,6 @@ errors a factor of two or per-replica batch statistics make (30 % to 100 %).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,27 +38,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import free_ports
+from helpers import made_up_table, micro_space, python_env
 
-ROOT = Path(__file__).resolve().parent.parent
+# Each test runs its strategies in fresh processes: the slow tier only.
+pytestmark = pytest.mark.slow
+
 SEED = 5
 GLOBAL_BATCH = 16  # 8 images per replica
 # A small space (12x12 images, 4 classes) keeps rounding noise low and steps fast.
-SPACE = {
-    "name": "strategy_micro",
-    "input_shape": [12, 12, 1],
-    "num_classes": 4,
-    "stem": {"conv_width": 4, "stride": 1, "op": "mbconv_k3_e1"},
-    "blocks": {
-        "widths": [4, 8, 12, 16],
-        "feature_map_sizes": [12, 6, 6, 3],
-        "stages": [0, 1, 1, 2],
-        "stacking_layers": [0, 1, 1, 0],
-    },
-    "connections_per_stage": [2, 2, 2],
-    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
-    "stacking_ops": ["mbconv_k3_e3", "skip"],
-    "final_conv_width": 16,
-}
+SPACE = micro_space(
+    "strategy_micro",
+    widths=[4, 8, 12, 16],
+    feature_map_sizes=[12, 6, 6, 3],
+    stages=[0, 1, 1, 2],
+    stacking_layers=[0, 1, 1, 0],
+    num_classes=4,
+    final_conv_width=16,
+)
 # The scripted search: w = one weight step, a = one architecture step, alternating.
 PLAN = "wawawawa"
 WEIGHT_LR = 0.003
@@ -89,13 +84,7 @@ def _space():
 def _table(space):
     """A latency table of no device: a different cost for every entry, so that
     the latency gradient differs from op to op and from path to path."""
-    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
-
-    table = LatencyTable(new_provenance(space, "tflite", 1, 1, "synthetic", {}), overhead_ms=0.0)
-    for k, name in enumerate(sorted(space_keys(space).all_keys())):
-        ms = 0.05 + 0.03 * ((k * 7) % 11)
-        table.entries[name] = LatencyEntry(ms, ms, 0.0, 1)
-    return table
+    return made_up_table(space, lambda k, key: 0.05 + 0.03 * ((k * 7) % 11), sort_keys=True)
 
 
 def _images(count: int, seed: int = SEED):
@@ -151,10 +140,10 @@ def _searcher(strategy, run_dir, data, objective=None):
         config, net, _table(net.space), data, data, run_dir, strategy, log=lambda line: None
     )
     with strategy.scope():
-        searcher.alpha_optimizer = keras.optimizers.SGD(ARCH_LR)
-        searcher.beta_optimizer = keras.optimizers.SGD(ARCH_LR)
-        searcher.alpha_optimizer.build(searcher._alpha_variables)
-        searcher.beta_optimizer.build([net.beta])
+        searcher.steps.alpha_optimizer = keras.optimizers.SGD(ARCH_LR)
+        searcher.steps.beta_optimizer = keras.optimizers.SGD(ARCH_LR)
+        searcher.steps.alpha_optimizer.build(searcher.steps.alpha_variables)
+        searcher.steps.beta_optimizer.build([net.beta])
     return searcher
 
 
@@ -184,7 +173,7 @@ def _run_plan(searcher, samples) -> dict[str, np.ndarray]:
     batches = searcher._batches(searcher.weight_data, None, 1, 0)  # no shuffle
     reported = []
     for kind, sample in zip(PLAN, samples):
-        step = searcher.arch_step if kind == "a" else searcher.weight_step
+        step = searcher.steps.arch_step if kind == "a" else searcher.steps.weight_step
         values = step(next(batches), sample)
         reported.append([float(values.get(k, np.nan)) for k in ("ce", "loss")])
         searcher.global_step.assign_add(1)
@@ -299,12 +288,12 @@ def _case_arch_gradients(out_dir: Path) -> None:
     sample = one.sample_ops(tf.constant([SEED, 7], tf.int64), "two")
     results = {"replicas": np.array(strategy.num_replicas_in_sync)}
     for kind, spec in OBJECTIVES.items():
-        searcher.objective = Objective.from_config(spec)
-        searcher.alpha_optimizer = _GradientRecorder()
-        searcher.beta_optimizer = _GradientRecorder()
+        searcher.steps.objective = Objective.from_config(spec)
+        searcher.steps.alpha_optimizer = _GradientRecorder()
+        searcher.steps.beta_optimizer = _GradientRecorder()
         batch = next(searcher._batches((images, labels), None, 0, 0))
-        values = searcher._arch_step(batch, sample)  # the step without eq. 9
-        alpha, beta = searcher.alpha_optimizer.grads, searcher.beta_optimizer.grads
+        values = searcher.steps.arch_step(batch, sample)  # eq. 9 moves nothing: no update applied
+        alpha, beta = searcher.steps.alpha_optimizer.grads, searcher.steps.beta_optimizer.grads
         assert sorted(alpha) == sorted(beta) == [0, 1]
         for r in (0, 1):
             for name, g in zip(("alpha_head", "alpha_stack", "beta"), (*alpha[r], *beta[r])):
@@ -407,18 +396,9 @@ CASES = {
 # ----- the test side ------------------------------------------------------------------
 
 
-def _env(**extra) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    env.update(extra)
-    return env
-
-
 def _run_case(case: str, out_dir: Path) -> dict[str, np.ndarray]:
     command = [sys.executable, str(Path(__file__).resolve()), case, str(out_dir)]
-    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=python_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     with np.load(out_dir / f"{case}.npz") as data:
         return dict(data)
@@ -543,7 +523,7 @@ def test_two_workers_on_localhost_match_one_device(tmp_path):
             processes.append(
                 subprocess.Popen(
                     command,
-                    env=_env(TF_CONFIG=json.dumps(config)),
+                    env=python_env(TF_CONFIG=json.dumps(config)),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     text=True,

@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from densenas_tf.nn.supernet import (
-    CandidateOp,
-    ConvBNAct,
-    DenseBlock,
-    MixedOp,
-    SuperNet,
-    rebalance_alpha,
-)
+from densenas_tf.nn.arch_params import rebalance_alpha
+from densenas_tf.nn.mixed import CandidateOp, ConvBNAct, DenseBlock, Execution, MixedOp
+from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.space.spaces import load_space
 
 
@@ -27,6 +22,7 @@ def _images(space, batch=2, seed=0):
     return tf.random.stateless_normal((batch, *space.input_shape), seed=[seed, 7])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "fashion_mnist", "fixed_block_mbv2", "imagenet_mbv2"])
 def test_every_preset_maps_a_batch_to_logits_in_all_modes(preset):
     space = load_space(preset)
@@ -54,6 +50,7 @@ def test_arch_variables_are_apart_from_weights(tiny_net):
     assert len(tiny_net.weight_variables) + 3 == len(tiny_net.trainable_variables)
 
 
+@pytest.mark.slow
 def test_arch_init_is_small_and_seeded():
     space = load_space("tiny")
     a = SuperNet.from_space(space, arch_init_seed=5).arch_numpy()
@@ -63,6 +60,7 @@ def test_arch_init_is_small_and_seeded():
         assert 0 < np.abs(a[key]).max() < 1e-2
 
 
+@pytest.mark.slow
 def test_two_op_mode_gives_gradients_to_alpha_and_beta(tiny_net):
     space = tiny_net.space
     sample = tiny_net.sample_ops([4, 4], "two")
@@ -99,6 +97,7 @@ def test_two_policy_draws_distinct_ops(tiny_net):
             assert np.all(pairs[:, 0] != pairs[:, 1])
 
 
+@pytest.mark.slow
 def test_softmax_policy_follows_alpha():
     net = SuperNet.from_space(load_space("tiny"))
     probs = np.array([0.7, 0.1, 0.1, 0.05, 0.03, 0.02])
@@ -113,6 +112,7 @@ def test_softmax_policy_follows_alpha():
     np.testing.assert_allclose(freq, np.full(6, 1 / 6), atol=0.03)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("traced", [False, True], ids=["eager", "tf.function"])
 def test_only_the_drawn_ops_run(traced):
     """In a sampled step only the drawn candidate of each layer updates its BN statistics."""
@@ -178,6 +178,7 @@ def test_two_mode_weights_the_pair_by_the_softmax_over_their_alphas():
     )
 
 
+@pytest.mark.slow
 def test_graph_mode_selects_the_same_ops_as_eager():
     net = SuperNet.from_space(load_space("tiny"))
     images = _images(net.space)
@@ -192,8 +193,42 @@ def test_path_probabilities_sum_to_one_per_block(tiny_net):
     for block in tiny_net.space.blocks:
         ids = [e.index for e in tiny_net.space.out_edges(block.index)]
         assert np.isclose(probs[ids].sum(), 1.0)
+    # Each the softmax of beta over its block's out-edges (near-uniform here:
+    # beta starts within about 1e-3 of 0; spread out in the next test).
+    from densenas_tf.space.derive import path_probabilities
+
+    np.testing.assert_allclose(
+        probs, path_probabilities(tiny_net.space, tiny_net.beta.numpy()), rtol=1e-6
+    )
 
 
+def test_path_probabilities_are_the_softmax_of_beta_over_each_blocks_out_edges(tiny_net):
+    """Paper eq. 3, by hand: p_ij = exp(beta_ij) / sum over i's out-edges k of
+    exp(beta_ik), for beta spread far beyond its initial 1e-3 (so that a
+    softmax over the wrong edges, all of them, or none shows)."""
+    space = tiny_net.space
+    beta = np.random.default_rng(4).normal(0.0, 2.0, len(space.edges))
+    initial = tiny_net.beta.numpy()
+    tiny_net.beta.assign(beta.astype(np.float32))
+    try:
+        probs = tiny_net.path_probabilities().numpy()
+    finally:
+        tiny_net.beta.assign(initial)  # the module's net as the other tests know it
+    by_hand = np.empty(len(space.edges))
+    for edge in space.edges:
+        siblings = [e.index for e in space.edges if e.src == edge.src]
+        by_hand[edge.index] = np.exp(beta[edge.index]) / np.exp(beta[siblings]).sum()
+    np.testing.assert_allclose(probs, by_hand, rtol=1e-5)
+    # Blocks of two or more out-edges, so a softmax over each block is tested.
+    assert max(len(space.out_edges(b.index)) for b in space.blocks) >= 2
+    assert not np.allclose(probs, probs.mean())
+    # The derivation's NumPy path probabilities are the same.
+    from densenas_tf.space.derive import path_probabilities
+
+    np.testing.assert_allclose(path_probabilities(space, beta), by_hand, rtol=1e-12)
+
+
+@pytest.mark.slow
 def test_rebalancing_keeps_unsampled_shares():
     net = SuperNet.from_space(load_space("tiny"))
     rng = np.random.default_rng(0)
@@ -254,6 +289,7 @@ def test_get_config_covers_constructor_arguments(layer):
     assert clone.get_config() == config
 
 
+@pytest.mark.slow
 def test_supernet_get_config_round_trips(tiny_net):
     config = tiny_net.get_config()
     params = inspect.signature(SuperNet.__init__).parameters
@@ -263,6 +299,7 @@ def test_supernet_get_config_round_trips(tiny_net):
     assert clone.space == tiny_net.space
 
 
+@pytest.mark.slow
 def test_arch_gradients_without_weight_gradients_are_the_same():
     """weight_gradients=False (the architecture step) changes nothing but the
     kernels' gradients, which it leaves out; eager per-op graphs and a fully
@@ -295,6 +332,7 @@ def test_arch_gradients_without_weight_gradients_are_the_same():
     np.testing.assert_allclose(traced(images).numpy(), logits, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_and_inline_ops_agree():
     """Each op as a traced graph (the default) computes what running it kernel
     by kernel computes, forward and backward."""
@@ -312,7 +350,7 @@ def test_compiled_and_inline_ops_agree():
         ]
 
     logits, grads = run()
-    net.set_compiled_ops(False)
+    net.execution = Execution(compiled_ops=False)
     inline_logits, inline_grads = run()
     np.testing.assert_allclose(inline_logits, logits, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads, inline_grads):
@@ -321,6 +359,7 @@ def test_compiled_and_inline_ops_agree():
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["one", "two", "all"])
 def test_direct_forward_matches_layer_by_layer(mode, smooth_relu6):
     """The eager one-device path (coefficients computed once, each op scaled
@@ -352,14 +391,14 @@ def test_direct_forward_matches_layer_by_layer(mode, smooth_relu6):
         grads = [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
         return logits.numpy(), grads, after
 
-    net.set_graph_forward_all(False)  # mode all: the eager direct path, not its graph
+    net.execution = Execution(graph_forward_all=False)  # mode all: the eager direct path
     direct = {training: run(training) for training in (False, True)}
     assert smooth_relu6  # the smooth clip is what ran
-    net.set_direct_forward(False)
+    net.execution = Execution(graph_forward_all=False, direct_forward=False)
     layered = {training: run(training) for training in (False, True)}
     if mode == "all":
         # The all-ops forward as one traced graph (the default) computes the same.
-        net.set_graph_forward_all(True)
+        net.execution = Execution(direct_forward=False)
         traced = {training: run(training) for training in (False, True)}
         assert len(net.__dict__["_forward_all_graphs"]) == 2  # one graph per training flag
         for training in (False, True):
@@ -453,6 +492,7 @@ def test_nested_sharing_ops_are_slices_of_one_kernel(stride, cout):
         assert np.all(grad[~inside] == 0.0) and np.count_nonzero(grad[inside]) > 0.9 * inside.sum()
 
 
+@pytest.mark.slow
 def test_nested_supernet_trains_fewer_weights_and_matches_the_layered_forward(fashion_space):
     plain = SuperNet.from_space(fashion_space)
     nested = SuperNet.from_space(fashion_space, weight_sharing="nested")
@@ -461,7 +501,7 @@ def test_nested_supernet_trains_fewer_weights_and_matches_the_layered_forward(fa
     sample = nested.sample_ops(tf.constant([4, 5]), "two")
     images = tf.random.stateless_uniform((4, 28, 28, 1), seed=[7, 8])
     direct = nested(images, mode="two", sample=sample, training=True)
-    nested.set_direct_forward(False)
+    nested.execution = Execution(direct_forward=False)
     layered = nested(images, mode="two", sample=sample, training=True)
     np.testing.assert_allclose(direct, layered, atol=1e-4)
     with pytest.raises(ValueError, match="unknown weight_sharing 'shared'"):

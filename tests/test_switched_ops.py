@@ -52,6 +52,7 @@ def _run(layer, switched: bool, index: int, x, training: bool, weight_gradients:
     return y.numpy(), grads, after, step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_sharing", ["none", "nested"])
 @pytest.mark.parametrize("stride,cout", [(1, 8), (2, 12)])
 def test_switched_layer_computes_what_the_op_branches_compute(weight_sharing, stride, cout):
@@ -85,6 +86,7 @@ def test_switched_layer_computes_what_the_op_branches_compute(weight_sharing, st
                 assert moved and all(f"_{ops[index]}_" in p for p in moved), moved
 
 
+@pytest.mark.slow
 def test_switched_layer_holds_one_mbconv():
     """The traced graph holds the expansion and projection convolutions and the
     batch norms once, not once per candidate op."""
@@ -154,6 +156,7 @@ def _recorded_or_stacked(layer, recorded: bool, draws, x):
     return out, seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride,cout", [(1, 8), (2, 12)])
 def test_a_recorded_weight_step_updates_what_the_stacked_gradients_update(stride, cout):
     ops = OPS if stride == 1 else OPS[:3]

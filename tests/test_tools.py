@@ -3,70 +3,46 @@ on a finished search, tools/train.py's success path. (tools/main_job.py runs in
 tests/test_main_job.py, where it resumes the reduced main job.)"""
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET
+from helpers import made_up_table, micro_space, run_tool, write_space
 
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
-ROOT = Path(__file__).resolve().parent.parent
+# A search, a training and the binaries run on them: the slow tier only.
+pytestmark = pytest.mark.slow
 
 # Two searchable blocks on 28x28 Fashion-MNIST, two ops per layer.
-SMALL_SPACE = {
-    "name": "small_tools",
-    "input_shape": [28, 28, 1],
-    "num_classes": 10,
-    "stem": {"conv_width": 8, "stride": 1, "op": "mbconv_k3_e1"},
-    "blocks": {
-        "widths": [8, 12, 16],
-        "feature_map_sizes": [28, 14, 7],
-        "stages": [0, 1, 2],
-        "stacking_layers": [0, 1, 0],
-    },
-    "connections_per_stage": [2, 2, 2],
-    "head_ops": ["mbconv_k3_e3", "mbconv_k5_e3"],
-    "stacking_ops": ["mbconv_k3_e3", "skip"],
-    "final_conv_width": 32,
-}
-
-
-def _run(tool, *args):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / tool), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+SMALL_SPACE = micro_space(
+    "small_tools",
+    widths=[8, 12, 16],
+    feature_map_sizes=[28, 14, 7],
+    stages=[0, 1, 2],
+    stacking_layers=[0, 1, 0],
+)
 
 
 @pytest.fixture(scope="module")
 def finished_search(tmp_path_factory):
     """A finished two-epoch search of SMALL_SPACE on 320 images, against a
     made-up latency table: (run directory, its summary)."""
-    import yaml
-
-    from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
     from densenas_tf.search.config import SearchConfig
     from densenas_tf.search.run import run_search
     from densenas_tf.space.spaces import SearchSpace
 
     folder = tmp_path_factory.mktemp("search")
-    space_file = folder / "space.yaml"
-    space_file.write_text(yaml.safe_dump(SMALL_SPACE))
-    space = SearchSpace.from_config(SMALL_SPACE)
-    table = LatencyTable(
-        new_provenance(space, "tflite", 1, 1, "synthetic", {"tensorflow_version": "x"}),
+    space_file = write_space(folder, SMALL_SPACE, "space.yaml")
+    table = made_up_table(
+        SearchSpace.from_config(SMALL_SPACE),
+        lambda k, key: 0.05 + 0.01 * k,
         overhead_ms=0.01,
+        std_ms=0.001,
+        count=10,
+        versions={"tensorflow_version": "x"},
     )
-    for k, key in enumerate(space_keys(space).all_keys()):
-        table.entries[key] = LatencyEntry(0.05 + 0.01 * k, 0.05 + 0.01 * k, 0.001, 10)
     table_file = folder / "table.json"
     table_file.write_text(table.to_json())
     config = SearchConfig.from_dict(
@@ -90,7 +66,7 @@ def finished_search(tmp_path_factory):
 def test_derive_binary_prints_the_latest_checkpoints_arch(finished_search, tmp_path):
     run_dir, summary = finished_search
     out = tmp_path / "derived.json"
-    result = _run("derive.py", f"--run_dir={run_dir}", f"--out={out}")
+    result = run_tool("derive", f"--run_dir={run_dir}", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_text() == result.stdout
     printed = ArchSpec.from_json(result.stdout)
@@ -127,8 +103,8 @@ def test_train_binary_trains_tests_and_saves(tmp_path):
     spec = ArchSpec.from_block_string(SMALL_FASHION_NET, name="small")
     spec.save(arch_file)
     run_dir = tmp_path / "run"
-    result = _run(
-        "train.py",
+    result = run_tool(
+        "train",
         f"--arch={arch_file}",
         f"--run_dir={run_dir}",
         "--epochs=1",
