@@ -2,14 +2,12 @@
 tf.data pipelines. All on real Fashion-MNIST images (Debian's dataset-fashion-mnist)."""
 
 import gzip
-import socket
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from densenas_tf.data import prepared_tfds
 from densenas_tf.data.idx import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
@@ -202,19 +200,6 @@ def test_image_data_checks_its_arrays():
 
 
 # --- load_image_data: tensorflow-datasets ---------------------------------------------
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """Any attempt to open a network connection fails the test; the label indexes
-    that tfds sources cache by default go to the test's own directory."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(prepared_tfds, "DEFAULT_CACHE_DIR", tmp_path / "default_cache")
 
 
 def _write_tfds_metadata(data_dir, name, splits):

@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import tensorflow as tf
 from conftest import free_ports
 
-from densenas_tf.data import image_folder, prepared_tfds, sources, tfrecords
+from densenas_tf.data import image_folder, sources, tfrecords
 from densenas_tf.data.idx import load_fashion_mnist
 from densenas_tf.data.image_folder import FolderReader
 from densenas_tf.data.pipelines import channel_stats
@@ -537,18 +536,6 @@ def _worker(kind: str, source: str, out: str) -> None:
 
 
 # --- tfds ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_network(monkeypatch, tmp_path):
-    """No network; the label indexes tfds sources cache by default go to tmp_path."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(prepared_tfds, "DEFAULT_CACHE_DIR", tmp_path / "default_cache")
 
 
 def _prepare_tfds(name: str, data_dir: Path, splits: dict, num_shards: int | None = None):
