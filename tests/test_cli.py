@@ -4,13 +4,10 @@ caught, and the data flags in --help."""
 import errno
 import importlib
 import inspect
-import os
 import pkgutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 import densenas_tf
 from densenas_tf import cli
@@ -76,15 +73,7 @@ def test_os_errors_name_the_file_and_the_fix(code, fix):
     "binary", ["tools/train.py", "export/export_saved_model.py", "export/export_tflite.py"]
 )
 def test_help_lists_the_data_flags(binary):
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    result = subprocess.run(
-        [sys.executable, str(root / binary), "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = run_python(binary, "--help", timeout=300)
     assert "Try --helpfull" in result.stdout, result.stderr[-2000:]  # absl's --help (exit 1)
     for name in cli.DATA_FLAGS:
         assert f"--{name}" in result.stdout, name
