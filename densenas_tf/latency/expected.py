@@ -17,23 +17,41 @@ import numpy as np
 import tensorflow as tf
 
 from densenas_tf.latency.table import LatencyTable, space_keys
+from densenas_tf.space.budget import LatencyCosts
 from densenas_tf.space.spaces import SearchSpace
+
+
+def latency_costs(space: SearchSpace, table: LatencyTable, source: str = "") -> LatencyCosts:
+    """The table's figure for every choice in the space, laid out like the
+    architecture parameters (``space.budget.LatencyCosts``); ``source`` names
+    the table in messages (default: its file, else its device)."""
+    table.check_space(space)
+    keys = space_keys(space)
+    head = [[table.net_ms(k) for k in row] for row in keys.head]
+    stack = [[table.net_ms(k) for k in row] for row in keys.stack]
+    if not source:
+        source = str(table.path) if table.path is not None else ""
+        source = source or str(table.provenance.get("device") or "")
+    return LatencyCosts(
+        head_ms=np.reshape(np.asarray(head, dtype=np.float64), (-1, len(space.head_ops))),
+        stack_ms=np.reshape(np.asarray(stack, dtype=np.float64), (-1, len(space.stacking_ops))),
+        final_ms=np.asarray([table.net_ms(k) for k in keys.final], dtype=np.float64),
+        fixed_ms=table.overhead_ms + table.net_ms(keys.stem) + table.net_ms(keys.classifier),
+        source=source,
+    )
 
 
 class ExpectedLatency:
     """Binds a space to a latency table; call it with op weights and path probabilities."""
 
     def __init__(self, space: SearchSpace, table: LatencyTable):
-        table.check_space(space)
-        keys = space_keys(space)
+        costs = latency_costs(space, table)
         self.space = space
-        num_head_ops, num_stack_ops = len(space.head_ops), len(space.stacking_ops)
-        head = [[table.net_ms(k) for k in row] for row in keys.head]
-        stack = [[table.net_ms(k) for k in row] for row in keys.stack]
-        self.head_ms = tf.constant(np.reshape(head, (-1, num_head_ops)), tf.float32)
-        self.stack_ms = tf.constant(np.reshape(stack, (-1, num_stack_ops)), tf.float32)
-        self.final_ms = [table.net_ms(k) for k in keys.final]
-        self.fixed_ms = table.overhead_ms + table.net_ms(keys.stem) + table.net_ms(keys.classifier)
+        self.costs = costs
+        self.head_ms = tf.constant(costs.head_ms, tf.float32)
+        self.stack_ms = tf.constant(costs.stack_ms, tf.float32)
+        self.final_ms = [float(v) for v in costs.final_ms]
+        self.fixed_ms = costs.fixed_ms
         self._head_row = {e.index: space.head_row(e) for e in space.head_edges}
         self._final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
 

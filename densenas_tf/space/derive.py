@@ -210,20 +210,10 @@ def arch_from_path(
     )
 
 
-def derive_arch(
-    space: SearchSpace,
-    alpha_head: np.ndarray,
-    alpha_stack: np.ndarray,
-    beta: np.ndarray,
-    name: str = "derived",
-    provenance: Mapping[str, Any] | None = None,
-    tie_threshold: float = DEFAULT_TIE_THRESHOLD,
-) -> ArchSpec:
-    """Viterbi path over softmax(beta), argmax alpha per layer, skips dropped.
-
-    The provenance records the decision margins (``decision_margins``): the
-    runner-up path and its probability, each chosen op's margin, and the
-    near-ties below ``tie_threshold``."""
+def checked_alphas(
+    space: SearchSpace, alpha_head: np.ndarray, alpha_stack: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The alphas as arrays, refused when not finite or not shaped for the space."""
     alpha_head = np.asarray(alpha_head)
     alpha_stack = np.asarray(alpha_stack)
     check_finite("alpha_head", alpha_head)
@@ -238,10 +228,37 @@ def derive_arch(
         raise ValueError(
             f"alpha_stack has shape {alpha_stack.shape}; space {space.name!r} needs {expected_stack}"
         )
+    return alpha_head, alpha_stack
+
+
+def argmax_choices(
+    alpha_head: np.ndarray, alpha_stack: np.ndarray
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The paper's op choices: the argmax of each layer's alpha, by row."""
+    return (
+        {row: int(np.argmax(values)) for row, values in enumerate(alpha_head)},
+        {row: int(np.argmax(values)) for row, values in enumerate(alpha_stack)},
+    )
+
+
+def derive_arch(
+    space: SearchSpace,
+    alpha_head: np.ndarray,
+    alpha_stack: np.ndarray,
+    beta: np.ndarray,
+    name: str = "derived",
+    provenance: Mapping[str, Any] | None = None,
+    tie_threshold: float = DEFAULT_TIE_THRESHOLD,
+) -> ArchSpec:
+    """Viterbi path over softmax(beta), argmax alpha per layer, skips dropped.
+
+    The provenance records the decision margins (``decision_margins``): the
+    runner-up path and its probability, each chosen op's margin, and the
+    near-ties below ``tie_threshold``."""
+    alpha_head, alpha_stack = checked_alphas(space, alpha_head, alpha_stack)
     probs = path_probabilities(space, beta)
     path = viterbi_path(space, probs)
-    head_choice = {row: int(np.argmax(alpha_head[row])) for row in range(expected_head[0])}
-    stack_choice = {row: int(np.argmax(alpha_stack[row])) for row in range(expected_stack[0])}
+    head_choice, stack_choice = argmax_choices(alpha_head, alpha_stack)
     info = {
         "search_space": space.name,
         "space_fingerprint": space.fingerprint(),
