@@ -721,8 +721,12 @@ def test_a_lost_index_still_resumes_and_no_readable_checkpoint_is_refused(micro,
         (Objective("target", lam=0.5, target_ms=0.01), 0.5 * 79.0),
         # 1.7 * ((0.8 / 0.5) ** 0.6 - 1), 1.6 ** 0.6 = exp(0.6 * ln 1.6)
         (Objective("proxyless", target_ms=0.5, beta=0.6), 1.7 * (1.32578160694 - 1.0)),
+        # 0.4 * ln(0.8 / 0.5): the controller's form at its starting weight
+        (Objective("budget", lam=0.4, target_ms=0.5), 0.4 * 0.47000362924),
+        # 0.4 * |0.8 / 2.0 - 1| (TuNAS's absolute value)
+        (Objective("budget", lam=0.4, target_ms=2.0, steer="absolute"), 0.4 * 0.6),
     ],
-    ids=["paper", "target", "proxyless"],
+    ids=["paper", "target", "proxyless", "budget_controller", "budget_absolute"],
 )
 def test_loss_and_replica_shares_come_from_the_one_latency_term(objective, by_hand):
     ce, latency = tf.constant(1.7), tf.constant(0.8)
@@ -818,12 +822,90 @@ def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path
     class Flat(Objective):
         """A latency term of 0.75 whatever the latency."""
 
-        def latency_term(self, cross_entropy, latency_ms, num_replicas=1):
+        def latency_term(self, cross_entropy, latency_ms, num_replicas=1, weight=None):
             return tf.constant(0.75) / num_replicas
 
     searcher.steps.objective = Flat()
     values = {k: float(v) for k, v in searcher.steps.arch_step(batch, sample).items()}
     assert values["loss"] - values["ce"] == pytest.approx(0.75, abs=1e-5)
+
+
+def test_the_budget_controller_raises_the_weight_above_the_budget_and_lowers_it_below(
+    micro, tmp_path
+):
+    """Each architecture step uses the weight in force (reported as
+    ``latency_weight``, the term ``w * ln(lat / T)``) and then multiplies it by
+    ``exp(gain * (lat / T - 1))``, within [lam_min, lam_max]."""
+    objective = {"kind": "budget", "target_ms": 1.0, "lam": 0.2, "gain": 0.1}
+    searcher = _searcher(micro, tmp_path, objective=objective)
+    batch = next(searcher._batches(searcher.arch_data, 0, 0, 0))
+    latency = None
+    for target in (None, "below", "above"):
+        if target is not None:  # a budget below (above) the supernet's latency
+            factor = 0.5 if target == "below" else 2.0
+            searcher.steps.objective = Objective.from_config(
+                {**objective, "target_ms": latency * factor}
+            )
+        before = float(searcher.steps.latency_weight)
+        values = {
+            k: float(v) for k, v in searcher.steps.arch_step(batch, searcher._sample("two")).items()
+        }
+        latency, used = values["latency_ms"], values["latency_weight"]
+        assert used == pytest.approx(before)
+        budget_ms = searcher.steps.objective.target_ms
+        assert values["loss"] - values["ce"] == pytest.approx(
+            used * np.log(latency / budget_ms), rel=1e-4, abs=1e-6
+        )
+        after = float(searcher.steps.latency_weight)
+        expected = np.clip(used * np.exp(0.1 * (latency / budget_ms - 1.0)), 1e-3, 10.0)
+        assert after == pytest.approx(expected, rel=1e-5)
+        if target == "below":
+            assert after > used  # the latency is above the budget: more weight
+        if target == "above":
+            assert after < used
+    # The weight is part of the checkpoint: a restored searcher goes on from it.
+    searcher._save()
+    again = _searcher(micro, tmp_path, objective=objective)
+    assert again.restore()
+    assert float(again.steps.latency_weight) == pytest.approx(after)
+
+
+def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_path):
+    """A search with a budget: each epoch's net and the final one predict at
+    most the budget; the reports, the summary and TensorBoard carry the budget,
+    the expected latency and the latency weight."""
+    space = SearchSpace.from_config(MICRO_SPACE)
+    table = LatencyTable.load(micro["table"])
+    from densenas_tf.latency.expected import latency_costs
+    from densenas_tf.space import budget
+
+    costs = latency_costs(space, table)
+    zeros = dict(
+        alpha_head=np.zeros((len(space.head_edges), len(space.head_ops))),
+        alpha_stack=np.zeros((len(space.stacking_layers), len(space.stacking_ops))),
+        beta=np.zeros(len(space.edges)),
+    )
+    front = budget.pareto_architectures(space, costs, **zeros)
+    target = front[0].latency_ms + 0.3 * (front[-1].latency_ms - front[0].latency_ms)
+    config = _config(micro, objective={"kind": "budget", "target_ms": target, "lam": 0.3})
+    logged = []
+    summary = run_search(config, tmp_path / "run", log=logged.append).summary
+    assert summary["predicted_latency_ms"] <= target + 1e-9
+    assert summary["budget"]["target_ms"] == pytest.approx(target)
+    assert summary["budget"]["predicted_ms"] == pytest.approx(summary["predicted_latency_ms"])
+    for report in summary["epoch_reports"]:
+        assert report["predicted_latency_ms"] <= target + 1e-9
+        assert report["budget_ms"] == pytest.approx(target)
+        assert report["latency_weight"] > 0
+    searched = summary["epoch_reports"][-1]
+    assert searched["stage"] == "search"
+    assert searched["latency_weight"] != pytest.approx(0.3)  # the controller moved it
+    assert any(f"budget {target:.3f} ms" in line for line in logged)
+    scalars, _ = read_events(tmp_path / "run" / "tensorboard")
+    assert scalars["latency/budget_ms"] == {
+        step: pytest.approx(target) for step in scalars["latency/budget_ms"]
+    }
+    assert len(scalars["latency/weight"]) > len(summary["epoch_reports"])  # per step too
 
 
 def test_search_binary_runs_mirrored_on_two_logical_cpus(micro, tmp_path):

@@ -48,6 +48,10 @@ TAGS: dict[str, str] = {
     "and the path probabilities at the end of the epoch, ms.",
     "latency/derived_predicted_ms": "Latency of the net derived at the end of the epoch, "
     "predicted by the latency table, ms.",
+    "latency/budget_ms": "The latency budget the derived net must meet (objective kind "
+    "budget), ms.",
+    "latency/weight": "The latency weight of the objective in force at this step (the budget "
+    "controller moves it: up while the expected latency is above the budget, down below).",
     # per epoch
     "eval/supernet_accuracy": "The supernet's accuracy on the architecture split at the "
     "end of the epoch (one path per batch drawn as in the weight step, BN in training "

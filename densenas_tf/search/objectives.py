@@ -5,6 +5,14 @@
 - ``target``: zero below a target T, growing above it:
   ``CE + lambda * max(0, lat / T - 1)``.
 - ``proxyless`` (ProxylessNAS-style, multiplicative): ``CE * (lat / T) ** beta``.
+- ``budget``: a latency budget T that the derivation guarantees (the most
+  probable architecture predicting at most T ms, ``space.budget``), with the
+  search steered towards T in one of two ways (``steer``):
+  - ``controller``: ``CE + w * log(lat / T)`` with the latency weight ``w``
+    (starting at lambda) multiplied by ``exp(gain * (lat / T - 1))`` after every
+    architecture step, between ``lam_min`` and ``lam_max``: it grows while the
+    expected latency is above T and shrinks below;
+  - ``absolute`` (TuNAS's absolute-value reward): ``CE + lambda * |lat / T - 1|``.
 
 All act on the expected latency in ms (a tensor differentiable in alpha and beta).
 """
@@ -16,7 +24,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-OBJECTIVES = ("paper", "target", "proxyless")
+OBJECTIVES = ("paper", "target", "proxyless", "budget")
+STEERING = ("controller", "absolute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +35,26 @@ class Objective:
     tau_ms: float = 15.0
     target_ms: float | None = None
     beta: float = 0.6
+    steer: str = "controller"  # budget only: how the search is steered to the budget
+    gain: float = 0.05  # budget controller: the weight's log-step per unit of lat / T - 1
+    lam_min: float = 1e-3  # budget controller: the weight's bounds
+    lam_max: float = 10.0
 
     def __post_init__(self):
         if self.kind not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.kind!r}; objectives are {OBJECTIVES}")
+        if self.steer not in STEERING:
+            raise ValueError(f"unknown steer {self.steer!r}; the ways to steer are {STEERING}")
+        if not 0 < self.lam_min <= self.lam_max or self.gain < 0:
+            raise ValueError(
+                "objective needs 0 < lam_min <= lam_max and gain >= 0, got "
+                f"lam_min {self.lam_min}, lam_max {self.lam_max}, gain {self.gain}"
+            )
         if self.kind == "paper" and (self.tau_ms <= 0 or self.tau_ms == 1.0):
             raise ValueError(f"objective 'paper' needs tau_ms > 0 and != 1, got {self.tau_ms}")
-        if self.kind in ("target", "proxyless") and (self.target_ms is None or self.target_ms <= 0):
+        if self.kind in ("target", "proxyless", "budget") and not (
+            isinstance(self.target_ms, (int, float)) and 0 < self.target_ms < math.inf
+        ):
             raise ValueError(
                 f"objective {self.kind!r} needs a positive target_ms, got {self.target_ms}"
             )
@@ -49,12 +71,31 @@ class Objective:
             )
         return cls(**config)
 
-    def latency_term(self, cross_entropy, latency_ms, num_replicas: int = 1):
+    @property
+    def budget_ms(self) -> float | None:
+        """The budget the derivation must meet (``budget`` objectives), else None."""
+        return float(self.target_ms) if self.kind == "budget" else None
+
+    @property
+    def controlled(self) -> bool:
+        """Whether the latency weight moves during the search."""
+        return self.kind == "budget" and self.steer == "controller"
+
+    def next_weight(self, weight, latency_ms):
+        """The controller's latency weight after a step whose expected latency
+        was ``latency_ms`` (tensors)."""
+        import tensorflow as tf
+
+        step = tf.exp(self.gain * (tf.cast(latency_ms, tf.float32) / self.target_ms - 1.0))
+        return tf.clip_by_value(weight * step, self.lam_min, self.lam_max)
+
+    def latency_term(self, cross_entropy, latency_ms, num_replicas: int = 1, weight=None):
         """The loss minus the cross-entropy: each objective's one formula.
 
         Under a strategy with ``num_replicas`` replicas, given one replica's
         cross-entropy already scaled to the global batch, this replica's share:
-        summed over the replicas it is the term of the summed cross-entropy."""
+        summed over the replicas it is the term of the summed cross-entropy.
+        ``weight`` is the controller's latency weight (a tensor; default lambda)."""
         # TensorFlow only here: a search config (and the binaries' --help) loads
         # in 0.2 s without it; importing TensorFlow takes 4.4 s on 2 cores.
         import tensorflow as tf
@@ -64,7 +105,12 @@ class Objective:
             # CE * (lat / T) ** beta - CE: linear in the cross-entropy, so each
             # replica's own cross-entropy gives its share.
             return cross_entropy * (tf.pow(latency_ms / self.target_ms, self.beta) - 1.0)
-        if self.kind == "paper":
+        lam = self.lam if weight is None else tf.cast(weight, tf.float32)
+        if self.kind == "budget" and self.steer == "controller":
+            term = lam * tf.math.log(latency_ms / self.target_ms)
+        elif self.kind == "budget":
+            term = lam * tf.abs(latency_ms / self.target_ms - 1.0)
+        elif self.kind == "paper":
             term = self.lam * tf.math.log(latency_ms) / math.log(self.tau_ms)
         else:
             term = self.lam * tf.nn.relu(latency_ms / self.target_ms - 1.0)

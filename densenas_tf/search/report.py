@@ -58,8 +58,11 @@ def epoch_report(
     evaluation: dict[str, float],
     expected_latency_ms: float,
     warmup_end: dict[str, Any] | None,
+    steering: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """One epoch's figures (``epoch`` is 1-based); ``spec`` has its costs."""
+    """One epoch's figures (``epoch`` is 1-based); ``spec`` has its costs;
+    ``steering`` holds the budget (``budget_ms``, None without one) and the
+    latency weight in force at the epoch's end (``latency_weight``)."""
     info = spec.provenance
     return {
         "epoch": epoch,
@@ -72,6 +75,8 @@ def epoch_report(
         "arch_pass": arch,
         "supernet_eval": evaluation,
         "expected_latency_ms": expected_latency_ms,
+        "budget_ms": (steering or {}).get("budget_ms"),
+        "latency_weight": (steering or {}).get("latency_weight"),
         **{k: info.get(k) for k in MARGIN_KEYS},
         "op_margins": info.get("op_margins"),
         **({"warmup_end": warmup_end} if warmup_end else {}),
@@ -81,10 +86,17 @@ def epoch_report(
 def log_line(report: dict[str, Any]) -> str:
     margin = report.get("path_margin")
     ties = report.get("near_ties") or []
+    budget = report.get("budget_ms")
+    latency = f"predicted {report['predicted_latency_ms']:.3f} ms"
+    if budget is not None:
+        latency += (
+            f", budget {budget:.3f} ms; supernet's expected latency "
+            f"{report['expected_latency_ms']:.3f} ms, latency weight {report['latency_weight']:.4g}"
+        )
     return (
         f"epoch {report['epoch']} ({report['stage']}): supernet accuracy "
         f"{report['supernet_eval']['acc']:.4f} on the architecture split; "
-        f"{report['block_string']} (predicted {report['predicted_latency_ms']:.3f} ms); "
+        f"{report['block_string']} ({latency}); "
         f"path margin {margin:.4f}, smallest op margin {report['min_op_margin']:.4f}"
         + (f"; {len(ties)} near-tie(s)" if ties else "")
     )
@@ -145,7 +157,7 @@ STEP_TAGS = {
                "loss_scale": "weight_step/loss_scale"},
     "arch": {"ce": "arch_step/cross_entropy", "loss": "arch_step/loss",
              "acc": "arch_step/accuracy", "latency_ms": "latency/step_expected_ms",
-             "loss_scale": "arch_step/loss_scale"},
+             "latency_weight": "latency/weight", "loss_scale": "arch_step/loss_scale"},
 }  # fmt: skip
 
 
@@ -181,6 +193,7 @@ def finish_run(
         "wall_time_s": wall_time_s,
         "block_string": final.to_block_string(),
         "predicted_latency_ms": info["predicted_latency_ms"],
+        "budget": info.get("budget"),
         "params": info["params"],
         "mult_adds": info["mult_adds"],
         **{k: info.get(k) for k in MARGIN_KEYS},
@@ -259,6 +272,12 @@ def write_summaries(
         "eval/supernet_cross_entropy": report["supernet_eval"]["ce"],
         "latency/expected_ms": report["expected_latency_ms"],
         "latency/derived_predicted_ms": report["predicted_latency_ms"],
+        **({"latency/budget_ms": report["budget_ms"]} if report.get("budget_ms") else {}),
+        **(
+            {"latency/weight": report["latency_weight"]}
+            if report.get("latency_weight") is not None
+            else {}
+        ),
         "derived/params": report["params"],
         "derived/mult_adds": report["mult_adds"],
         "derived/min_op_margin": report["min_op_margin"],

@@ -45,7 +45,7 @@ from densenas_tf.search.state import (
     warmup_decision,
 )
 from densenas_tf.search.steps import SearchSteps
-from densenas_tf.space import derive
+from densenas_tf.space import budget, derive
 from densenas_tf.space.arch_spec import ArchSpec
 
 # Evaluation draws use seeds [seed, EVAL_SEED_OFFSET + epoch * EVAL_SEED_STRIDE + batch],
@@ -206,6 +206,13 @@ class Searcher:
         the number of finished epochs)."""
         epoch = int(self.epoch) if epoch is None else epoch
         provenance = {"epoch": epoch, "global_step": int(self.global_step)}
+        budget_ms = self.steps.objective.budget_ms
+        if budget_ms is not None:  # the most probable net within the budget
+            return budget.derive_within_budget(
+                self.space, self.expected_latency.costs, **self.net.arch_numpy(),
+                budget_ms=budget_ms, name=name, provenance=provenance,
+                tie_threshold=self.config.tie_threshold,
+            )  # fmt: skip
         return derive.derive_arch(
             self.space, **self.net.arch_numpy(), name=name, provenance=provenance,
             tie_threshold=self.config.tie_threshold,
@@ -252,6 +259,10 @@ class Searcher:
             evaluation,
             float(self.expected_latency(*self.net.latency_weights("all"))),
             warmup_end,
+            steering={
+                "budget_ms": self.steps.objective.budget_ms,
+                "latency_weight": float(self.steps.latency_weight),
+            },
         )
         reports.append(report)
         first = config.select_from_epoch or int(self.arch_start_epoch) + 1

@@ -63,6 +63,8 @@ def search_checkpoint(
     architecture parameters by name, the optimizers and the counters."""
     arch_ids = {id(v) for v in net.arch_variables}
     loss_scale = {"loss_scale": steps.loss_scale} if steps.loss_scale else {}
+    # Only where it moves: checkpoints written before it existed still restore.
+    controller = {"latency_weight": steps.latency_weight} if steps.objective.controlled else {}
     return tf.train.Checkpoint(
         arch={name: getattr(net, name).value for name in ARCH_NAMES},
         supernet_weights={
@@ -76,6 +78,7 @@ def search_checkpoint(
         beta_optimizer=steps.beta_optimizer,
         **counters,
         **loss_scale,
+        **controller,
     )
 
 

@@ -80,6 +80,12 @@ class SearchSteps:
             )
             self.alpha_optimizer.build(self.alpha_variables)
             self.beta_optimizer.build([net.beta])
+            objective = Objective.from_config(config.objective)
+            # The budget controller's latency weight: moved after every architecture
+            # step (``Objective.next_weight``), checkpointed with the search.
+            self.latency_weight = tf.Variable(
+                float(objective.lam), trainable=False, dtype=tf.float32, name="latency_weight"
+            )
         # float16 compute needs loss scaling; alpha, beta, softmaxes, latency stay float32.
         self.loss_scale = DynamicLossScale() if config.mixed_precision else None
         self.traced = bool(config.graph_steps) and self.loss_scale is None
@@ -87,7 +93,7 @@ class SearchSteps:
         # They never change: not worth walking the layer tree for them every step.
         self._weight_variables = net.weight_variables
         self._draw_keys = net.weight_draw_keys()
-        self.objective = Objective.from_config(config.objective)
+        self.objective = objective
 
     @property
     def alpha_variables(self) -> list:
@@ -128,6 +134,7 @@ class SearchSteps:
             }
             if rebalance:
                 self.rebalance(before, sample, values)
+                values["latency_weight"] = self.steer(values)
             return values
 
         if not self.traced:
@@ -158,6 +165,17 @@ class SearchSteps:
         alpha_head, alpha_stack = self.alpha_variables
         rebalance_alpha(alpha_head, before[0], sample.head, finite)
         rebalance_alpha(alpha_stack, before[1], sample.stack, finite)
+
+    def steer(self, values) -> tf.Tensor:
+        """The latency weight the architecture step used; the budget controller
+        then moves it by the step's expected latency (not after a step whose
+        loss was not finite)."""
+        used = tf.identity(self.latency_weight)
+        if self.objective.controlled:
+            finite = tf.reduce_all([tf.math.is_finite(values[k]) for k in ("ce", "loss")])
+            moved = self.objective.next_weight(used, values["latency_ms"])
+            self.latency_weight.assign(tf.where(finite, moved, used))
+        return used
 
     # ----- the replica functions ---------------------------------------------------------
     def cross_entropy(self, labels, logits):
@@ -255,7 +273,8 @@ class SearchSteps:
             ce = self.cross_entropy(labels, logits)
             latency = self.expected_latency(*self.net.latency_weights("two", sample))
             # This replica's share of the latency term: the objective's one formula.
-            loss = ce + self.objective.latency_term(ce, latency, replicas)
+            weight = self.latency_weight if self.objective.controlled else None
+            loss = ce + self.objective.latency_term(ce, latency, replicas, weight)
             scaled = self._scaled(loss)
         grads, finite = self._gradients(tape, scaled, variables)
         if finite:
