@@ -11,13 +11,13 @@ from helpers import keras_accuracy, run_tool, table_prediction_ms
 from densenas_tf.experiments.compare import (
     REDUCED,
     format_results,
-    mobilenet_v2_fashion,
     outcome,
     run_compare,
     summarise,
 )
 from densenas_tf.nn.models import build_model
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.baselines import mobilenet_v2_fashion
 
 
 def test_mobilenet_v2_fashion_widths_scale():

@@ -44,21 +44,11 @@ from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import run_search
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.describe import uniform_sampled_mult_adds
 from densenas_tf.space.spaces import load_space
 from densenas_tf.train.trainer import TrainConfig, build_trainable_model, train
-
-# A MobileNetV2-like net at Fashion-MNIST's resolutions (the fashion_mnist
-# space's stem, 14x14 then 7x7 stages, k3 e6 everywhere, final 192).
-MBV2_FASHION = [
-    # (width, stride, stacking layers)
-    (16, 2, 1),
-    (24, 1, 2),
-    (32, 2, 2),
-    (48, 1, 1),
-    (72, 1, 0),
-]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,21 +94,6 @@ REDUCED = ComparePlan(
     latency_rounds=2,
     latency_tables="shipped",
 )
-
-
-def mobilenet_v2_fashion(width: float, num_classes: int = 10) -> ArchSpec:
-    """The MobileNetV2-style Fashion-MNIST net with its widths scaled (multiples of 4)."""
-
-    stem = load_space("fashion_mnist").stem
-    parts = [f"28x28x1 | stem:c{stem.conv_width}s{stem.stride}+k3e1>{stem.width}"]
-    previous = stem.width
-    for base, stride, layers in MBV2_FASHION:
-        out = max(8, round(base * width / 4.0) * 4)
-        stacking = f"[{','.join(['k3e6'] * layers)}]" if layers else ""
-        parts.append(f"{previous}>{out}:k3e6s{stride}{stacking}")
-        previous = out
-    parts += ["final:192", f"classes:{num_classes}"]
-    return ArchSpec.from_block_string(" | ".join(parts), name=f"mobilenet_v2_x{width:g}")
 
 
 # ----- random search with keras-tuner -----------------------------------------------------
