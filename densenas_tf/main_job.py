@@ -30,6 +30,7 @@ from densenas_tf.latency.measure import build_table, time_tflite
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import run_search
+from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.space.spaces import load_space
 from densenas_tf.train.trainer import TrainConfig, train
 
@@ -43,6 +44,7 @@ def run_main_job(
     test_limit: int | None = None,
     latency_runs: int = 200,
     latency_table: str | None = None,
+    target_ms: float | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Runs (or resumes) the whole job in run_dir; returns the report.
@@ -50,7 +52,12 @@ def run_main_job(
     Without ``latency_table`` the search's latency table is measured on this
     machine first (cached in ``run_dir/latency``), so the search optimises
     the latency of the machine the job runs on; a given table is checked
-    against whole nets measured here when it names this kind of machine."""
+    against whole nets measured here when it names this kind of machine.
+
+    The search aims at a latency budget (objective kind ``budget``):
+    ``target_ms``, or by default the measured latency of MobileNetV2 x0.75
+    (``space.baselines``) as float TFLite, one thread, batch 1, on this
+    machine (cached in ``run_dir/latency/budget.json``)."""
 
     run_dir = Path(run_dir)
     times: dict[str, float] = {}
@@ -75,6 +82,14 @@ def run_main_job(
         done("latency table")
     else:
         overrides = (f"latency_table={latency_table}",)
+    if target_ms is not None:
+        budget = {"target_ms": float(target_ms), "source": "--target_ms"}
+    else:
+        budget = cached_json(
+            run_dir / "latency" / "budget.json", lambda: _mbv2_budget(latency_runs, log)
+        )
+    log(f"latency budget: {budget['target_ms']:.3f} ms ({budget['source']})")
+    overrides += ("objective.kind=budget", f"objective.target_ms={budget['target_ms']!r}")
     config = load_search_config(search_config, (*search_overrides, *overrides))
     stage("search")
     searched = run_search(config, run_dir / "search", log=log)
@@ -152,6 +167,8 @@ def run_main_job(
         "int8_test_accuracy": measured["int8"]["test_accuracy"],
         "float_tflite_test_accuracy": measured["none"]["test_accuracy"],
         "test_images": len(data.test_labels),
+        "budget_ms": budget["target_ms"],
+        "budget_source": budget["source"],
         "predicted_latency_ms": table.predicted_ms(spec),
         "measured_latency_ms": measured["none"]["latency_ms"],
         "measured_int8_latency_ms": measured["int8"]["latency_ms"],
@@ -181,6 +198,20 @@ def run_main_job(
     write_text_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(run_dir / "report.md", text + "\n")
     return report
+
+
+def _mbv2_budget(runs: int, log) -> dict[str, Any]:
+    """The default latency budget: MobileNetV2 x0.75's measured latency here."""
+    from densenas_tf.latency.measure import measure_arch
+
+    spec = mobilenet_v2_fashion(0.75)
+    log(f"measuring {spec.name} as float TFLite (1 thread, batch 1) for the latency budget")
+    entry = measure_arch(spec, "tflite", threads=1, warmup=20, runs=runs)
+    return {
+        "target_ms": entry.median_ms,
+        "source": f"{spec.name} measured here, float TFLite 1 thread (median of {runs})",
+        "arch": spec.to_block_string(),
+    }
 
 
 def _cpu_name() -> str:
@@ -224,10 +255,11 @@ def format_report(r: dict[str, Any]) -> str:
         ),
         ("int8 top-1 agreement with Keras", f"{r['int8_top1_agreement']:.2%}"),
         (
-            "latency, TFLite 1 thread batch 1 (predicted / measured float / measured int8)",
-            f"{r['predicted_latency_ms']:.3f} / {r['measured_latency_ms']:.3f} / "
-            f"{r['measured_int8_latency_ms']:.3f} ms",
+            "latency, TFLite 1 thread batch 1: budget / predicted / measured float (measured int8)",
+            f"{r['budget_ms']:.3f} / {r['predicted_latency_ms']:.3f} / "
+            f"{r['measured_latency_ms']:.3f} ms ({r['measured_int8_latency_ms']:.3f} ms)",
         ),
+        ("latency budget from", r["budget_source"]),
         ("parameters", f"{r['params']:,}"),
         ("multiply-adds", f"{r['mult_adds'] / 1e6:.2f} M"),
         (

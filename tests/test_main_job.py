@@ -131,7 +131,17 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     # twice that for a busier machine.
     assert 0.4 <= report["measured_latency_ms"] / fastest_ms <= 5, fastest_ms
 
+    # The search aimed at the default budget, MobileNetV2 x0.75 measured at the
+    # job's start: the derived net predicts at most that.
+    budget = json.loads((run_dir / "latency" / "budget.json").read_text())
+    assert report["budget_ms"] == budget["target_ms"] > 0
+    assert report["budget_source"].startswith("mobilenet_v2_x0.75 measured here")
+    assert predicted <= report["budget_ms"] + 1e-9
     summary = json.loads((run_dir / "search" / "summary.json").read_text())
+    assert summary["budget"]["target_ms"] == report["budget_ms"]
+    assert summary["budget"]["predicted_ms"] == pytest.approx(predicted, rel=1e-12)
+    search_config = json.loads((run_dir / "search" / "config.json").read_text())
+    assert search_config["objective"]["kind"] == "budget"
     assert report["warmup_end"] == summary["warmup_end"]
     assert report["warmup_end"]["warmup_epochs"] == 1
     assert report["path_margin"] == summary["path_margin"]

@@ -908,6 +908,54 @@ def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_pat
     assert len(scalars["latency/weight"]) > len(summary["epoch_reports"])  # per step too
 
 
+def test_a_finished_search_is_re_derived_under_any_budget_without_searching(micro, tmp_path):
+    """tools/derive.py --target_ms on a finished search (paper objective): each
+    budget gives a net predicting at most it on the run's own table, none is
+    the paper's when the budget is below the paper's net, and a budget below
+    the fastest net is refused naming the least budget."""
+    from densenas_tf.search.run import derive_from_checkpoint
+
+    run_dir = tmp_path / "run"
+    summary = run_search(_config(micro), run_dir, log=lambda line: None).summary
+    table = LatencyTable.load(run_dir / "latency_table.json")
+    paper = derive_from_checkpoint(run_dir)
+    assert "budget" not in paper.provenance
+    assert table.predicted_ms(paper) == pytest.approx(summary["predicted_latency_ms"])
+    paper_ms = summary["predicted_latency_ms"]
+    from densenas_tf.latency.expected import latency_costs
+    from densenas_tf.space import budget
+
+    space = SearchSpace.from_config(MICRO_SPACE)
+    arrays = {k: np.asarray(v) for k, v in summary["arch_params"].items()}
+    front = budget.pareto_architectures(space, latency_costs(space, table), **arrays)
+    low, high = front[0].latency_ms, front[-1].latency_ms
+    targets = [low + f * (high - low) for f in (0.1, 0.5, 0.9)]
+    predicted = []
+    for target in targets:
+        spec = derive_from_checkpoint(run_dir, target_ms=target)
+        assert spec.provenance["predicted_latency_ms"] == pytest.approx(table.predicted_ms(spec))
+        assert table.predicted_ms(spec) <= target + 1e-9
+        assert spec.provenance["budget"]["paper_derivation_ms"] == pytest.approx(paper_ms)
+        predicted.append(table.predicted_ms(spec))
+    assert predicted == sorted(predicted)
+    command = [sys.executable, str(ROOT / "tools" / "derive.py"), f"--run_dir={run_dir}"]
+    result = subprocess.run(
+        [*command, f"--target_ms={targets[1]}"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ArchSpec.from_json(result.stdout).to_block_string() == (
+        derive_from_checkpoint(run_dir, target_ms=targets[1]).to_block_string()
+    )
+    assert f"budget {targets[1]:.4f} ms: predicted" in result.stderr
+    result = subprocess.run(
+        [*command, "--target_ms=0.0001"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert "no architecture of space 'micro' fits a budget of 0.0001 ms" in result.stderr
+    assert "give a budget of at least" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_search_binary_runs_mirrored_on_two_logical_cpus(micro, tmp_path):
     """The strategy flags of tools/search.py (the strategy maths are tested
     against one device in tests/test_strategy.py)."""

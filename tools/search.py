@@ -1,7 +1,8 @@
 """DenseNAS search: config -> run directory (resumable).
 
   python tools/search.py --config=fashion_mnist --run_dir=runs/search \
-      [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...] [--mixed_precision]
+      [--target_ms=0.25] [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...]
+      [--mixed_precision]
       [--tfds_name=NAME --tfds_data_dir=DIR | --image_folder=DIR | --tfrecord_dir=DIR]
       [--class_list=FILE] [--image_size=224] [--train_limit=N] [--data_cache_dir=DIR]
 
@@ -46,6 +47,13 @@ MIXED_PRECISION = flags.DEFINE_bool(
     "float16 compute with float32 architecture parameters and latency (for GPUs); "
     "same as --override=mixed_precision=true.",
 )
+TARGET_MS = flags.DEFINE_float(
+    "target_ms",
+    None,
+    "Latency budget in ms: the derived net's predicted latency is at most this, and the "
+    "search steers towards it (same as --override=objective.kind=budget "
+    "--override=objective.target_ms=T).",
+)
 cli.define_data_flags()
 LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus",
@@ -70,6 +78,8 @@ def main(argv):
     from densenas_tf.search.run import format_summary, run_search
 
     overrides = cli.search_data_overrides() + list(OVERRIDE.value)
+    if TARGET_MS.value is not None:
+        overrides += ["objective.kind=budget", f"objective.target_ms={TARGET_MS.value!r}"]
     if MIXED_PRECISION.value is not None:
         overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
     config = load_search_config(CONFIG.value, overrides)

@@ -20,11 +20,13 @@ from densenas_tf.core.runtime import STRATEGIES, make_strategy  # noqa: F401 (re
 from densenas_tf.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 from densenas_tf.data.sources import DataError, open_stream, search_splits, split_indices
 from densenas_tf.latency.check import check_table_here
+from densenas_tf.latency.expected import latency_costs
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.searcher import Searcher
 from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.budget import derive_within_budget
 from densenas_tf.space.derive import derive_arch
 from densenas_tf.space.spaces import SearchSpace, load_space
 
@@ -326,8 +328,13 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
-def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
-    """The ArchSpec of a run's architecture parameters at a checkpoint (default: latest)."""
+def derive_from_checkpoint(
+    run_dir: str | Path, checkpoint: str | None = None, target_ms: float | None = None
+):
+    """The ArchSpec of a run's architecture parameters at a checkpoint (default:
+    the latest): the paper's derivation, or with ``target_ms`` (by default the
+    run's own budget, when its objective has one) the most probable net whose
+    latency on the run's table (``run_dir/latency_table.json``) is at most that."""
     import tensorflow as tf
 
     run_dir = Path(run_dir)
@@ -349,11 +356,26 @@ def derive_from_checkpoint(run_dir: str | Path, checkpoint: str | None = None):
     step = int(reader.get_tensor(variable_key("global_step")))
     epoch = int(reader.get_tensor(variable_key("epoch")))
     saved = run_dir / run_dirs.CONFIG_FILES[run_dirs.SEARCH]
-    threshold = json.loads(saved.read_text()).get("tie_threshold") if saved.is_file() else None
-    return derive_arch(
-        space,
-        **arrays,
-        name=f"step_{step}",
-        provenance={"checkpoint": str(path), "epoch": epoch, "global_step": step},
-        **({"tie_threshold": threshold} if threshold is not None else {}),
+    config = json.loads(saved.read_text()) if saved.is_file() else {}
+    threshold = config.get("tie_threshold")
+    options = {"tie_threshold": threshold} if threshold is not None else {}
+    provenance = {"checkpoint": str(path), "epoch": epoch, "global_step": step}
+    objective = config.get("objective") or {}
+    if target_ms is None and objective.get("kind") == "budget":
+        target_ms = objective.get("target_ms")
+    if target_ms is None:
+        return derive_arch(space, **arrays, name=f"step_{step}", provenance=provenance, **options)
+    table_file = run_dir / "latency_table.json"
+    if not table_file.is_file():
+        raise FileNotFoundError(
+            f"{table_file}: missing; a derivation under a latency budget needs the table the "
+            "search used (every finished search writes it)"
+        )
+    table = LatencyTable.load(table_file)
+    spec = derive_within_budget(
+        space, latency_costs(space, table), **arrays, budget_ms=target_ms,
+        name=f"step_{step}", provenance=provenance, **options,
+    )  # fmt: skip
+    return dataclasses.replace(
+        spec, provenance={**spec.provenance, "predicted_latency_ms": table.predicted_ms(spec)}
     )
