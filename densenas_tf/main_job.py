@@ -26,11 +26,10 @@ from densenas_tf.exporting.export import (
     export_tflite,
     load_trained_model,
 )
-from densenas_tf.latency.measure import build_table, time_tflite
+from densenas_tf.latency.measure import build_table, mobilenet_v2_budget, time_tflite
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import run_search
-from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.space.spaces import load_space
 from densenas_tf.train.trainer import TrainConfig, train
 
@@ -86,7 +85,8 @@ def run_main_job(
         budget = {"target_ms": float(target_ms), "source": "--target_ms"}
     else:
         budget = cached_json(
-            run_dir / "latency" / "budget.json", lambda: _mbv2_budget(latency_runs, log)
+            run_dir / "latency" / "budget.json",
+            lambda: mobilenet_v2_budget(0.75, latency_runs, log),
         )
     log(f"latency budget: {budget['target_ms']:.3f} ms ({budget['source']})")
     overrides += ("objective.kind=budget", f"objective.target_ms={budget['target_ms']!r}")
@@ -198,20 +198,6 @@ def run_main_job(
     write_text_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(run_dir / "report.md", text + "\n")
     return report
-
-
-def _mbv2_budget(runs: int, log) -> dict[str, Any]:
-    """The default latency budget: MobileNetV2 x0.75's measured latency here."""
-    from densenas_tf.latency.measure import measure_arch
-
-    spec = mobilenet_v2_fashion(0.75)
-    log(f"measuring {spec.name} as float TFLite (1 thread, batch 1) for the latency budget")
-    entry = measure_arch(spec, "tflite", threads=1, warmup=20, runs=runs)
-    return {
-        "target_ms": entry.median_ms,
-        "source": f"{spec.name} measured here, float TFLite 1 thread (median of {runs})",
-        "arch": spec.to_block_string(),
-    }
 
 
 def _cpu_name() -> str:

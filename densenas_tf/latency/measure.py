@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -34,6 +35,7 @@ from densenas_tf.latency.table import (
 from densenas_tf.nn import op_layers
 from densenas_tf.nn.models import build_model
 from densenas_tf.space.arch_spec import ArchSpec
+from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.space.spaces import SearchSpace
 
 
@@ -134,6 +136,24 @@ def measure_arch(
     inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
     fixed = keras.Model(inputs, model(inputs))
     return measure(fixed, backend, threads, warmup, runs)
+
+
+def mobilenet_v2_budget(
+    width: float = 0.75,
+    runs: int = 200,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """A latency budget taken from a hand-made net: the measured latency of
+    MobileNetV2 at ``width`` (``space.baselines``) as float TFLite, 1 thread,
+    batch 1, on this machine (``target_ms``, with its ``source`` and ``arch``)."""
+    spec = mobilenet_v2_fashion(width)
+    log(f"measuring {spec.name} as float TFLite (1 thread, batch 1) for the latency budget")
+    entry = measure_arch(spec, "tflite", threads=1, warmup=20, runs=runs)
+    return {
+        "target_ms": entry.median_ms,
+        "source": f"{spec.name} measured here, float TFLite 1 thread (median of {runs})",
+        "arch": spec.to_block_string(),
+    }
 
 
 def pin_threads(threads: int) -> None:
