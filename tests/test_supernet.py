@@ -506,3 +506,59 @@ def test_nested_supernet_trains_fewer_weights_and_matches_the_layered_forward(fa
     np.testing.assert_allclose(direct, layered, atol=1e-4)
     with pytest.raises(ValueError, match="unknown weight_sharing 'shared'"):
         MixedOp(["mbconv_k3_e3"], 8, 8, 1, weight_sharing="shared")
+
+
+def _chain_space():
+    """tiny with one connection per stage: every block feeds only the next,
+    so the supernet is one net and its one path is every block."""
+    config = load_space("tiny").to_config()
+    config["name"] = "tiny_chain"
+    config["connections_per_stage"] = [1] * len(config["connections_per_stage"])
+    from densenas_tf.space.spaces import SearchSpace
+
+    return SearchSpace.from_config(config)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_one_path_run_alone_is_the_supernet_when_the_supernet_is_that_path(training):
+    space = _chain_space()
+    assert len(space.edges) == space.num_blocks  # a chain
+    net = SuperNet.from_space(space, arch_init_seed=1)
+    images = _images(space, batch=4)
+    sample = net.sample_ops([4, 5], "uniform")
+    path = tuple(range(space.final_node + 1))
+    heads = {r: int(v) for r, v in enumerate(sample.head.numpy())}
+    stacks = {r: int(v) for r, v in enumerate(sample.stack.numpy())}
+    whole = net(images, mode="one", sample=sample, training=training)
+    alone = net.path_call(images, path, heads, stacks, training=training)
+    np.testing.assert_allclose(alone.numpy(), whole.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_one_path_runs_only_its_blocks_and_its_ops():
+    """Changing the weights of a block off the path, or of a head op the net
+    does not use, leaves its logits as they were; changing a chosen op's
+    weights changes them."""
+    net = SuperNet.from_space(load_space("tiny"), arch_init_seed=3)
+    space = net.space
+    images = _images(space, batch=4)
+    path = min(space.enumerate_paths(), key=len)
+    heads = {r: 1 for r in range(len(space.head_edges))}
+    stacks = {r: 0 for r in range(len(space.stacking_layers))}
+    before = net.path_call(images, path, heads, stacks).numpy()
+    on = path[1]
+    k = [e.index for e in space.in_edges(on)].index(space.edge(path[0], on).index)
+    off = next(b.index for b in space.blocks if b.index not in path)
+
+    def bump(prefix):
+        found = [v for v in net.weight_variables if f"/{prefix}" in v.path]
+        assert found, prefix
+        for variable in found:
+            variable.assign(variable * 1.5 + 0.1)
+
+    bump(f"block{off}/")  # a block the path does not enter
+    bump(f"block{on}_head{k}_{space.head_ops[0]}/")  # an op the net does not use
+    np.testing.assert_allclose(net.path_call(images, path, heads, stacks).numpy(), before)
+    bump(f"block{on}_head{k}_{space.head_ops[1]}/")  # the op it uses
+    assert not np.allclose(net.path_call(images, path, heads, stacks).numpy(), before)
+    with pytest.raises(ValueError, match="a path runs from block 0"):
+        net.path_call(images, path[1:], heads, stacks)

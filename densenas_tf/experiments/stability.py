@@ -81,7 +81,6 @@ def time_nets(
     rounds; a round times every net once, so load falls on all alike."""
     import keras
 
-
     contents = {}
     for name, spec in specs.items():
         model = build_model(spec)

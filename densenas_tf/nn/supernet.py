@@ -400,6 +400,41 @@ class SuperNet(keras.Model):
         )
         return tf.cast(self.classifier(self.pool(y)), tf.float32)
 
+    def path_call(
+        self,
+        images,
+        path: tuple[int, ...],
+        head_choice: dict[int, int],
+        stack_choice: dict[int, int],
+        training: bool = True,
+    ):
+        """Logits of one net of the space run on the supernet's shared weights:
+        only its path (the chosen head on each edge, then the entered block's
+        stacking layers, then the final conv from the last block) with one op
+        per layer (``head_choice`` / ``stack_choice``: op index by alpha row).
+        Nothing is weighted by alpha or beta and no other block runs. With
+        ``training`` the batch norms use the batch's statistics (and update
+        their moving ones); without, their moving statistics from the search,
+        which are those of the mixture, not of this net."""
+        space = self.space
+        if path[0] != 0 or path[-1] != space.final_node:
+            raise ValueError(f"a path runs from block 0 to node {space.final_node}, got {path}")
+        kwargs = {"training": training, "weight_gradients": False}
+        x = self.stem_op(self.stem_conv(tf.cast(images, self.compute_dtype), **kwargs), **kwargs)
+        for src, dst in zip(path[:-1], path[1:]):
+            edge = space.edge(src, dst)
+            if dst == space.final_node:
+                k = [e.index for e in space.final_edges].index(edge.index)
+                x = self.final_convs[k](x, **kwargs)
+                break
+            layer = self.dense_blocks[dst - 1]
+            k = [e.index for e in space.in_edges(dst)].index(edge.index)
+            head = layer.heads[k].candidates[head_choice[space.head_row(edge)]]
+            x = head.call(x, **kwargs)
+            for mixed, row in zip(layer.stacking, space.stacking_rows(dst)):
+                x = mixed.candidates[stack_choice[row]].call(x, **kwargs)
+        return tf.cast(self.classifier(self.pool(x)), tf.float32)
+
     def latency_weights(self, mode: str = "all", sample: OpSample | None = None):
         """(head op weights, stacking op weights, path probabilities) of a forward
         mode, the inputs of ExpectedLatency: differentiable in alpha and beta."""
