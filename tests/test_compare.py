@@ -229,3 +229,74 @@ def test_hparams_dashboard_holds_each_net_with_its_method_lambda_seed_and_metric
                 continue
             (event,) = run.Tensors(tag)
             assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(row[tag], rel=1e-6)
+
+
+def test_verdicts_at_equal_latency_follow_the_two_standard_error_rule():
+    from densenas_tf.experiments.equal_latency import verdicts
+
+    def entry(family, width, mean, se):
+        return {
+            "family": family, "width": width, "budget_ms": 0.3 * width, "net": f"{family}{width}",
+            "test_accuracy_mean": mean, "test_accuracy_se": se, "tflite_ms_mean": 0.3 * width,
+        }  # fmt: skip
+
+    summary = [
+        entry("DenseNAS", 0.5, 0.900, 0.002),
+        entry("random search", 0.5, 0.880, 0.002),  # +2.0 points, se 0.28: a win
+        entry("MobileNetV2", 0.5, 0.899, 0.002),  # +0.1 points: within noise
+        entry("DenseNAS", 1.0, 0.900, 0.002),
+        entry("MobileNetV2", 1.0, 0.920, 0.002),  # -2.0 points: a loss
+        entry("fixed-block", 1.0, 0.9, float("nan")),  # one seed: no verdict
+    ]
+    found = {(v["budget"], v["against"]): v for v in verdicts(summary, (0.5, 1.0))}
+    assert found["x0.5", "random search"]["verdict"].startswith("DenseNAS wins")
+    assert found["x0.5", "random search"]["difference_points"] == pytest.approx(2.0)
+    assert found["x0.5", "random search"]["standard_error_points"] == pytest.approx(
+        100 * np.hypot(0.002, 0.002)
+    )
+    assert found["x0.5", "MobileNetV2"]["verdict"].startswith("within two standard errors")
+    assert found["x1", "MobileNetV2"]["verdict"].startswith("DenseNAS loses to MobileNetV2")
+    assert found["x1", "fixed-block"]["verdict"].startswith("one seed")
+    assert ("x1", "random search") not in found
+
+
+@pytest.mark.slow
+def test_reduced_comparison_at_equal_latency(tmp_path):
+    """The equal-latency pipeline end to end (one budget, one seed): the budget
+    is MobileNetV2's measured latency, the DenseNAS and fixed-block nets predict
+    within it, the random search's net within [0.9, 1] x it, every net is
+    trained and timed, and a second run trains and measures nothing again."""
+    from densenas_tf.experiments import equal_latency
+
+    plan = equal_latency.REDUCED
+    out = tmp_path / "equal"
+    results = equal_latency.run_equal_latency(out, plan, log=lambda line: None)
+    budget = results["budgets"]["x0.75"]["target_ms"]
+    assert budget > 0 and results["budgets"]["x0.75"]["source"].startswith("mobilenet_v2_x0.75")
+    rows = {r["net"]: r for r in results["rows"]}
+    assert set(rows) == {
+        "densenas_x0.75",
+        "random_x0.75",
+        "mobilenet_v2_x0.75",
+        "fixed_block_x0.75",
+    }
+    for name in ("densenas_x0.75", "fixed_block_x0.75"):
+        assert rows[name]["predicted_ms"] <= budget + 1e-9
+    assert 0.9 * budget <= rows["random_x0.75"]["predicted_ms"] <= budget
+    assert rows["random_x0.75"]["trials"] >= 1
+    for row in rows.values():
+        assert row["budget_ms"] == budget and 0 < row["test_accuracy"] <= 1
+        assert row["tflite_ms"] > 0
+    assert {v["against"] for v in results["verdicts"]} == {
+        "random search", "MobileNetV2", "fixed-block"
+    }  # fmt: skip
+    assert all(v["verdict"].startswith("one seed") for v in results["verdicts"])
+    text = (out / "equal_latency.md").read_text()
+    assert text.strip() == equal_latency.format_equal_latency(results)
+    assert (out / "equal_latency.png").read_bytes()[:4] == b"\x89PNG"
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "results.json"}
+    again = equal_latency.run_equal_latency(out, plan, log=lambda line: None)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "results.json"} == (
+        stamps
+    )
+    assert again["rows"] == results["rows"]

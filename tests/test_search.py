@@ -726,7 +726,7 @@ def test_a_lost_index_still_resumes_and_no_readable_checkpoint_is_refused(micro,
         # 0.4 * |0.8 / 2.0 - 1| (TuNAS's absolute value)
         (Objective("budget", lam=0.4, target_ms=2.0, steer="absolute"), 0.4 * 0.6),
     ],
-    ids=["paper", "target", "proxyless", "budget_controller", "budget_absolute"],
+    ids=["paper", "target", "proxyless", "budget_controlled", "budget_absolute"],
 )
 def test_loss_and_replica_shares_come_from_the_one_latency_term(objective, by_hand):
     ce, latency = tf.constant(1.7), tf.constant(0.8)
@@ -833,10 +833,10 @@ def test_the_arch_step_takes_its_latency_term_from_the_objective(micro, tmp_path
 def test_the_budget_controller_raises_the_weight_above_the_budget_and_lowers_it_below(
     micro, tmp_path
 ):
-    """Each architecture step uses the weight in force (reported as
-    ``latency_weight``, the term ``w * ln(lat / T)``) and then multiplies it by
-    ``exp(gain * (lat / T - 1))``, within [lam_min, lam_max]."""
-    objective = {"kind": "budget", "target_ms": 1.0, "lam": 0.2, "gain": 0.1}
+    """Steered by the expected latency: each architecture step uses the weight
+    in force (reported as ``latency_weight``, the term ``w * ln(lat / T)``) and
+    then multiplies it by ``exp(gain * (lat / T - 1))``, within [lam_min, lam_max]."""
+    objective = {"kind": "budget", "target_ms": 1.0, "lam": 0.2, "gain": 0.1, "steer": "expected"}
     searcher = _searcher(micro, tmp_path, objective=objective)
     batch = next(searcher._batches(searcher.arch_data, 0, 0, 0))
     latency = None
@@ -868,6 +868,28 @@ def test_the_budget_controller_raises_the_weight_above_the_budget_and_lowers_it_
     again = _searcher(micro, tmp_path, objective=objective)
     assert again.restore()
     assert float(again.steps.latency_weight) == pytest.approx(after)
+
+
+def test_the_derived_controller_steers_by_the_latency_of_the_net_derived_now(micro, tmp_path):
+    """Steered by the derived net (the default): the step leaves the weight
+    alone, and the searcher then multiplies it by exp(gain * (d / T - 1)), d the
+    table's latency of the net the paper's derivation gives at that moment."""
+    from densenas_tf.space.derive import derive_arch
+
+    objective = {"kind": "budget", "target_ms": 0.05, "lam": 0.2, "gain": 0.1}
+    searcher = _searcher(micro, tmp_path, objective=objective)
+    assert searcher.steps.objective.steer == "derived"
+    batch = next(searcher._batches(searcher.arch_data, 0, 0, 0))
+    values = searcher.steps.arch_step(batch, searcher._sample("two"))
+    assert float(values["latency_weight"]) == pytest.approx(0.2)
+    assert float(searcher.steps.latency_weight) == pytest.approx(0.2)  # not moved in the step
+    derived = LatencyTable.load(micro["table"]).predicted_ms(
+        derive_arch(searcher.space, **searcher.net.arch_numpy())
+    )
+    assert searcher._steer_by_derived_net() == pytest.approx(derived, rel=1e-9)
+    assert float(searcher.steps.latency_weight) == pytest.approx(
+        np.clip(0.2 * np.exp(0.1 * (derived / 0.05 - 1.0)), 1e-3, 10.0), rel=1e-5
+    )
 
 
 def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_path):
@@ -906,6 +928,7 @@ def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_pat
         step: pytest.approx(target) for step in scalars["latency/budget_ms"]
     }
     assert len(scalars["latency/weight"]) > len(summary["epoch_reports"])  # per step too
+    assert scalars["latency/step_derived_ms"]  # what the controller steered by, per step
 
 
 def test_a_finished_search_is_re_derived_under_any_budget_without_searching(micro, tmp_path):

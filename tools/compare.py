@@ -3,6 +3,14 @@ search, MobileNetV2-style nets and keras-tuner random search, at equal latency.
 
   python tools/compare.py --run_dir=runs/compare [--reduced] [--train_epochs=N]
       [--seeds=3 --lams=0.15 --mbv2_widths=0.5,0.75] [--results_dir=docs/results]
+  python tools/compare.py --equal_latency --run_dir=runs/equal_latency [--seeds=3]
+      [--mbv2_widths=0.5,0.75,1.0] [--results_dir=docs/results_equal_latency]
+
+--equal_latency compares at equal latency: the budgets are MobileNetV2's
+measured latencies at --mbv2_widths; per budget and seed, DenseNAS searched
+to the budget, random search within [0.9, 1.0] x the budget with one search's
+compute, MobileNetV2 at that width, and at the middle budget the fixed-block
+search; with the two-standard-error verdict per budget.
 
 Every net is retrained with the same recipe and seed, tested, and timed as
 float TFLite (1 thread, batch 1). Each stage is cached in the run directory, so
@@ -24,6 +32,9 @@ from densenas_tf import cli
 
 RUN_DIR = flags.DEFINE_string("run_dir", "runs/compare", "Run directory.")
 REDUCED = flags.DEFINE_bool("reduced", False, "Tiny schedules, for a check of the pipeline.")
+EQUAL_LATENCY = flags.DEFINE_bool(
+    "equal_latency", False, "Compare at equal latency: budgets from MobileNetV2's widths."
+)
 TRAIN_EPOCHS = flags.DEFINE_integer(
     "train_epochs", None, "Retraining epochs per net (default: the plan's, 3; 1 with --reduced)."
 )
@@ -49,10 +60,18 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    from densenas_tf.experiments.compare import REDUCED as REDUCED_PLAN
-    from densenas_tf.experiments.compare import ComparePlan, format_results, run_compare
+    from densenas_tf.experiments import compare, equal_latency
 
-    plan = REDUCED_PLAN if REDUCED.value else ComparePlan()
+    if EQUAL_LATENCY.value:
+        if LAMS.value is not None:
+            raise app.UsageError("--lams has no say at equal latency (the budgets set the aim)")
+        plan = equal_latency.REDUCED if REDUCED.value else equal_latency.EqualLatencyPlan()
+        run, show = equal_latency.run_equal_latency, equal_latency.format_equal_latency
+        files = ("equal_latency.md", "equal_latency.png", "results.json")
+    else:
+        plan = compare.REDUCED if REDUCED.value else compare.ComparePlan()
+        run, show = compare.run_compare, compare.format_results
+        files = ("compare.md", "compare.png", "results.json")
     changes = {}
     if TRAIN_EPOCHS.value is not None:
         if TRAIN_EPOCHS.value < 1:
@@ -68,22 +87,25 @@ def main(argv):
         if SEEDS.value < 1:
             raise app.UsageError(f"--seeds must be at least 1, got {SEEDS.value}")
         changes["seeds"] = tuple(range(SEEDS.value))
-    for flag, key in ((LAMS, "lams"), (MBV2_WIDTHS, "mbv2_widths")):
+    widths_key = "widths" if EQUAL_LATENCY.value else "mbv2_widths"
+    for flag, key in ((LAMS, "lams"), (MBV2_WIDTHS, widths_key)):
         if flag.value is not None:
             try:
                 values = tuple(float(v) for v in flag.value)
             except ValueError:
-                raise app.UsageError(f"--{key} must be numbers, got {flag.value}") from None
+                raise app.UsageError(f"--{flag.name} must be numbers, got {flag.value}") from None
             if not values or min(values) < 0:
-                raise app.UsageError(f"--{key} must be non-negative numbers, got {flag.value}")
+                raise app.UsageError(
+                    f"--{flag.name} must be non-negative numbers, got {flag.value}"
+                )
             changes[key] = values
     plan = dataclasses.replace(plan, **changes)
-    results = run_compare(RUN_DIR.value, plan)
-    print(format_results(results))
+    results = run(RUN_DIR.value, plan)
+    print(show(results))
     if RESULTS_DIR.value:
         out = Path(RESULTS_DIR.value)
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("compare.md", "compare.png", "results.json"):
+        for name in files:
             shutil.copyfile(Path(RUN_DIR.value) / name, out / name)
         print(f"results copied to {out}", file=sys.stderr)
     return 0

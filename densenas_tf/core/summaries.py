@@ -48,6 +48,8 @@ TAGS: dict[str, str] = {
     "and the path probabilities at the end of the epoch, ms.",
     "latency/derived_predicted_ms": "Latency of the net derived at the end of the epoch, "
     "predicted by the latency table, ms.",
+    "latency/step_derived_ms": "Predicted latency of the net the paper's derivation gives "
+    "after this architecture step (what the budget controller steers by), ms.",
     "latency/budget_ms": "The latency budget the derived net must meet (objective kind "
     "budget), ms.",
     "latency/weight": "The latency weight of the objective in force at this step (the budget "

@@ -7,11 +7,16 @@
 - ``proxyless`` (ProxylessNAS-style, multiplicative): ``CE * (lat / T) ** beta``.
 - ``budget``: a latency budget T that the derivation guarantees (the most
   probable architecture predicting at most T ms, ``space.budget``), with the
-  search steered towards T in one of two ways (``steer``):
-  - ``controller``: ``CE + w * log(lat / T)`` with the latency weight ``w``
-    (starting at lambda) multiplied by ``exp(gain * (lat / T - 1))`` after every
-    architecture step, between ``lam_min`` and ``lam_max``: it grows while the
-    expected latency is above T and shrinks below;
+  search steered towards T in one of three ways (``steer``):
+  - ``derived`` (the default): ``CE + w * log(lat / T)`` with the latency
+    weight ``w`` (starting at lambda) multiplied after every architecture step
+    by ``exp(gain * (d / T - 1))``, where ``d`` is the predicted latency of the
+    net the paper's derivation gives at that moment (Viterbi path, argmax
+    ops), kept within [lam_min, lam_max]: the weight grows while that net is
+    slower than the budget and shrinks while it is faster;
+  - ``expected``: the same controller driven by the step's expected latency
+    ``lat`` instead of the derived net's (the mixture's expected latency runs
+    well above any one net's, so this steers the nets below T);
   - ``absolute`` (TuNAS's absolute-value reward): ``CE + lambda * |lat / T - 1|``.
 
 All act on the expected latency in ms (a tensor differentiable in alpha and beta).
@@ -25,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 OBJECTIVES = ("paper", "target", "proxyless", "budget")
-STEERING = ("controller", "absolute")
+STEERING = ("derived", "expected", "absolute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Objective:
     tau_ms: float = 15.0
     target_ms: float | None = None
     beta: float = 0.6
-    steer: str = "controller"  # budget only: how the search is steered to the budget
+    steer: str = "derived"  # budget only: how the search is steered to the budget
     gain: float = 0.05  # budget controller: the weight's log-step per unit of lat / T - 1
     lam_min: float = 1e-3  # budget controller: the weight's bounds
     lam_max: float = 10.0
@@ -79,11 +84,11 @@ class Objective:
     @property
     def controlled(self) -> bool:
         """Whether the latency weight moves during the search."""
-        return self.kind == "budget" and self.steer == "controller"
+        return self.kind == "budget" and self.steer in ("derived", "expected")
 
     def next_weight(self, weight, latency_ms):
-        """The controller's latency weight after a step whose expected latency
-        was ``latency_ms`` (tensors)."""
+        """The controller's latency weight after a step whose steering latency
+        (the derived net's, or the step's expected latency) was ``latency_ms``."""
         import tensorflow as tf
 
         step = tf.exp(self.gain * (tf.cast(latency_ms, tf.float32) / self.target_ms - 1.0))
@@ -106,7 +111,7 @@ class Objective:
             # replica's own cross-entropy gives its share.
             return cross_entropy * (tf.pow(latency_ms / self.target_ms, self.beta) - 1.0)
         lam = self.lam if weight is None else tf.cast(weight, tf.float32)
-        if self.kind == "budget" and self.steer == "controller":
+        if self.controlled:
             term = lam * tf.math.log(latency_ms / self.target_ms)
         elif self.kind == "budget":
             term = lam * tf.abs(latency_ms / self.target_ms - 1.0)

@@ -157,7 +157,8 @@ STEP_TAGS = {
                "loss_scale": "weight_step/loss_scale"},
     "arch": {"ce": "arch_step/cross_entropy", "loss": "arch_step/loss",
              "acc": "arch_step/accuracy", "latency_ms": "latency/step_expected_ms",
-             "latency_weight": "latency/weight", "loss_scale": "arch_step/loss_scale"},
+             "latency_weight": "latency/weight", "derived_ms": "latency/step_derived_ms",
+             "loss_scale": "arch_step/loss_scale"},
 }  # fmt: skip
 
 

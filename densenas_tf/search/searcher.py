@@ -161,6 +161,8 @@ class Searcher:
         for batch in self._batches(split, epoch, phase, start):
             values = {k: float(v) for k, v in step(batch, self._sample(policy)).items()}
             self._check_finite(values, "architecture loss" if arch else "weight loss")
+            if arch and self.steps.objective.controlled and self.steps.objective.steer == "derived":
+                values["derived_ms"] = self._steer_by_derived_net()
             if loss_scale is not None:
                 loss_scale.update(values.pop("skipped") == 0.0)
                 values["loss_scale"] = float(loss_scale.scale)
@@ -183,6 +185,20 @@ class Searcher:
             if int(self.global_step) % self.config.checkpoint_every_steps == 0:
                 self._save()
         return stats.means()
+
+    def _steer_by_derived_net(self) -> float:
+        """The budget controller's ``derived`` update after an architecture
+        step: the latency weight times exp(gain * (d / T - 1)), d the predicted
+        latency of the net the paper's derivation gives now; returns d."""
+        arrays = self.net.arch_numpy()
+        path = derive.viterbi_path(
+            self.space, derive.path_probabilities(self.space, arrays["beta"])
+        )
+        choices = derive.argmax_choices(arrays["alpha_head"], arrays["alpha_stack"])
+        derived_ms = self.expected_latency.costs.arch_ms(self.space, path, *choices)
+        weight = self.steps.latency_weight
+        weight.assign(self.steps.objective.next_weight(weight, derived_ms))
+        return derived_ms
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """The supernet's accuracy and cross-entropy on the architecture split:

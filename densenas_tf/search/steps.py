@@ -167,11 +167,12 @@ class SearchSteps:
         rebalance_alpha(alpha_stack, before[1], sample.stack, finite)
 
     def steer(self, values) -> tf.Tensor:
-        """The latency weight the architecture step used; the budget controller
-        then moves it by the step's expected latency (not after a step whose
-        loss was not finite)."""
+        """The latency weight the architecture step used; a budget controller
+        driven by the expected latency (``steer: expected``) then moves it by
+        the step's (not after a step whose loss was not finite). The ``derived``
+        controller moves it outside the step (``Searcher``)."""
         used = tf.identity(self.latency_weight)
-        if self.objective.controlled:
+        if self.objective.controlled and self.objective.steer == "expected":
             finite = tf.reduce_all([tf.math.is_finite(values[k]) for k in ("ce", "loss")])
             moved = self.objective.next_weight(used, values["latency_ms"])
             self.latency_weight.assign(tf.where(finite, moved, used))

@@ -1,0 +1,347 @@
+"""The paper's Fig. 5 at equal latency (``tools/compare.py --equal_latency``).
+
+The budgets are the measured latencies of MobileNetV2 at several widths on
+the machine that runs the comparison (float TFLite, 1 thread, batch 1). For
+each budget and each seed:
+
+- DenseNAS: the quick search on the dense ``fashion_mnist`` space aimed at
+  the budget (objective kind ``budget``: its net predicts at most the budget);
+- random search (keras-tuner): nets drawn uniformly over the dense space and
+  kept only when they predict within [0.9, 1.0] x the budget, each trial a
+  short training scored on the architecture split, with the multiply-adds of
+  one search; the best is retrained;
+- MobileNetV2 at that width (whose latency is the budget);
+- at the middle budget, the same search on the fixed-block space.
+
+Every net is retrained with the same recipe and seed, tested, and timed here
+in interleaved rounds. Per budget the verdict of DenseNAS against each other
+method follows the two-standard-error rule. Each stage resumes (searches,
+random searches and trainings keep their directories; measured latencies their
+``latency.json``), so the command can be stopped and run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
+from densenas_tf.data.sources import load_image_data, split_indices
+from densenas_tf.experiments import compare
+from densenas_tf.latency.measure import mobilenet_v2_budget
+from densenas_tf.latency.table import LatencyTable
+from densenas_tf.search.config import load_search_config
+from densenas_tf.search.run import run_search
+from densenas_tf.space.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.baselines import mobilenet_v2_fashion
+from densenas_tf.train.trainer import TrainConfig, train
+
+FAMILIES = ("DenseNAS", "random search", "MobileNetV2", "fixed-block")
+
+
+@dataclasses.dataclass(frozen=True)
+class EqualLatencyPlan:
+    search_config: str = "fashion_mnist_quick"
+    search_overrides: tuple[str, ...] = ()
+    widths: tuple[float, ...] = (0.5, 0.75, 1.0)  # MobileNetV2 widths giving the budgets
+    seeds: tuple[int, ...] = (0, 1, 2)
+    fixed_block: bool = True  # the fixed-block search at the middle budget
+    train_epochs: int = 3
+    train_limit: int | None = None
+    test_limit: int | None = None
+    random_trial_images: int = 7680
+    random_max_trials: int = 40
+    band: float = 0.9  # random search keeps nets predicting within [band, 1] x budget
+    budget_runs: int = 200
+    latency_runs: int = 100
+    latency_rounds: int = 5
+    latency_tables: str = "measure"  # or "shipped" (quick checks of the pipeline)
+    seed: int = 0  # the data's subset
+
+
+REDUCED = EqualLatencyPlan(
+    search_overrides=compare.REDUCED.search_overrides,
+    widths=(0.75,),
+    seeds=(0,),
+    train_epochs=1,
+    train_limit=2000,
+    test_limit=500,
+    random_trial_images=256,
+    random_max_trials=2,
+    budget_runs=20,
+    latency_runs=5,
+    latency_rounds=2,
+    latency_tables="shipped",
+)
+
+
+def width_label(width: float) -> str:
+    return f"x{width:g}"
+
+
+def run_equal_latency(
+    run_dir: str | Path,
+    plan: EqualLatencyPlan = EqualLatencyPlan(),
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tables = compare._tables(run_dir, plan, log)
+    budgets = cached_json(
+        run_dir / "budgets.json",
+        lambda: {
+            width_label(w): mobilenet_v2_budget(w, plan.budget_runs, log) for w in plan.widths
+        },
+    )
+    missing = [width_label(w) for w in plan.widths if width_label(w) not in budgets]
+    if missing:
+        raise ValueError(
+            f"{run_dir / 'budgets.json'} has no budget for {missing}: it was measured for other "
+            "widths; use another --run_dir (or delete the file to measure every budget again)"
+        )
+    for w in plan.widths:
+        log(f"budget {width_label(w)}: {budgets[width_label(w)]['target_ms']:.4f} ms")
+    data = load_image_data(
+        "fashion_mnist", train_limit=plan.train_limit, test_limit=plan.test_limit, seed=plan.seed
+    )
+    rows = []
+    for seed in plan.seeds:
+        rows += _run_seed(run_dir / f"seed{seed}", plan, seed, tables, budgets, data, log)
+    latencies = compare.measure_latencies([Path(r["model_dir"]) for r in rows], plan, log)
+    for row in rows:
+        row["tflite_ms"] = latencies[Path(row.pop("model_dir"))]
+    summary = compare.summarise(rows)
+    for s in summary:
+        first = next(r for r in rows if r["net"] == s["net"])
+        s["width"], s["budget_ms"] = first["width"], first["budget_ms"]
+        s["predicted_ms_mean"] = float(
+            np.mean([r["predicted_ms"] for r in rows if r["net"] == s["net"]])
+            if first["predicted_ms"] is not None
+            else np.nan
+        )
+    results = {
+        "plan": dataclasses.asdict(plan),
+        "budgets": budgets,
+        "rows": rows,
+        "summary": summary,
+        "verdicts": verdicts(summary, plan.widths),
+        "test_images": len(data.test_labels),
+        "latency_tables": {k: str(v) for k, v in tables.items()},
+        "this_run_wall_time_s": time.time() - started,
+    }
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run_dir / "equal_latency.md", format_equal_latency(results) + "\n")
+    write_bytes_atomic(run_dir / "equal_latency.png", plot_equal_latency(results))
+    return results
+
+
+def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str, Any]]:
+    loaded = {name: LatencyTable.load(path) for name, path in tables.items()}
+    nets: list[tuple[str, str, float, ArchSpec, dict[str, Any]]] = []
+
+    def search(label, family, space, width) -> None:
+        target = budgets[width_label(width)]["target_ms"]
+        overrides = (
+            f"space={space}",
+            f"seed={seed}",
+            f"latency_table={tables[space]}",
+            "latency_check=false",
+            "objective.kind=budget",
+            f"objective.target_ms={target!r}",
+        )
+        config = load_search_config(plan.search_config, plan.search_overrides + overrides)
+        log(f"== seed {seed}: search {label} (budget {target:.4f} ms)")
+        result = run_search(config, run_dir / label, log=log)
+        info = {"search_wall_time_s": result.summary["wall_time_s"]}
+        if result.summary.get("path_margin") is not None:
+            info["path_margin"] = result.summary["path_margin"]
+        nets.append((label, family, width, result.arch, info))
+
+    config = load_search_config(plan.search_config, plan.search_overrides)
+    weight_ids, arch_ids = split_indices(len(data.train_labels), 0.2, seed)
+    middle = sorted(plan.widths)[len(plan.widths) // 2]
+    for width in plan.widths:
+        w = width_label(width)
+        target = budgets[w]["target_ms"]
+        search(f"densenas_{w}", "DenseNAS", "fashion_mnist", width)
+        log(f"== seed {seed}: random search {w} within [{plan.band}, 1] x {target:.4f} ms")
+        spec, info = compare.random_search(
+            run_dir / f"random_{w}",
+            "fashion_mnist",
+            (plan.band * target, target),
+            compare._search_mult_adds(config),
+            data,
+            weight_ids,
+            arch_ids,
+            plan,
+            log,
+            table=loaded["fashion_mnist"],
+            seed=seed,
+        )
+        nets.append((f"random_{w}", "random search", width, spec, info))
+        nets.append((f"mobilenet_v2_{w}", "MobileNetV2", width, mobilenet_v2_fashion(width), {}))
+        if plan.fixed_block and width == middle:
+            search(f"fixed_block_{w}", "fixed-block", "fixed_block_fashion", width)
+
+    source = {
+        "dataset": "fashion_mnist",
+        "train_limit": plan.train_limit,
+        "test_limit": plan.test_limit,
+        "data_seed": plan.seed,
+    }
+    rows = []
+    for label, family, width, spec, info in nets:
+        log(f"== seed {seed}: retrain {label}: {spec.to_block_string()}")
+        arch_file = run_dir / "archs" / f"{label}.json"
+        if not arch_file.is_file() or arch_file.read_text() != spec.to_json():
+            spec.save(arch_file)  # a resumed run rewrites nothing
+        metrics = train(
+            spec, data, run_dir / "train" / label,
+            TrainConfig(epochs=plan.train_epochs, seed=seed), data_source=source, log=log,
+        )  # fmt: skip
+        table = loaded.get(spec.provenance.get("search_space", "fashion_mnist"))
+        predicted = None if family == "MobileNetV2" else table.predicted_ms(spec)
+        cost = count_costs(spec)
+        rows.append(
+            {
+                "net": label,
+                "family": family,
+                "seed": seed,
+                "width": width,
+                "budget_ms": budgets[width_label(width)]["target_ms"],
+                "arch": spec.to_block_string(),
+                "test_accuracy": metrics["test_accuracy"],
+                "model_dir": str(run_dir / "train" / label),
+                "predicted_ms": predicted,
+                "params": cost.params,
+                "mult_adds": cost.mult_adds,
+                **info,
+            }
+        )
+    return rows
+
+
+def verdicts(summary: list[dict[str, Any]], widths) -> list[dict[str, Any]]:
+    """Per budget, DenseNAS against each other method at that budget: the
+    accuracy difference, its standard error and the two-standard-error verdict."""
+    out = []
+    for width in widths:
+        here = {s["family"]: s for s in summary if s["width"] == width}
+        dense = here.get("DenseNAS")
+        if dense is None:
+            continue
+        for family in FAMILIES[1:]:
+            other = here.get(family)
+            if other is None:
+                continue
+            diff = dense["test_accuracy_mean"] - other["test_accuracy_mean"]
+            se = float(np.hypot(dense["test_accuracy_se"], other["test_accuracy_se"]))
+            if not np.isfinite(se):
+                verdict = "one seed: no standard error, no verdict"
+            elif diff > 2 * se:
+                verdict = "DenseNAS wins (more than two standard errors)"
+            elif diff < -2 * se:
+                verdict = f"DenseNAS loses to {family} (more than two standard errors)"
+            else:
+                verdict = "within two standard errors: no difference shown"
+            out.append(
+                {
+                    "budget": width_label(width),
+                    "budget_ms": dense["budget_ms"],
+                    "against": family,
+                    "difference_points": 100 * diff,
+                    "standard_error_points": 100 * se,
+                    "densenas_ms": dense["tflite_ms_mean"],
+                    "other_ms": other["tflite_ms_mean"],
+                    "verdict": verdict,
+                }
+            )
+    return out
+
+
+def format_equal_latency(results: dict[str, Any]) -> str:
+    seeds = results["plan"]["seeds"]
+
+    def pm(mean, se, scale=1.0, digits=2):
+        if not np.isfinite(se):
+            return f"{scale * mean:.{digits}f}"
+        return f"{scale * mean:.{digits}f} ± {scale * se:.{digits}f}"
+
+    lines = [
+        f"Budgets: MobileNetV2's measured latency at each width; {len(seeds)} seed(s) "
+        f"{list(seeds)}; mean ± standard error over seeds; {results['test_images']} test images.",
+        "",
+        "| budget | net | family | test accuracy (%) | measured ms | predicted ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in sorted(
+        results["summary"], key=lambda s: (s["budget_ms"], FAMILIES.index(s["family"]))
+    ):
+        predicted = s["predicted_ms_mean"]
+        lines.append(
+            f"| {width_label(s['width'])} ({s['budget_ms']:.3f} ms) | {s['net']} | {s['family']} | "
+            f"{pm(s['test_accuracy_mean'], s['test_accuracy_se'], 100)} | "
+            f"{pm(s['tflite_ms_mean'], s['tflite_ms_se'], 1, 3)} | "
+            f"{'' if not np.isfinite(predicted) else f'{predicted:.3f}'} |"
+        )
+    lines += ["", "Verdicts (two-standard-error rule):", ""]
+    for v in results["verdicts"]:
+        lines.append(
+            f"- {v['budget']} ({v['budget_ms']:.3f} ms): DenseNAS ({v['densenas_ms']:.3f} ms) vs "
+            f"{v['against']} ({v['other_ms']:.3f} ms): {v['difference_points']:+.2f} points "
+            f"(standard error {v['standard_error_points']:.2f}); {v['verdict']}"
+        )
+    return "\n".join(lines)
+
+
+def plot_equal_latency(results: dict[str, Any]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"DenseNAS": "o", "fixed-block": "s", "MobileNetV2": "^", "random search": "x"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for budget in results["budgets"].values():
+        ax.axvline(budget["target_ms"], color="0.8", linewidth=1, zorder=0)
+    for family, marker in markers.items():
+        points = sorted(
+            (s for s in results["summary"] if s["family"] == family),
+            key=lambda s: s["tflite_ms_mean"],
+        )
+        if not points:
+            continue
+
+        def err(key, scale=1.0, points=points):
+            values = [scale * s[key] for s in points]
+            return values if all(np.isfinite(values)) else None
+
+        ax.errorbar(
+            [s["tflite_ms_mean"] for s in points],
+            [100 * s["test_accuracy_mean"] for s in points],
+            xerr=err("tflite_ms_se"),
+            yerr=err("test_accuracy_se", 100.0),
+            marker=marker,
+            linestyle="-" if len(points) > 1 else "none",
+            capsize=3,
+            label=family,
+        )
+    ax.set_xlabel("TFLite latency, 1 thread, batch 1 (ms, measured; grey: budgets)")
+    ax.set_ylabel(f"test accuracy (%, {results['test_images']} images)")
+    ax.set_title(f"Fashion-MNIST at equal latency ({len(results['plan']['seeds'])} seed(s))")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
