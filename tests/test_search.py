@@ -872,8 +872,9 @@ def test_the_budget_controller_raises_the_weight_above_the_budget_and_lowers_it_
 
 def test_the_derived_controller_steers_by_the_latency_of_the_net_derived_now(micro, tmp_path):
     """Steered by the derived net (the default): the step leaves the weight
-    alone, and the searcher then multiplies it by exp(gain * (d / T - 1)), d the
-    table's latency of the net the paper's derivation gives at that moment."""
+    alone, and the searcher then adds gain * (d / T - 1), d the table's latency
+    of the net the paper's derivation gives at that moment, down through zero
+    when the net is faster than the budget."""
     from densenas_tf.space.derive import derive_arch
 
     objective = {"kind": "budget", "target_ms": 0.05, "lam": 0.2, "gain": 0.1}
@@ -886,10 +887,18 @@ def test_the_derived_controller_steers_by_the_latency_of_the_net_derived_now(mic
     derived = LatencyTable.load(micro["table"]).predicted_ms(
         derive_arch(searcher.space, **searcher.net.arch_numpy())
     )
+    # A budget of half the net's latency (the table is measured here, so the
+    # net's latency is only known now): the weight grows by gain * (2 - 1).
+    searcher.steps.objective = Objective.from_config({**objective, "target_ms": derived / 2})
     assert searcher._steer_by_derived_net() == pytest.approx(derived, rel=1e-9)
-    assert float(searcher.steps.latency_weight) == pytest.approx(
-        np.clip(0.2 * np.exp(0.1 * (derived / 0.05 - 1.0)), 1e-3, 10.0), rel=1e-5
-    )
+    after = float(searcher.steps.latency_weight)
+    assert after == pytest.approx(0.2 + 0.1, rel=1e-5)
+    # A budget ten times the net's latency: the weight falls below zero.
+    searcher.steps.objective = Objective.from_config({**objective, "target_ms": derived * 10})
+    for _ in range(4):
+        searcher._steer_by_derived_net()
+    assert float(searcher.steps.latency_weight) == pytest.approx(after - 4 * 0.1 * 0.9, rel=1e-5)
+    assert float(searcher.steps.latency_weight) < 0
 
 
 def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_path):
@@ -918,7 +927,7 @@ def test_a_budget_search_derives_within_the_budget_and_reports_it(micro, tmp_pat
     for report in summary["epoch_reports"]:
         assert report["predicted_latency_ms"] <= target + 1e-9
         assert report["budget_ms"] == pytest.approx(target)
-        assert report["latency_weight"] > 0
+        assert np.isfinite(report["latency_weight"])
     searched = summary["epoch_reports"][-1]
     assert searched["stage"] == "search"
     assert searched["latency_weight"] != pytest.approx(0.3)  # the controller moved it

@@ -9,14 +9,18 @@
   probable architecture predicting at most T ms, ``space.budget``), with the
   search steered towards T in one of three ways (``steer``):
   - ``derived`` (the default): ``CE + w * log(lat / T)`` with the latency
-    weight ``w`` (starting at lambda) multiplied after every architecture step
-    by ``exp(gain * (d / T - 1))``, where ``d`` is the predicted latency of the
-    net the paper's derivation gives at that moment (Viterbi path, argmax
-    ops), kept within [lam_min, lam_max]: the weight grows while that net is
-    slower than the budget and shrinks while it is faster;
-  - ``expected``: the same controller driven by the step's expected latency
-    ``lat`` instead of the derived net's (the mixture's expected latency runs
-    well above any one net's, so this steers the nets below T);
+    weight ``w`` (starting at lambda) moved after every architecture step by
+    ``gain * (d / T - 1)``, where ``d`` is the predicted latency of the net
+    the paper's derivation gives at that moment (Viterbi path, argmax ops),
+    kept within [-lam_max, lam_max]: an integral controller on that net's
+    latency. The weight grows while the net is slower than the budget and
+    shrinks while it is faster, down through zero: a negative weight rewards
+    latency, so a search whose net has fallen well below the budget is pushed
+    back up towards it;
+  - ``expected``: ``w`` multiplied after every step by
+    ``exp(gain * (lat / T - 1))``, within [lam_min, lam_max], driven by the
+    step's expected latency ``lat`` (the mixture's expected latency runs well
+    above any one net's, so this steers the nets below T);
   - ``absolute`` (TuNAS's absolute-value reward): ``CE + lambda * |lat / T - 1|``.
 
 All act on the expected latency in ms (a tensor differentiable in alpha and beta).
@@ -91,8 +95,10 @@ class Objective:
         (the derived net's, or the step's expected latency) was ``latency_ms``."""
         import tensorflow as tf
 
-        step = tf.exp(self.gain * (tf.cast(latency_ms, tf.float32) / self.target_ms - 1.0))
-        return tf.clip_by_value(weight * step, self.lam_min, self.lam_max)
+        error = tf.cast(latency_ms, tf.float32) / self.target_ms - 1.0
+        if self.steer == "derived":
+            return tf.clip_by_value(weight + self.gain * error, -self.lam_max, self.lam_max)
+        return tf.clip_by_value(weight * tf.exp(self.gain * error), self.lam_min, self.lam_max)
 
     def latency_term(self, cross_entropy, latency_ms, num_replicas: int = 1, weight=None):
         """The loss minus the cross-entropy: each objective's one formula.

@@ -188,7 +188,7 @@ class Searcher:
 
     def _steer_by_derived_net(self) -> float:
         """The budget controller's ``derived`` update after an architecture
-        step: the latency weight times exp(gain * (d / T - 1)), d the predicted
+        step: the latency weight plus gain * (d / T - 1), d the predicted
         latency of the net the paper's derivation gives now; returns d."""
         arrays = self.net.arch_numpy()
         path = derive.viterbi_path(
