@@ -445,6 +445,7 @@ def static_step(searcher, kind: str, sample):
         values = replica_fn[kind](images, labels, drawn)
         if kind == "arch":
             steps.rebalance(before, drawn, values)
+            values["latency_weight"] = steps.steer(values)
         return values
 
     traced = tf.function(step, autograph=False)

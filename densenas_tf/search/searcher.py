@@ -277,7 +277,7 @@ class Searcher:
             warmup_end,
             steering={
                 "budget_ms": self.steps.objective.budget_ms,
-                "latency_weight": float(self.steps.latency_weight),
+                "latency_weight": float(self.steps.latency_weight.numpy()),
             },
         )
         reports.append(report)
