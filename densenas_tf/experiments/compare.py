@@ -599,6 +599,25 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def plot_results(results: dict[str, Any]) -> bytes:
+    seeds = len(results["plan"]["seeds"])
+    title = "Fashion-MNIST: accuracy against latency"
+    return plot_families(
+        results["summary"],
+        results["test_images"],
+        title + (f" (mean ± s.e., {seeds} seeds)" if seeds > 1 else ""),
+    )
+
+
+def plot_families(
+    summary: list[dict[str, Any]],
+    test_images: int,
+    title: str,
+    lines_ms: tuple[float, ...] = (),
+    xlabel: str = "TFLite latency, 1 thread, batch 1 (ms, measured)",
+) -> bytes:
+    """Accuracy against measured latency, one line per family (mean ± standard
+    error where there are several seeds), with grey vertical lines at
+    ``lines_ms``; a PNG."""
 
     import matplotlib
 
@@ -607,32 +626,32 @@ def plot_results(results: dict[str, Any]) -> bytes:
 
     markers = {"DenseNAS": "o", "fixed-block": "s", "MobileNetV2": "^", "random search": "x"}
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for ms in lines_ms:
+        ax.axvline(ms, color="0.8", linewidth=1, zorder=0)
     for family, marker in markers.items():
         points = sorted(
-            (s for s in results["summary"] if s["family"] == family),
-            key=lambda s: s["tflite_ms_mean"],
+            (s for s in summary if s["family"] == family), key=lambda s: s["tflite_ms_mean"]
         )
-        if points:
+        if not points:
+            continue
 
-            def err(key, scale=1.0, points=points):
-                values = [scale * s[key] for s in points]
-                return None if not all(np.isfinite(values)) else values
+        def err(key, scale=1.0, points=points):
+            values = [scale * s[key] for s in points]
+            return values if all(np.isfinite(values)) else None
 
-            ax.errorbar(
-                [s["tflite_ms_mean"] for s in points],
-                [100 * s["test_accuracy_mean"] for s in points],
-                xerr=err("tflite_ms_se"),
-                yerr=err("test_accuracy_se", 100.0),
-                marker=marker,
-                linestyle="-" if len(points) > 1 else "none",
-                capsize=3,
-                label=family,
-            )
-    ax.set_xlabel("TFLite latency, 1 thread, batch 1 (ms, measured)")
-    ax.set_ylabel(f"test accuracy (%, {results['test_images']} images)")
-    seeds = len(results["plan"]["seeds"])
-    title = "Fashion-MNIST: accuracy against latency"
-    ax.set_title(title + (f" (mean ± s.e., {seeds} seeds)" if seeds > 1 else ""))
+        ax.errorbar(
+            [s["tflite_ms_mean"] for s in points],
+            [100 * s["test_accuracy_mean"] for s in points],
+            xerr=err("tflite_ms_se"),
+            yerr=err("test_accuracy_se", 100.0),
+            marker=marker,
+            linestyle="-" if len(points) > 1 else "none",
+            capsize=3,
+            label=family,
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test accuracy (%, {test_images} images)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     buffer = io.BytesIO()

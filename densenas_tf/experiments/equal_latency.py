@@ -23,7 +23,6 @@ random searches and trainings keep their directories; measured latencies their
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -304,44 +303,10 @@ def format_equal_latency(results: dict[str, Any]) -> str:
 
 
 def plot_equal_latency(results: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    markers = {"DenseNAS": "o", "fixed-block": "s", "MobileNetV2": "^", "random search": "x"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for budget in results["budgets"].values():
-        ax.axvline(budget["target_ms"], color="0.8", linewidth=1, zorder=0)
-    for family, marker in markers.items():
-        points = sorted(
-            (s for s in results["summary"] if s["family"] == family),
-            key=lambda s: s["tflite_ms_mean"],
-        )
-        if not points:
-            continue
-
-        def err(key, scale=1.0, points=points):
-            values = [scale * s[key] for s in points]
-            return values if all(np.isfinite(values)) else None
-
-        ax.errorbar(
-            [s["tflite_ms_mean"] for s in points],
-            [100 * s["test_accuracy_mean"] for s in points],
-            xerr=err("tflite_ms_se"),
-            yerr=err("test_accuracy_se", 100.0),
-            marker=marker,
-            linestyle="-" if len(points) > 1 else "none",
-            capsize=3,
-            label=family,
-        )
-    ax.set_xlabel("TFLite latency, 1 thread, batch 1 (ms, measured; grey: budgets)")
-    ax.set_ylabel(f"test accuracy (%, {results['test_images']} images)")
-    ax.set_title(f"Fashion-MNIST at equal latency ({len(results['plan']['seeds'])} seed(s))")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return compare.plot_families(
+        results["summary"],
+        results["test_images"],
+        f"Fashion-MNIST at equal latency ({len(results['plan']['seeds'])} seed(s))",
+        lines_ms=tuple(b["target_ms"] for b in results["budgets"].values()),
+        xlabel="TFLite latency, 1 thread, batch 1 (ms, measured; grey: budgets)",
+    )

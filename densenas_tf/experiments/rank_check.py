@@ -36,7 +36,7 @@ from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_a
 from densenas_tf.data.pipelines import distributed_batches
 from densenas_tf.data.sources import load_image_data
 from densenas_tf.latency.expected import latency_costs
-from densenas_tf.latency.report import spearman
+from densenas_tf.latency.report import random_path_and_ops, spearman
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
@@ -106,18 +106,9 @@ def correlation(a, b, reps: int, seed: int) -> dict[str, Any]:
 
 # ----- the nets -------------------------------------------------------------------------
 def random_choice(space: SearchSpace, costs: budget.LatencyCosts, rng) -> budget.Choice:
-    """A path by a uniform walk over out-edges, a uniform op per layer."""
-    path = [0]
-    while path[-1] != space.final_node:
-        edges = space.out_edges(path[-1])
-        path.append(edges[rng.integers(len(edges))].dst)
-    heads = {r: int(rng.integers(len(space.head_ops))) for r in range(len(space.head_edges))}
-    stacks = {
-        r: int(rng.integers(len(space.stacking_ops))) for r in range(len(space.stacking_layers))
-    }
-    return budget.Choice(
-        tuple(path), heads, stacks, costs.arch_ms(space, tuple(path), heads, stacks), 0.0
-    )
+    """A net drawn as the additivity report draws its random nets, with its latency."""
+    path, heads, stacks = random_path_and_ops(space, rng)
+    return budget.Choice(path, heads, stacks, costs.arch_ms(space, path, heads, stacks), 0.0)
 
 
 def sample_nets(

@@ -33,8 +33,11 @@ class ReportOutputError(DenseNASError):
     """An output file of the report that cannot be written; found before any timing."""
 
 
-def random_arch(space: SearchSpace, rng: np.random.Generator, name: str = "random") -> ArchSpec:
-    """A path drawn by a uniform walk over out-edges, and uniform ops per layer."""
+def random_path_and_ops(
+    space: SearchSpace, rng: np.random.Generator
+) -> tuple[tuple[int, ...], dict[int, int], dict[int, int]]:
+    """A path drawn by a uniform walk over out-edges, and a uniform op per layer
+    (head ops by head row, stacking ops by stacking row)."""
     path = [0]
     while path[-1] != space.final_node:
         edges = space.out_edges(path[-1])
@@ -43,8 +46,13 @@ def random_arch(space: SearchSpace, rng: np.random.Generator, name: str = "rando
     stacks = {
         row: int(rng.integers(len(space.stacking_ops))) for row in range(len(space.stacking_layers))
     }
+    return tuple(path), heads, stacks
+
+
+def random_arch(space: SearchSpace, rng: np.random.Generator, name: str = "random") -> ArchSpec:
+    """The ArchSpec of ``random_path_and_ops``."""
     return arch_from_path(
-        space, tuple(path), heads, stacks, name=name, provenance={"source": "random path"}
+        space, *random_path_and_ops(space, rng), name=name, provenance={"source": "random path"}
     )
 
 
