@@ -149,7 +149,14 @@ def test_a_budget_that_does_not_bind_gives_the_jointly_most_probable_net():
     assert budget.derive_within_budget(space, costs, **clear, budget_ms=1e6).same_architecture(
         derive.derive_arch(space, **clear)
     )
-    assert paper.provenance["path"] == derive.derive_arch(space, **alphas).provenance["path"]
+    # The paper's net (Viterbi path, then argmax ops) is never jointly more
+    # probable than the budget's unbinding optimum.
+    paper_entry = next(
+        a for a in brute_force(space, costs, **alphas)
+        if derive.arch_from_path(space, a[2], a[3], a[4]).same_architecture(paper)
+        and a[2] == tuple(paper.provenance["path"])
+    )  # fmt: skip
+    assert paper_entry[1] <= spec.provenance["budget"]["log_probability"] + 1e-9
 
 
 def test_the_budgeted_net_predicts_its_own_latency_on_a_shipped_table():
