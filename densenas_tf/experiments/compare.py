@@ -124,7 +124,11 @@ def random_search(
     seed: int = 0,
 ) -> tuple[ArchSpec, dict[str, Any]]:
     """keras-tuner random search over the dense space within the latency range
-    (predicted by ``table``, default the shipped one)."""
+    (predicted by ``table``, default the shipped one). The best net and its
+    figures are recorded in ``run_dir/result.json`` when the search ends; a
+    resumed comparison reads them from there (keras-tuner's reloaded trials
+    need not come back in the order they ran). Equal scores go to the
+    earliest trial."""
     import keras
     import keras_tuner as kt
 
@@ -147,6 +151,10 @@ def random_search(
         return 3.0 * count_costs(spec).mult_adds * plan.random_trial_images
 
     low, high = latency_range
+    record = Path(run_dir) / "result.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        return ArchSpec.from_dict(saved["arch"], source=str(record)), saved["info"]
 
     class BudgetedRandomOracle(kt.oracles.RandomSearchOracle):
         """Random draws kept inside the latency range, until the budget is spent."""
@@ -214,7 +222,7 @@ def random_search(
         raise RuntimeError(
             f"random search found no net with predicted latency in [{low:.3f}, {high:.3f}] ms"
         )
-    best = max(trials, key=lambda t: t.score)
+    best = max(trials, key=lambda t: (t.score, -int(t.trial_id)))
     spec = decode(best.hyperparameters.values)
     info = {
         "trials": len(trials),
@@ -223,6 +231,7 @@ def random_search(
         "spent_mult_adds": oracle.spent,
         "latency_range_ms": [low, high],
     }
+    write_text_atomic(record, json.dumps({"arch": spec.to_dict(), "info": info}, indent=2) + "\n")
     return spec, info
 
 
