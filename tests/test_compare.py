@@ -59,9 +59,11 @@ def test_reduced_comparison(tmp_path):
     assert len(rows) == len(REDUCED.lams) + 1 + len(REDUCED.mbv2_widths) + 1
     tables = {name: default_table_path(name) for name in ("fashion_mnist", "fixed_block_fashion")}
     assert results["latency_tables"] == {name: str(path) for name, path in tables.items()}
-    data = load_image_data("fashion_mnist", train_limit=2000, test_limit=500, seed=0)
+    data = load_image_data(
+        "fashion_mnist", train_limit=REDUCED.train_limit, test_limit=REDUCED.test_limit, seed=0
+    )
     images, labels = data.test_images, data.test_labels
-    assert results["test_images"] == len(labels) == 500
+    assert results["test_images"] == len(labels) == REDUCED.test_limit
     out = tmp_path / "compare"
     for row in rows:
         spec = ArchSpec.from_json(Path(row["arch_file"]).read_text())
@@ -117,6 +119,23 @@ def test_reduced_comparison(tmp_path):
     assert json.loads((out / "results.json").read_text())["rows"] == rows
     assert (out / "compare.md").read_text().strip() == format_results(results)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_finished_random_search_is_read_back_not_run_again(tmp_path):
+    """A resumed comparison takes the random search's net from its result.json
+    (keras-tuner reloads trials in no fixed order, so equal scores could pick
+    another net and the retraining would then refuse its directory)."""
+    from densenas_tf.experiments.compare import random_search
+
+    spec = mobilenet_v2_fashion(0.5)
+    info = {"trials": 2, "best_val_acc": 0.5}
+    (tmp_path / "result.json").write_text(json.dumps({"arch": spec.to_dict(), "info": info}))
+    # No data and no budget: a search that ran would fail at once.
+    got, got_info = random_search(
+        tmp_path, "fashion_mnist", (0.1, 0.2), 0.0, None, None, None, REDUCED, print
+    )
+    assert got.to_json() == spec.to_json() and got_info == info
+    assert not (tmp_path / "tuner").exists()
 
 
 @pytest.mark.slow

@@ -257,3 +257,68 @@ def format_stability(r: dict[str, Any]) -> str:
             f"{MEASURED_TOLERANCE:.0%} of it"
         )
     return "\n".join(lines)
+
+
+# ----- one finished search re-derived under several budgets ---------------------------------
+def budget_sweep(
+    run_dir: str | Path,
+    targets_ms: Sequence[float],
+    rounds: int = 5,
+    runs: int = 200,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """A finished search re-derived under each budget (no new search), beside
+    the paper's derivation; every net timed here as float TFLite (1 thread,
+    batch 1) in interleaved rounds. A budget below the fastest net of the
+    space is refused by the derivation (``BudgetError``)."""
+    from densenas_tf.search.run import derive_from_checkpoint
+
+    run_dir = Path(run_dir)
+    table = LatencyTable.load(run_dir / "latency_table.json")
+    specs = {"paper": derive_from_checkpoint(run_dir, paper=True)}
+    for target in targets_ms:
+        specs[f"{target:g}"] = derive_from_checkpoint(run_dir, target_ms=target)
+    log(f"timing {len(specs)} net(s) in {rounds} interleaved round(s) of {runs} runs")
+    timed = time_nets(specs, rounds, runs, log)
+    rows = []
+    for label, spec in specs.items():
+        budget = spec.provenance.get("budget") or {}
+        measured = float(np.median(timed[label]))
+        rows.append(
+            {
+                "target_ms": budget.get("target_ms"),
+                "arch": spec.to_block_string(),
+                "predicted_ms": table.predicted_ms(spec),
+                "measured_ms": measured,
+                "round_medians_ms": timed[label],
+                "ops_not_argmax": budget.get("ops_not_argmax", 0),
+                "log_probability": budget.get("log_probability"),
+            }
+        )
+    return {
+        "run_dir": str(run_dir),
+        "latency_table": str(run_dir / "latency_table.json"),
+        "device": table.provenance.get("device"),
+        "rounds": rounds,
+        "runs": runs,
+        "rows": rows,
+    }
+
+
+def format_budget_sweep(r: dict[str, Any]) -> str:
+    lines = [
+        f"search {r['run_dir']} re-derived under each budget; predicted on its table "
+        f"({r['device']}); measured here as float TFLite, 1 thread, median of "
+        f"{r['rounds']} interleaved round(s) of {r['runs']} runs",
+        "",
+        "| budget ms | predicted ms | measured ms | measured / budget | ops not argmax | net |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        t, measured = row["target_ms"], row["measured_ms"]
+        lines.append(
+            f"| {'paper' if t is None else f'{t:.3f}'} | {row['predicted_ms']:.3f} | "
+            f"{measured:.3f} | {'' if t is None else f'{measured / t:.2f}'} | "
+            f"{row['ops_not_argmax']} | `{row['arch']}` |"
+        )
+    return "\n".join(lines)

@@ -329,12 +329,18 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
 
 
 def derive_from_checkpoint(
-    run_dir: str | Path, checkpoint: str | None = None, target_ms: float | None = None
+    run_dir: str | Path,
+    checkpoint: str | None = None,
+    target_ms: float | None = None,
+    paper: bool = False,
 ):
     """The ArchSpec of a run's architecture parameters at a checkpoint (default:
     the latest): the paper's derivation, or with ``target_ms`` (by default the
-    run's own budget, when its objective has one) the most probable net whose
-    latency on the run's table (``run_dir/latency_table.json``) is at most that."""
+    run's own budget, when its objective has one, unless ``paper``) the most
+    probable net whose latency on the run's table (``run_dir/latency_table.json``)
+    is at most that."""
+    if paper and target_ms is not None:
+        raise ValueError("give target_ms or paper=True, not both")
     import tensorflow as tf
 
     run_dir = Path(run_dir)
@@ -361,7 +367,7 @@ def derive_from_checkpoint(
     options = {"tie_threshold": threshold} if threshold is not None else {}
     provenance = {"checkpoint": str(path), "epoch": epoch, "global_step": step}
     objective = config.get("objective") or {}
-    if target_ms is None and objective.get("kind") == "budget":
+    if target_ms is None and not paper and objective.get("kind") == "budget":
         target_ms = objective.get("target_ms")
     if target_ms is None:
         return derive_arch(space, **arrays, name=f"step_{step}", provenance=provenance, **options)

@@ -1,0 +1,158 @@
+"""A config over seeds (tools/stability.py) and one search under several budgets
+(tools/budget_sweep.py): what they count and what they write."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import ROOT, made_up_table, micro_space, write_space
+
+from densenas_tf.experiments import stability
+from densenas_tf.latency.expected import latency_costs
+from densenas_tf.search.config import SearchConfig
+from densenas_tf.space import budget
+from densenas_tf.space.derive import arch_from_path
+from densenas_tf.space.spaces import SearchSpace
+
+SPACE = micro_space(
+    "micro_stability",
+    widths=[8, 12, 16, 24],
+    feature_map_sizes=[28, 14, 7, 7],
+    stages=[0, 1, 2, 2],
+    stacking_layers=[0, 1, 1, 0],
+)
+
+
+def test_decisions_and_agreement_count_blocks_and_shared_layers():
+    space = SearchSpace.from_config(SPACE)
+    paths = space.enumerate_paths()
+    long = max(paths, key=len)
+    short = min(paths, key=len)
+    rows_of = {b.index: space.stacking_rows(b.index) for b in space.blocks}
+
+    def net(path, head_op, stack_op):
+        heads = {space.head_row(space.edge(s, d)): head_op for s, d in zip(path, path[1:])
+                 if d != space.final_node}  # fmt: skip
+        stacks = {r: stack_op for b in path[1:-1] for r in rows_of[b]}
+        return arch_from_path(space, path, heads, stacks)
+
+    a = stability.decisions(space, long, net(long, 0, 0))
+    assert a == stability.decisions(space, long, net(long, 0, 0))
+    blocks = [k for k in a if k.count(" ") == 1]
+    assert len(blocks) == len(space.blocks) - 1
+    assert all(a[k] == "in" for k in blocks if int(k.split()[1]) in long)
+    same = stability.agreement([a, a])
+    assert same["blocks_agreeing"] == same["blocks"] == len(blocks)
+    assert same["shared_layers_agreeing"] == same["shared_layers"] == len(a) - len(blocks)
+    # Other ops on the same path: every block agrees, no layer's op does.
+    b = stability.decisions(space, long, net(long, 1, 1))
+    other = stability.agreement([a, b])
+    assert other["blocks_agreeing"] == len(blocks)
+    assert other["shared_layers_agreeing"] == 0 < other["shared_layers"]
+    # Another path: only the blocks both take or both skip agree, and only the
+    # layers both have are compared.
+    c = stability.decisions(space, short, net(short, 0, 0))
+    apart = stability.agreement([a, c])
+    taken = sum((int(k.split()[1]) in long) == (int(k.split()[1]) in short) for k in blocks)
+    assert apart["blocks_agreeing"] == taken < len(blocks)
+    assert apart["shared_layers"] == len((set(a) & set(c)) - set(blocks))
+
+
+@pytest.mark.slow
+def test_seeds_under_a_budget_and_a_sweep_of_budgets_over_one_search(tmp_path):
+    """Two seeds searched to a budget on a made-up table: every derived net
+    predicts within the budget, is timed here and counted against it; a second
+    run searches and times nothing again. tools/budget_sweep.py re-derives the
+    first seed's search under three budgets: each net predicts within its
+    budget, the predictions rise with it, and the table it prints is the one it
+    writes."""
+    space = SearchSpace.from_config(SPACE)
+    space_file = write_space(tmp_path, SPACE)
+    table = made_up_table(space, lambda k, key: 0.002 * (1 + k % 5))
+    table_file = tmp_path / "table.json"
+    table.save(table_file)
+    costs = latency_costs(space, table)
+    zeros = dict(
+        alpha_head=np.zeros((len(space.head_edges), len(space.head_ops))),
+        alpha_stack=np.zeros((len(space.stacking_layers), len(space.stacking_ops))),
+        beta=np.zeros(len(space.edges)),
+    )
+    fastest = budget.fastest_architecture(space, costs, **zeros).latency_ms
+    target = 1.5 * fastest
+    config = SearchConfig.from_dict(
+        {
+            "space": str(space_file),
+            "latency_table": str(table_file),
+            "data": {"train_limit": 256, "arch_fraction": 0.25},
+            "batch_size": 32,
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "latency_check": False,
+            "deterministic": False,
+            "graph_steps": False,
+        }
+    )
+    config_file = tmp_path / "search.json"
+    config_file.write_text(config.to_json())
+    plan = stability.StabilityPlan(
+        search_config=str(config_file),
+        seeds=(0, 1),
+        target_ms=target,
+        latency_table=str(table_file),
+        latency_runs=3,
+        latency_rounds=1,
+    )
+    out = tmp_path / "stability"
+    result = stability.run_stability(out, plan, log=lambda line: None)
+    assert result["budget_ms"] == target
+    assert [r["seed"] for r in result["seeds"]] == [0, 1]
+    predicted = []
+    for row in result["seeds"]:
+        assert row["predicted_ms"] <= target + budget.TOLERANCE_MS
+        assert row["predicted_of_budget"] == pytest.approx(row["predicted_ms"] / target)
+        assert row["measured_ms"] > 0
+        record = json.loads((out / f"seed_{row['seed']}" / "latency.json").read_text())
+        assert record["tflite_ms"] == row["measured_ms"]
+        predicted.append(row["predicted_ms"])
+    in_band = sum(stability.LOW * target <= p <= target + 1e-9 for p in predicted)
+    assert result["predicted_within_band"] == in_band
+    assert (out / "stability.md").read_text().strip() == stability.format_stability(result)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "stability.json"}
+    again = stability.run_stability(out, plan, log=lambda line: None)
+    assert again["seeds"] == result["seeds"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    run_dir = out / "seed_0"
+    targets = [f * fastest for f in (1.1, 1.5, 3.0)]
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable, str(ROOT / "tools" / "budget_sweep.py"), f"--run_dir={run_dir}",
+        f"--targets_ms={','.join(repr(t) for t in targets)}", f"--out_dir={sweep_dir}",
+        "--rounds=1", "--runs=3",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweep = json.loads((sweep_dir / "budget_sweep.json").read_text())
+    rows = sweep["rows"]
+    assert rows[0]["target_ms"] is None  # the paper's derivation first
+    assert [r["target_ms"] for r in rows[1:]] == targets
+    for row in rows[1:]:
+        assert row["predicted_ms"] <= row["target_ms"] + budget.TOLERANCE_MS
+        assert row["measured_ms"] > 0 and len(row["round_medians_ms"]) == 1
+    assert [r["predicted_ms"] for r in rows[1:]] == sorted(r["predicted_ms"] for r in rows[1:])
+    text = (sweep_dir / "budget_sweep.md").read_text()
+    assert text.strip() == done.stdout.strip() == stability.format_budget_sweep(sweep)
+    refused = subprocess.run(
+        [*command[:3], "--targets_ms=0.1,-1"], capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode != 0 and "--targets_ms must be positive, got [-1.0]" in (
+        refused.stderr
+    )
+    too_small = subprocess.run(
+        [*command[:3], f"--targets_ms={fastest / 2!r}", f"--out_dir={tmp_path / 'x'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert too_small.returncode != 0 and "give a budget of at least" in too_small.stderr
+    assert "Traceback" not in too_small.stderr
