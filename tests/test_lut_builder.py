@@ -101,6 +101,28 @@ def test_builder_refuses_a_file_with_other_settings(small_space, tmp_path):
         build_table(load_space("tiny"), out, warmup=1, runs=3, log=lambda line: None)
 
 
+def test_builder_refuses_to_complete_a_table_of_another_device_or_runtime(small_space, tmp_path):
+    """A partial table begun elsewhere (its device relabelled, or another
+    TensorFlow) is not completed with this machine's timings; the file is kept."""
+    from densenas_tf.latency.measure import device_description, versions
+
+    out = tmp_path / "lut.json"
+    for device, runtime in (
+        ("Pixel 7", versions()),
+        (device_description(), {**versions(), "tensorflow_version": "2.0.0"}),
+    ):
+        LatencyTable(new_provenance(small_space, "tflite", 1, 1, device, runtime)).save(out)
+        before = out.read_text()
+        with pytest.raises(LatencyTableError, match="was begun on another device or runtime") as e:
+            build_table(small_space, out, warmup=1, runs=3, log=lambda line: None)
+        if device == "Pixel 7":
+            assert f"device: the file's is 'Pixel 7', here {device_description()!r}" in str(e.value)
+        else:
+            assert "tensorflow_version: the file's is '2.0.0'" in str(e.value)
+        assert "Choose another --out" in str(e.value)
+        assert out.read_text() == before
+
+
 @pytest.fixture(scope="module")
 def chain_space_file(tmp_path_factory):
     """A tiny space of 8 table entries (one head op, skip-only stacking, m = 1), as a file."""

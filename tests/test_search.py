@@ -1,6 +1,7 @@
 """The search loop: what each step may change, faults, resume, summaries (strategies:
 test_strategy.py)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -1101,3 +1102,53 @@ def test_traced_steps_compute_what_the_eager_steps_compute(
     assert int(traced.steps.weight_optimizer.iterations) == 3
     # Each kind of step was traced once, whatever the draw.
     assert [fn.experimental_get_tracing_count() for fn in traced.steps.traced_steps] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_a_resumed_search_refuses_a_changed_table_or_records_the_change(tmp_path):
+    """The table a search optimised is the record in its run_dir: a resume
+    against a changed table file is refused, naming the changed entry, and the
+    record is kept; with accept_table_change the run goes on, keeps the old
+    table under the epoch it held to and lists the change in its summary."""
+    from densenas_tf.search.run import TABLE_CHANGES
+
+    space = SearchSpace.from_config(MICRO_SPACE)
+    table = made_up_table(space, lambda k, key: 0.01 + 0.001 * (k % 7))
+    table_file = tmp_path / "table.json"
+    table.save(table_file)
+    config = SearchConfig.from_dict(
+        {
+            "space": str(write_space(tmp_path, MICRO_SPACE)),
+            "latency_table": str(table_file),
+            "data": {"train_limit": 128, "arch_fraction": 0.25},
+            "batch_size": 32,
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "latency_check": False,
+            "deterministic": False,
+            "graph_steps": False,
+        }
+    )
+    run_dir = tmp_path / "run"
+    run_search(config, run_dir, log=lambda line: None)
+    record = run_dir / "latency_table.json"
+    original = record.read_text()
+    (run_dir / "summary.json").unlink()  # as if stopped before its end
+    key = sorted(table.entries)[3]
+    changed = LatencyTable.load(table_file)
+    changed.entries[key] = dataclasses.replace(changed.entries[key], median_ms=0.5)
+    changed.save(table_file)
+    with pytest.raises(LatencyTableError, match="has changed since the search") as refused:
+        run_search(config, run_dir, log=lambda line: None)
+    message = str(refused.value)
+    assert f"1 entries differ, e.g. {key}:" in message and "-> 0.5000 ms" in message
+    assert "--accept_table_change" in message and f"cp {record} {table_file}" in message
+    assert record.read_text() == original and not (run_dir / TABLE_CHANGES).exists()
+
+    summary = run_search(config, run_dir, log=lambda line: None, accept_table_change=True).summary
+    kept = run_dir / "latency_table.until_epoch2.json"
+    assert kept.read_text() == original
+    assert LatencyTable.load(record).entries[key].median_ms == 0.5
+    (change,) = summary["latency_table"]["changes"]
+    assert change["from_epoch"] == 3 and change["entries_changed"] == 1
+    assert change["previous"] == kept.name and change["table"] == str(table_file)

@@ -41,6 +41,12 @@ OVERWRITE = flags.DEFINE_bool(
     "Delete the search in --run_dir when it has another config; only the files a search "
     "writes are deleted, and a directory holding others is refused.",
 )
+ACCEPT_TABLE_CHANGE = flags.DEFINE_bool(
+    "accept_table_change",
+    False,
+    "Resume a search whose latency table changed since it began, against the new table; "
+    "the old one is kept in --run_dir and the change recorded with its epoch.",
+)
 MIXED_PRECISION = flags.DEFINE_bool(
     "mixed_precision",
     None,
@@ -83,7 +89,13 @@ def main(argv):
     if MIXED_PRECISION.value is not None:
         overrides.append(f"mixed_precision={str(MIXED_PRECISION.value).lower()}")
     config = load_search_config(CONFIG.value, overrides)
-    summary = run_search(config, RUN_DIR.value, STRATEGY.value, OVERWRITE.value).summary
+    summary = run_search(
+        config,
+        RUN_DIR.value,
+        STRATEGY.value,
+        OVERWRITE.value,
+        accept_table_change=ACCEPT_TABLE_CHANGE.value,
+    ).summary
     print(format_summary(summary, RUN_DIR.value))
     return 0
 

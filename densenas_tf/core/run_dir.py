@@ -111,6 +111,8 @@ LAYOUTS = {
             r"config\.json",  # the search config
             r"space\.json",  # the search space searched
             r"latency_table\.json",  # the latency table it optimised
+            r"latency_table\.until_epoch\d+\.json",  # the table before a change (accepted)
+            r"latency_table_changes\.json",  # when the table changed, and how
             r"latency_check\.json",  # the table's check on this machine
             r"arch\.json",  # the derived architecture
             r"arch_best\d+\.json",  # the best epochs' architectures

@@ -217,6 +217,16 @@ def build_table(
             raise LatencyTableError(
                 f"{out} was measured with other settings ({detail}); choose another --out"
             )
+        # A table is one device's: entries timed here must not join another's.
+        here = {"device": device_description(), **versions()}
+        other = {k: (prov.get(k), v) for k, v in here.items() if prov.get(k) != v}
+        if other:
+            detail = ", ".join(f"{k}: the file's is {a!r}, here {b!r}" for k, (a, b) in other.items())
+            raise LatencyTableError(
+                f"{out} was begun on another device or runtime ({detail}); a table holds one "
+                "device's timings, so it is not completed here. Choose another --out to measure "
+                "this machine, or finish it where it was begun"
+            )
     else:
         table = LatencyTable(
             new_provenance(space, backend, threads, batch_size, device_description(), versions())

@@ -21,7 +21,7 @@ from densenas_tf.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 from densenas_tf.data.sources import DataError, open_stream, search_splits, split_indices
 from densenas_tf.latency.check import check_table_here
 from densenas_tf.latency.expected import latency_costs
-from densenas_tf.latency.table import LatencyTable, default_table_path
+from densenas_tf.latency.table import LatencyTable, LatencyTableError, default_table_path
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.searcher import Searcher
@@ -211,9 +211,13 @@ def run_search(
     strategy_name: str = "default",
     overwrite: bool = False,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    accept_table_change: bool = False,
 ) -> SearchResult:
     """Runs (or resumes, or reports the finished) search in run_dir; returns the
-    derived ArchSpec with the run's summary."""
+    derived ArchSpec with the run's summary. A resumed search whose latency
+    table changed since it began is refused, unless ``accept_table_change``:
+    then the run goes on against the new table and keeps the old one and the
+    epoch of the change (``table_changes``)."""
 
     run_dir = Path(run_dir)
     space = load_space(config.space)
@@ -251,6 +255,7 @@ def run_search(
                 lambda: check_table_here(space, table, str(table_path), seed=config.seed, log=log),
             )
         write_text_atomic(run_dir / "space.json", json.dumps(space.to_config(), indent=2) + "\n")
+        table_changed(run_dir, table, table_path, accept_table_change, log)
         write_text_atomic(run_dir / "latency_table.json", table.to_json())
 
         import keras
@@ -281,8 +286,86 @@ def run_search(
             "device": prov.get("device"),
             "check": {k: v for k, v in check.items() if k != "rows"},
         }
+        changes = run_dir / TABLE_CHANGES
+        if changes.is_file():
+            summary["latency_table"]["changes"] = json.loads(changes.read_text())
         write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return SearchResult(arch, summary, run_dir)
+
+
+TABLE_CHANGES = "latency_table_changes.json"
+
+
+def _table_difference(before: LatencyTable, after: LatencyTable) -> tuple[list[str], str]:
+    """The entries that differ between two tables, and a line naming what changed."""
+    keys = sorted(set(before.entries) | set(after.entries))
+    entries = [k for k in keys if before.entries.get(k) != after.entries.get(k)]
+    parts = []
+    if entries:
+        k = entries[0]
+        old, new = before.entries.get(k), after.entries.get(k)
+        show = lambda e: "absent" if e is None else f"{e.median_ms:.4f} ms"  # noqa: E731
+        parts.append(f"{len(entries)} entries differ, e.g. {k}: {show(old)} -> {show(new)}")
+    fields = sorted(
+        f for f in set(before.provenance) | set(after.provenance)
+        if f != "date" and before.provenance.get(f) != after.provenance.get(f)
+    )  # fmt: skip
+    for f in fields:
+        parts.append(f"{f}: {before.provenance.get(f)!r} -> {after.provenance.get(f)!r}")
+    if before.overhead_ms != after.overhead_ms:
+        parts.append(f"overhead: {before.overhead_ms} -> {after.overhead_ms} ms")
+    return entries, "; ".join(parts) or "only its date differs"
+
+
+def _checkpoint_epoch(run_dir: Path) -> int:
+    """Epochs finished at the run's latest checkpoint (0 without one)."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(str(run_dir / run_dirs.CHECKPOINT_DIR))
+    if not path:
+        return 0
+    return int(tf.train.load_checkpoint(path).get_tensor(variable_key("epoch")))
+
+
+def table_changed(
+    run_dir: Path, table: LatencyTable, table_path: Path, accept: bool, log
+) -> list[str]:
+    """Before a (resumed) search writes ``run_dir/latency_table.json``, the
+    record of the table its earlier epochs optimised: a table that differs
+    from it is refused, naming what changed, unless ``accept``; then the old
+    table is kept as ``latency_table.until_epoch<N>.json`` and the change
+    appended to ``latency_table_changes.json``. Returns the changed entries."""
+    saved = run_dir / "latency_table.json"
+    if not saved.is_file():
+        return []
+    before = LatencyTable.load(saved)
+    if json.loads(saved.read_text()) == json.loads(table.to_json()):
+        return []
+    entries, detail = _table_difference(before, table)
+    if not accept:
+        raise LatencyTableError(
+            f"the latency table {table_path} has changed since the search in {run_dir} began "
+            f"({detail}); {saved} is the table its earlier epochs optimised and is kept. To "
+            f"resume as begun, put that table back (cp {saved} {table_path}); to go on against "
+            "the new one, pass --accept_table_change (the change is recorded with its epoch)"
+        )
+    epoch = _checkpoint_epoch(run_dir)
+    kept = run_dir / f"latency_table.until_epoch{epoch}.json"
+    write_text_atomic(kept, saved.read_text())
+    record = run_dir / TABLE_CHANGES
+    changes = json.loads(record.read_text()) if record.is_file() else []
+    changes.append(
+        {
+            "from_epoch": epoch + 1,
+            "table": str(table_path),
+            "previous": kept.name,
+            "entries_changed": len(entries),
+            "detail": detail,
+        }
+    )
+    write_text_atomic(record, json.dumps(changes, indent=2) + "\n")
+    log(f"the latency table changed ({detail}): epochs from {epoch + 1} optimise {table_path}")
+    return entries
 
 
 def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
