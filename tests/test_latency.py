@@ -513,3 +513,43 @@ def test_edited_space_is_refused_as_changed_content_with_the_rebuild(
     with pytest.raises(LatencyTableError, match="the content of space 'tiny' changed"):
         table.check_fingerprint(edited, space_file)
     table.check_fingerprint(tiny_space)  # the unedited space passes
+
+
+def test_the_table_check_takes_each_nets_quietest_round_and_reports_the_noise(monkeypatch):
+    """Load slows some rounds (here 3x in round 2 of every net): the check
+    takes each net's least round median, so a table that predicts the quiet
+    figures passes; one that is off by 30 % is refused, and the refusal says
+    how far the rounds spread."""
+    from densenas_tf.latency import check
+    from densenas_tf.latency.measure import device_description
+
+    space = load_space("tiny")
+    table = made_up_table(space, lambda k, key: 0.01 + 0.001 * (k % 5), device=device_description())
+    quiet = copy.deepcopy(table)  # what the nets take here when nothing else runs
+    calls = {}
+
+    def fake_timer(spec, backend, threads, batch_size, warmup):
+        truth = quiet.predicted_ms(spec)
+        calls[spec.name] = 0
+
+        def timer(runs):
+            calls[spec.name] += 1
+            return truth * (3.0 if calls[spec.name] == 2 else 1.0)
+
+        return timer
+
+    monkeypatch.setattr(check, "arch_timer", fake_timer)
+    logged = []
+    result = check.check_table_here(space, table, "t.json", num_nets=4, rounds=3, log=logged.append)
+    assert result["checked"] and result["mape_percent"] == pytest.approx(0.0, abs=1e-9)
+    assert calls == {f"random_{i}": 3 for i in range(4)}
+    assert result["round_spread_percent"]["max"] == pytest.approx(200.0)
+    assert all(
+        r["round_medians_ms"][1] == pytest.approx(3 * r["measured_ms"]) for r in result["rows"]
+    )
+    assert "differed by up to 200 %" in logged[-1]
+    for entry in table.entries.values():
+        entry.median_ms *= 1.3
+    table.overhead_ms *= 1.3
+    with pytest.raises(LatencyTableError, match=r"30\.0 % mean error .* differed by up to 200 %"):
+        check.check_table_here(space, table, "t.json", num_nets=4, rounds=3, log=lambda line: None)

@@ -1,11 +1,16 @@
 """Is a latency table this machine's? Checked on whole nets before a search uses it.
 
 A table whose provenance names this kind of machine (the same device
-description) is checked: a few whole nets of the space are built and measured
-here, and the table is refused, with the command that rebuilds it, when its
-predictions miss by more than ``MAX_MAPE_PERCENT`` on average. A table of
-another device (a phone, a GPU) cannot be checked here and is used as it is:
-the search then optimises that device's latency, and says so.
+description) is checked: a few random whole nets of the space are built and
+timed here, interleaved in rounds (each round times every net once), and each
+net's figure is the least of its round medians: other processes can slow a
+round down but not speed it up, so the least is the figure of the quietest
+moment, as a table's entries are taken. The table is refused, with the command
+that rebuilds it, when its predictions miss by more than ``MAX_MAPE_PERCENT``
+on average; the refusal says how far the rounds spread, that is how noisy the
+machine was. A table of another device (a phone, a GPU) cannot be checked here
+and is used as it is: the search then optimises that device's latency, and
+says so.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from densenas_tf.latency.measure import device_description
-from densenas_tf.latency.report import additivity_report
+import numpy as np
+
+from densenas_tf.latency.measure import arch_timer, device_description
+from densenas_tf.latency.report import mape_percent, random_arch
 from densenas_tf.latency.table import LatencyTable, LatencyTableError
 from densenas_tf.space.spaces import SearchSpace
 
@@ -26,15 +33,17 @@ def check_table_here(
     space: SearchSpace,
     table: LatencyTable,
     table_path: str,
-    num_nets: int = 3,
+    num_nets: int = 5,
     seed: int = 0,
     warmup: int = 10,
-    runs: int = 50,
+    runs: int = 30,
+    rounds: int = 3,
     max_mape: float = MAX_MAPE_PERCENT,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """Checks ``table`` against ``num_nets`` random nets of ``space`` measured
-    here; returns what was found; raises LatencyTableError when it misses."""
+    """Checks ``table`` against ``num_nets`` random nets of ``space`` timed
+    here in ``rounds`` interleaved rounds of ``runs`` runs; returns what was
+    found; raises LatencyTableError when it misses."""
 
     here = device_description()
     measured_on = table.provenance.get("device", "an unnamed device")
@@ -44,38 +53,62 @@ def check_table_here(
             f"({here!r}): the search optimises that device's latency, unchecked here"
         )
         return {"checked": False, "device": measured_on, "this_machine": here}
-    log(f"checking latency table {table_path} against {num_nets} whole nets measured here")
-    report = additivity_report(
-        space,
-        table,
-        num_random=num_nets,
-        seed=seed,
-        warmup=warmup,
-        runs=runs,
-        log=log,
-        include_reference=False,
+    table.check_space(space)
+    prov = table.provenance
+    log(
+        f"checking latency table {table_path} against {num_nets} whole nets timed here "
+        f"({rounds} interleaved rounds)"
+    )
+    rng = np.random.default_rng(seed)
+    nets = [random_arch(space, rng, f"random_{i}") for i in range(num_nets)]
+    timers = [
+        arch_timer(spec, prov["backend"], prov["threads"], prov["batch_size"], warmup)
+        for spec in nets
+    ]
+    medians = np.zeros((num_nets, rounds))
+    for r in range(rounds):
+        for i, timer in enumerate(timers):
+            medians[i, r] = timer(runs)
+    measured = medians.min(axis=1)
+    predicted = np.array([table.predicted_ms(spec) for spec in nets])
+    spread = 100.0 * (medians.max(axis=1) / measured - 1.0)
+    error = mape_percent(predicted, measured)
+    noise = (
+        f"the rounds of one net differed by up to {spread.max():.0f} % "
+        f"(median {np.median(spread):.0f} %)"
     )
     result = {
         "checked": True,
         "device": here,
-        "nets": report["n_paths"],
-        "mape_percent": report["mape_percent"],
+        "nets": num_nets,
+        "rounds": rounds,
+        "mape_percent": error,
         "max_mape_percent": max_mape,
-        "rows": report["rows"],
+        "round_spread_percent": {"max": float(spread.max()), "median": float(np.median(spread))},
+        "rows": [
+            {
+                "name": spec.name,
+                "arch": spec.to_block_string(),
+                "predicted_ms": float(p),
+                "measured_ms": float(m),
+                "round_medians_ms": [float(x) for x in row],
+            }
+            for spec, p, m, row in zip(nets, predicted, measured, medians)
+        ],
     }
-    if report["mape_percent"] > max_mape:
-        prov = table.provenance
+    if error > max_mape:
         raise LatencyTableError(
-            f"latency table {table_path} predicts whole nets measured on this machine with "
-            f"{report['mape_percent']:.1f} % mean error (over {report['n_paths']} nets; at most "
-            f"{max_mape:g} % is accepted): it no longer describes this machine. Rebuild it: "
+            f"latency table {table_path} predicts whole nets timed on this machine with "
+            f"{error:.1f} % mean error (over {num_nets} nets, each the least of {rounds} "
+            f"interleaved rounds; at most {max_mape:g} % is accepted; {noise}): it no longer "
+            "describes this machine. Rebuild it: "
             f"python tools/build_lut.py --space={space.name} --backend={prov.get('backend')} "
             f"--threads={prov.get('threads')} --batch_size={prov.get('batch_size')} "
             f"--out=NEW_TABLE.json, then search with --override=latency_table=NEW_TABLE.json "
             "(or skip this check with --override=latency_check=false)"
         )
     log(
-        f"latency table {table_path}: {report['mape_percent']:.1f} % mean error over "
-        f"{report['n_paths']} nets measured here (at most {max_mape:g} % accepted)"
+        f"latency table {table_path}: {error:.1f} % mean error over {num_nets} nets timed here "
+        f"(at most {max_mape:g} % accepted; {noise})"
     )
     return result

@@ -138,6 +138,23 @@ def measure_arch(
     return measure(fixed, backend, threads, warmup, runs)
 
 
+def arch_timer(
+    spec: ArchSpec, backend: str, threads: int, batch_size: int = 1, warmup: int = 20
+) -> Callable[[int], float]:
+    """A function timing the net of an ArchSpec here: runs -> median ms. The
+    net is built (and converted) once, so that rounds of timing can interleave
+    several nets."""
+    model = build_model(spec)
+    inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
+    fixed = keras.Model(inputs, model(inputs))
+    if backend == "tflite":
+        content = exporting.convert_tflite(fixed, "none")
+        return lambda runs: time_tflite(content, threads, warmup, runs).median_ms
+    if backend == "tf":
+        return lambda runs: time_tf(fixed, warmup, runs).median_ms
+    raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+
+
 def mobilenet_v2_budget(
     width: float = 0.75,
     runs: int = 200,
@@ -221,7 +238,9 @@ def build_table(
         here = {"device": device_description(), **versions()}
         other = {k: (prov.get(k), v) for k, v in here.items() if prov.get(k) != v}
         if other:
-            detail = ", ".join(f"{k}: the file's is {a!r}, here {b!r}" for k, (a, b) in other.items())
+            detail = ", ".join(
+                f"{k}: the file's is {a!r}, here {b!r}" for k, (a, b) in other.items()
+            )
             raise LatencyTableError(
                 f"{out} was begun on another device or runtime ({detail}); a table holds one "
                 "device's timings, so it is not completed here. Choose another --out to measure "
