@@ -8,6 +8,14 @@ the final conv per input, the classifier) is timed as its own small model.
 Re-running on an existing file measures only what is missing, so an
 interrupted build resumes; a file measured for another space, or for an
 earlier content of this one, is refused with the command that rebuilds it.
+
+For another device (a phone, a board), write a bundle instead of timing here:
+
+  python tools/build_lut.py --space=fashion_mnist --bundle=bundles/fashion_mnist [--threads=N]
+
+The bundle holds every piece as a .tflite file, a manifest, measure.py (needs
+only Python, NumPy and ai-edge-litert) and android.sh (adb and
+benchmark_model); import the timings with tools/import_lut.py.
 """
 
 import os
@@ -29,6 +37,12 @@ BATCH_SIZE = flags.DEFINE_integer(
 OUT = flags.DEFINE_string(
     "out", None, "Table file (default: configs/latency/SPACE_BACKEND_tT_bB.json)."
 )
+BUNDLE = flags.DEFINE_string(
+    "bundle",
+    None,
+    "Write the pieces as a bundle in this directory, to time on another device "
+    "(tools/import_lut.py reads the timings back); nothing is timed here.",
+)
 WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs before timing.", lower_bound=0)
 RUNS = flags.DEFINE_integer("runs", 100, "Timed runs per entry.", lower_bound=1)
 
@@ -41,8 +55,20 @@ def main(argv):
     from densenas_tf.latency.table import LatencyTable, default_table_path
     from densenas_tf.space.spaces import load_space
 
-    pin_threads(THREADS.value)
     space = load_space(SPACE.value)
+    if BUNDLE.value:
+        if OUT.value or BACKEND.value != "tflite":
+            raise app.UsageError("--bundle writes .tflite pieces: give no --out and no --backend")
+        from densenas_tf.latency.bundle import write_bundle
+
+        manifest = write_bundle(space, BUNDLE.value, THREADS.value, BATCH_SIZE.value)
+        print(
+            f"{BUNDLE.value}: {len(manifest['pieces'])} pieces; on the device run "
+            f"'python3 measure.py' there (or 'sh android.sh > benchmark_model.log'), then "
+            f"python tools/import_lut.py --bundle={BUNDLE.value} --results=FILE --device=NAME"
+        )
+        return 0
+    pin_threads(THREADS.value)
     out = OUT.value or default_table_path(
         space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
     )
