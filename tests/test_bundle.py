@@ -10,6 +10,7 @@ from helpers import ROOT, run_tool
 
 from densenas_tf.latency import bundle
 from densenas_tf.latency.table import LatencyTable, space_keys
+from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace, load_space
 
 
@@ -193,7 +194,9 @@ def test_a_bundle_round_trip_gives_the_table_build_lut_measures(tmp_path):
     assert made.returncode == 0, made.stderr[-2000:]
     assert "measure.py" in made.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["pieces"]) == 1 + len(space_keys(two_op_space()).all_keys())
+    nets = [p for p in manifest["pieces"] if p["key"].startswith(bundle.NET_PREFIX)]
+    assert len(nets) == 5 and all("arch" in p for p in nets)  # --bundle_nets's default
+    assert len(manifest["pieces"]) == 1 + len(space_keys(two_op_space()).all_keys()) + 5
     assert all((out / p["file"]).is_file() for p in manifest["pieces"])
     runner = [sys.executable, "-c", NO_TENSORFLOW, str(out / "measure.py")]
     done = subprocess.run(
@@ -219,6 +222,14 @@ def test_a_bundle_round_trip_gives_the_table_build_lut_measures(tmp_path):
     assert "this box" in imported.stdout
     table = LatencyTable.load(out / "latency_table.json")
     table.check_space(two_op_space())
+    assert not any(k.startswith(bundle.NET_PREFIX) for k in table.entries)
+    check = table.provenance["device_check"]
+    timed = json.loads((out / "results.json").read_text())["results"]
+    for piece, row in zip(nets, check["rows"]):
+        spec = ArchSpec.from_dict(piece["arch"])
+        assert row["predicted_ms"] == pytest.approx(table.predicted_ms(spec))
+        assert row["measured_ms"] == timed[piece["key"]]["median"]
+    assert check["nets"] == 5 and f"{check['mape_percent']:.1f} % mean error" in imported.stdout
     direct_file = tmp_path / "direct.json"
     run_tool(
         "build_lut", f"--space={space_file}", "--warmup=5", "--runs=30", f"--out={direct_file}"
@@ -240,3 +251,23 @@ def test_a_bundle_round_trip_gives_the_table_build_lut_measures(tmp_path):
     )  # fmt: skip
     assert refused.returncode != 0 and "was timed from another bundle" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_two_tables_are_compared_entry_by_entry():
+    from helpers import made_up_table
+
+    from densenas_tf.latency.report import compare_tables, format_comparison
+
+    space = two_op_space()
+    a = made_up_table(space, lambda k, key: 0.01 * (1 + k % 3), overhead_ms=0.002, device="a")
+    b = made_up_table(space, lambda k, key: 0.02 * (1 + k % 3), overhead_ms=0.001, device="b")
+    far = sorted(b.entries)[0]
+    b.entries[far] = type(b.entries[far])(1.0, 1.0, 0.0, 1)
+    del a.entries[sorted(a.entries)[-1]]
+    c = compare_tables(a, b)
+    assert c["ratio_quantiles"]["median"] == pytest.approx(0.5)
+    assert c["overhead_ratio"] == pytest.approx(2.0)
+    assert c["farthest"][0][0] == far and c["shared"] == len(b.entries) - 1
+    assert c["only_in_other"] == [sorted(b.entries)[-1]] and c["only_in_table"] == []
+    text = format_comparison(c)
+    assert "a against b" in text and "median 0.500" in text and "only in other: 1" in text

@@ -43,6 +43,12 @@ BUNDLE = flags.DEFINE_string(
     "Write the pieces as a bundle in this directory, to time on another device "
     "(tools/import_lut.py reads the timings back); nothing is timed here.",
 )
+BUNDLE_NETS = flags.DEFINE_integer(
+    "bundle_nets",
+    5,
+    "Random whole nets in the bundle, to check the imported table on the device.",
+    lower_bound=0,
+)
 WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs before timing.", lower_bound=0)
 RUNS = flags.DEFINE_integer("runs", 100, "Timed runs per entry.", lower_bound=1)
 
@@ -61,7 +67,9 @@ def main(argv):
             raise app.UsageError("--bundle writes .tflite pieces: give no --out and no --backend")
         from densenas_tf.latency.bundle import write_bundle
 
-        manifest = write_bundle(space, BUNDLE.value, THREADS.value, BATCH_SIZE.value)
+        manifest = write_bundle(
+            space, BUNDLE.value, THREADS.value, BATCH_SIZE.value, BUNDLE_NETS.value
+        )
         print(
             f"{BUNDLE.value}: {len(manifest['pieces'])} pieces; on the device run "
             f"'python3 measure.py' there (or 'sh android.sh > benchmark_model.log'), then "

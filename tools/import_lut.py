@@ -43,6 +43,18 @@ def main(argv):
         f"{out}: {len(table.entries)} entries of {prov['space']} on {prov['device']} "
         f"({prov['runtime']}, {prov['threads']} thread(s)), overhead {table.overhead_ms:.4f} ms"
     )
+    check = prov.get("device_check")
+    if check:
+        rho = "" if check["spearman"] is None else f", Spearman {check['spearman']:.3f}"
+        print(
+            f"on the device, the table predicts {check['nets']} whole nets with "
+            f"{check['mape_percent']:.1f} % mean error{rho}"
+        )
+        for row in check["rows"]:
+            print(
+                f"  {row['name']}: predicted {row['predicted_ms']:.3f} ms, "
+                f"measured {row['measured_ms']:.3f} ms"
+            )
     return 0
 
 

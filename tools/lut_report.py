@@ -7,6 +7,12 @@
 Prints a table (or, with --json, one JSON object with mape_percent, spearman
 and n_paths) and writes a scatter plot when --plot is given. An unwritable
 --plot location is refused before any timing.
+
+  python tools/lut_report.py --space=fashion_mnist --table=A.json --against=B.json
+
+compares two tables of the space entry by entry, timing nothing: the median
+and spread of the ratios A/B, the farthest entries, the keys only one has
+(e.g. a table imported from a bundle against one build_lut.py measured).
 """
 
 import os
@@ -29,6 +35,9 @@ NUM_RANDOM = flags.DEFINE_integer("num_random", 20, "Random paths to measure.", 
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the random paths.")
 WARMUP = flags.DEFINE_integer("warmup", 20, "Untimed runs per net.", lower_bound=0)
 RUNS = flags.DEFINE_integer("runs", 100, "Timed runs per net.", lower_bound=1)
+AGAINST = flags.DEFINE_string(
+    "against", None, "Compare --table with this table entry by entry (no timing)."
+)
 PLOT = flags.DEFINE_string("plot", None, "Write a predicted-vs-measured scatter plot (PNG) here.")
 JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 
@@ -51,6 +60,15 @@ def main(argv):
         check_writable(PLOT.value)  # now, not after the timing
     space = load_space(SPACE.value)
     table = LatencyTable.load(TABLE.value or default_table_path(space.name))
+    if AGAINST.value:
+        from densenas_tf.latency.report import compare_tables, format_comparison
+
+        other = LatencyTable.load(AGAINST.value)
+        table.check_space(space, SPACE.value)
+        other.check_space(space, SPACE.value)
+        comparison = compare_tables(table, other)
+        print(json.dumps(comparison) if JSON.value else format_comparison(comparison))
+        return 0
     pin_threads(table.provenance["threads"])
     report = additivity_report(
         space,

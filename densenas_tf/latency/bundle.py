@@ -2,7 +2,8 @@
 
 ``write_bundle(space, out_dir)`` writes every piece a space's table needs (and
 the one-op model that times an invocation's fixed cost) as its own ``.tflite``
-file, converted as ``tools/build_lut.py`` converts them, with:
+file, converted as ``tools/build_lut.py`` converts them, and a few random whole
+nets of the space (with which the import checks the table on the device), with:
 
 - ``manifest.json``: each piece's table key, file, input shape and dtype; the
   space's fingerprint and config, the threads, batch size and quantization,
@@ -17,7 +18,9 @@ file, converted as ``tools/build_lut.py`` converts them, with:
 results back into a :class:`LatencyTable` that the search, the additivity
 report and ``describe`` use like any other. It refuses, one line each, results
 of another bundle, missing pieces (named), non-positive, NaN or non-numeric
-figures and units it does not know.
+figures and units it does not know. With the whole nets timed too, the
+table's provenance gets ``device_check``: its predictions of those nets
+against their timings on the device (MAPE, Spearman, each net).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from densenas_tf.space.spaces import SearchSpace
 
 FORMAT = 1
 OVERHEAD_KEY = "overhead"  # the one-op model: an invocation's fixed cost
+NET_PREFIX = "net:"  # whole nets, timed to check the table on the device
 RUNNER = Path(__file__).with_name("bundle_runner.py")
 DEVICE_DIR = "/data/local/tmp/densenas_bundle"  # where android.sh pushes the bundle
 UNITS_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
@@ -57,14 +61,25 @@ def write_bundle(
     out_dir: str | Path,
     threads: int = 1,
     batch_size: int = 1,
+    nets: int = 5,
+    seed: int = 0,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """Writes the bundle of ``space`` in ``out_dir`` and returns its manifest.
-    Pieces already written (by an earlier, stopped run) are kept."""
+    """Writes the bundle of ``space`` in ``out_dir`` and returns its manifest:
+    every piece, and ``nets`` random whole nets of the space (the additivity
+    report's draw, ``seed``) with which the import checks the table on the
+    device. Pieces already written (by an earlier, stopped run) are kept."""
     import keras
+    import numpy as np
 
     from densenas_tf.exporting.export import convert_tflite
     from densenas_tf.latency.measure import build_piece_model, overhead_model
+    from densenas_tf.latency.report import random_arch
+    from densenas_tf.nn.models import build_model
+
+    def whole_net(spec):
+        inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
+        return keras.Model(inputs, build_model(spec)(inputs))
 
     out = Path(out_dir)
     manifest_file = out / "manifest.json"
@@ -73,37 +88,48 @@ def write_bundle(
         if old.get("space_fingerprint") != space.fingerprint() or (
             old.get("threads"),
             old.get("batch_size"),
-        ) != (threads, batch_size):
+            old.get("nets"),
+            old.get("nets_seed"),
+        ) != (threads, batch_size, nets, seed):
             raise BundleError(
                 f"{out} holds a bundle of other settings (space {old.get('space')!r}, "
-                f"{old.get('threads')} thread(s), batch {old.get('batch_size')}); "
+                f"{old.get('threads')} thread(s), batch {old.get('batch_size')}, "
+                f"{old.get('nets')} whole nets of seed {old.get('nets_seed')}); "
                 "choose another --bundle directory"
             )
     keys = space_keys(space).all_keys()
     models = {OVERHEAD_KEY: lambda: overhead_model(batch_size)}
     for name, key in keys.items():
         models[name] = lambda key=key: build_piece_model(key, batch_size)
+    rng = np.random.default_rng(seed)
+    archs = {}
+    for i in range(nets):
+        spec = random_arch(space, rng, f"random_{i}")
+        archs[NET_PREFIX + spec.name] = spec
+        models[NET_PREFIX + spec.name] = lambda spec=spec: whole_net(spec)
     pieces = []
     for index, (name, make) in enumerate(models.items()):
         path = out / _piece_file(index)
-        model = None
         if not path.is_file():
-            model = make()
-            write_bytes_atomic(path, convert_tflite(model, "none"))
+            write_bytes_atomic(path, convert_tflite(make(), "none"))
             keras.backend.clear_session()
             log(f"[{index + 1}/{len(models)}] {name}")
-        shape = (
-            [batch_size, 1, 1, 1] if name == OVERHEAD_KEY else [batch_size, *keys[name].in_shape]
-        )
-        pieces.append(
-            {
-                "key": name,
-                "file": _piece_file(index),
-                "input_shape": shape,
-                "input_dtype": "float32",
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            }
-        )
+        if name == OVERHEAD_KEY:
+            shape = [batch_size, 1, 1, 1]
+        elif name in archs:
+            shape = [batch_size, *archs[name].input_shape]
+        else:
+            shape = [batch_size, *keys[name].in_shape]
+        piece = {
+            "key": name,
+            "file": _piece_file(index),
+            "input_shape": shape,
+            "input_dtype": "float32",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+        if name in archs:
+            piece["arch"] = archs[name].to_dict()
+        pieces.append(piece)
     manifest = {
         "format": FORMAT,
         "space": space.name,
@@ -113,6 +139,8 @@ def write_bundle(
         "threads": threads,
         "batch_size": batch_size,
         "quantization": "none",
+        "nets": nets,
+        "nets_seed": seed,
         "pieces": pieces,
     }
     manifest["fingerprint"] = _fingerprint(manifest)
@@ -286,6 +314,35 @@ def import_results(bundle_dir: str | Path, results_file: str | Path, device: str
     provenance["bundle_fingerprint"] = manifest["fingerprint"]
     provenance["quantization"] = manifest["quantization"]
     table = LatencyTable(provenance, overhead_ms=entries.pop(OVERHEAD_KEY).median_ms)
+    nets = {k: entries.pop(k) for k in list(entries) if k.startswith(NET_PREFIX)}
     table.entries.update(entries)
     table.check_space(space)
+    if nets:
+        table.provenance["device_check"] = _device_check(manifest, table, nets)
     return table
+
+
+def _device_check(manifest, table: LatencyTable, nets: dict[str, LatencyEntry]) -> dict[str, Any]:
+    """The table's additivity on the device: its predictions of the bundle's
+    whole nets against their timings there."""
+    from densenas_tf.latency.report import mape_percent, spearman
+    from densenas_tf.space.arch_spec import ArchSpec
+
+    specs = {p["key"]: ArchSpec.from_dict(p["arch"]) for p in manifest["pieces"] if "arch" in p}
+    rows = [
+        {
+            "name": specs[k].name,
+            "arch": specs[k].to_block_string(),
+            "predicted_ms": table.predicted_ms(specs[k]),
+            "measured_ms": entry.median_ms,
+        }
+        for k, entry in nets.items()
+    ]
+    predicted = [r["predicted_ms"] for r in rows]
+    measured = [r["measured_ms"] for r in rows]
+    return {
+        "nets": len(rows),
+        "mape_percent": mape_percent(predicted, measured),
+        "spearman": spearman(predicted, measured) if len(rows) > 1 else None,
+        "rows": rows,
+    }

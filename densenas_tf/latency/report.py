@@ -20,7 +20,7 @@ import numpy as np
 from densenas_tf.core.errors import DenseNASError, describe_os_error
 from densenas_tf.core.files import replace_atomic
 from densenas_tf.latency.measure import measure_arch
-from densenas_tf.latency.table import LatencyTable, arch_keys, space_keys
+from densenas_tf.latency.table import LatencyTable, LatencyTableError, arch_keys, space_keys
 from densenas_tf.space.arch_spec import ArchSpec, list_reference_archs, load_arch
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.spaces import SearchSpace
@@ -226,3 +226,37 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     with replace_atomic(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def compare_tables(table: LatencyTable, other: LatencyTable) -> dict:
+    """Entry by entry, ``table`` against ``other`` (the same space's): the
+    ratios' median and spread, the keys only one has, the farthest entries."""
+    keys = sorted(set(table.entries) & set(other.entries))
+    if not keys:
+        raise LatencyTableError("the two tables share no entry: are they of the same space?")
+    ratios = np.array([table.entries[k].median_ms / other.entries[k].median_ms for k in keys])
+    order = np.argsort(np.abs(np.log(ratios)))[::-1]
+    q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])
+    return {
+        "shared": len(keys),
+        "only_in_table": sorted(set(table.entries) - set(other.entries)),
+        "only_in_other": sorted(set(other.entries) - set(table.entries)),
+        "ratio_quantiles": dict(zip(("p5", "p25", "median", "p75", "p95"), map(float, q))),
+        "overhead_ratio": table.overhead_ms / other.overhead_ms,
+        "farthest": [(keys[i], float(ratios[i])) for i in order[:5]],
+        "devices": [table.provenance.get("device"), other.provenance.get("device")],
+    }
+
+
+def format_comparison(c: dict) -> str:
+    q = c["ratio_quantiles"]
+    lines = [
+        f"{c['devices'][0]} against {c['devices'][1]}: {c['shared']} shared entries",
+        f"ratio of medians: median {q['median']:.3f}, quartiles {q['p25']:.3f}-{q['p75']:.3f}, "
+        f"5-95 % {q['p5']:.3f}-{q['p95']:.3f}; overhead ratio {c['overhead_ratio']:.3f}",
+        "farthest: " + ", ".join(f"{k} x{r:.2f}" for k, r in c["farthest"]),
+    ]
+    for side in ("only_in_table", "only_in_other"):
+        if c[side]:
+            lines.append(f"{side.replace('_', ' ')}: {len(c[side])} entries, e.g. {c[side][0]}")
+    return "\n".join(lines)
