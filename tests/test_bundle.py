@@ -271,3 +271,25 @@ def test_two_tables_are_compared_entry_by_entry():
     assert c["only_in_other"] == [sorted(b.entries)[-1]] and c["only_in_table"] == []
     text = format_comparison(c)
     assert "a against b" in text and "median 0.500" in text and "only in other: 1" in text
+
+
+@pytest.mark.slow
+def test_an_int8_bundle_carries_int8_pieces_and_its_import_is_an_int8_table(tmp_path):
+    space = two_op_space()
+    manifest = bundle.write_bundle(
+        space, tmp_path, nets=1, quantization="int8", log=lambda line: None
+    )
+    dtypes = {p["key"]: p["input_dtype"] for p in manifest["pieces"]}
+    assert {d for k, d in dtypes.items() if k.startswith(("stem", bundle.NET_PREFIX))} == {"uint8"}
+    assert {d for k, d in dtypes.items() if not k.startswith(("stem", bundle.NET_PREFIX))} == {
+        "int8"
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TENSORFLOW, str(tmp_path / "measure.py"), "--runs=5"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = bundle.import_results(tmp_path, tmp_path / "results.json", "this box")
+    assert table.provenance["quantization"] == "int8" and table.provenance["device_check"]
+    with pytest.raises(bundle.BundleError, match="quantization 'int8'"):
+        bundle.write_bundle(space, tmp_path, nets=1, log=lambda line: None)

@@ -528,7 +528,7 @@ def test_the_table_check_takes_each_nets_quietest_round_and_reports_the_noise(mo
     quiet = copy.deepcopy(table)  # what the nets take here when nothing else runs
     calls = {}
 
-    def fake_timer(spec, backend, threads, batch_size, warmup):
+    def fake_timer(spec, backend, threads, batch_size, warmup, quantization="none"):
         truth = quiet.predicted_ms(spec)
         calls[spec.name] = 0
 

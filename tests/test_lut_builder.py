@@ -101,6 +101,56 @@ def test_builder_refuses_a_file_with_other_settings(small_space, tmp_path):
         build_table(load_space("tiny"), out, warmup=1, runs=3, log=lambda line: None)
 
 
+@pytest.mark.slow
+def test_an_int8_table_times_pieces_quantized_as_the_exporter_does(
+    small_space, tmp_path, monkeypatch
+):
+    """--quantization=int8: every piece int8 in and out (the stem uint8 in, as
+    an exported net takes its image), recorded in the table; a float table is
+    not completed as int8 nor the reverse; the additivity report and the
+    check time int8 nets for it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from densenas_tf.latency.check import check_table_here
+    from densenas_tf.latency.measure import build_piece_model, tflite_content
+    from densenas_tf.latency.report import additivity_report
+    from densenas_tf.latency.table import default_table_path, quantization_of
+
+    keys = space_keys(small_space).all_keys()
+    for name in (
+        next(k for k in keys if k.startswith("stem")),
+        next(k for k in keys if "mbconv" in k),
+    ):
+        content = tflite_content(build_piece_model(keys[name]), "int8", name.startswith("stem"))
+        interpreter = Interpreter(model_content=content)
+        dtype_in = interpreter.get_input_details()[0]["dtype"].__name__
+        assert dtype_in == ("uint8" if name.startswith("stem") else "int8"), name
+        assert interpreter.get_output_details()[0]["dtype"].__name__ == "int8"
+    out = tmp_path / "int8.json"
+    table, measured = build_table(
+        small_space, out, warmup=1, runs=3, log=lambda line: None, quantization="int8"
+    )
+    assert measured == len(keys) and quantization_of(LatencyTable.load(out)) == "int8"
+    assert all(e.median_ms > 0 for e in table.entries.values())
+    with pytest.raises(LatencyTableError, match="quantization: file has 'int8', asked 'none'"):
+        build_table(small_space, out, warmup=1, runs=3, log=lambda line: None)
+    assert default_table_path("s", quantization="int8").name == "s_tflite_t1_b1_int8.json"
+    report = additivity_report(
+        small_space, table, num_random=2, warmup=1, runs=5, log=lambda line: None,
+        include_reference=False,
+    )  # fmt: skip
+    assert report["quantization"] == "int8" and "int8, 1 thread(s)" in lut_report.format_report(
+        report
+    )
+    import densenas_tf.latency.check as check
+
+    timed, original = [], check.arch_timer
+    monkeypatch.setattr(check, "arch_timer", lambda *a: timed.append(a[-1]) or original(*a))
+    check_table_here(small_space, table, str(out), num_nets=2, rounds=1, runs=3,
+                     max_mape=1e9, log=lambda line: None)  # fmt: skip
+    assert timed == ["int8", "int8"]
+
+
 def test_builder_refuses_to_complete_a_table_of_another_device_or_runtime(small_space, tmp_path):
     """A partial table begun elsewhere (its device relabelled, or another
     TensorFlow) is not completed with this machine's timings; the file is kept."""

@@ -31,6 +31,13 @@ SPACE = flags.DEFINE_string(
 )
 BACKEND = flags.DEFINE_enum("backend", "tflite", ["tflite", "tf"], "Runtime to time.")
 THREADS = flags.DEFINE_integer("threads", 1, "Threads of the runtime.", lower_bound=1)
+QUANTIZATION = flags.DEFINE_enum(
+    "quantization",
+    "none",
+    ["none", "int8"],
+    "How each piece is converted: float32 (none), or int8 as the exporter quantizes a net "
+    "(int8 weights and activations; uint8 image input).",
+)
 BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", 1, "Batch size of every measured model.", lower_bound=1
 )
@@ -68,7 +75,12 @@ def main(argv):
         from densenas_tf.latency.bundle import write_bundle
 
         manifest = write_bundle(
-            space, BUNDLE.value, THREADS.value, BATCH_SIZE.value, BUNDLE_NETS.value
+            space,
+            BUNDLE.value,
+            THREADS.value,
+            BATCH_SIZE.value,
+            BUNDLE_NETS.value,
+            quantization=QUANTIZATION.value,
         )
         print(
             f"{BUNDLE.value}: {len(manifest['pieces'])} pieces; on the device run "
@@ -78,13 +90,20 @@ def main(argv):
         return 0
     pin_threads(THREADS.value)
     out = OUT.value or default_table_path(
-        space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value
+        space.name, BACKEND.value, THREADS.value, BATCH_SIZE.value, QUANTIZATION.value
     )
     if os.path.isfile(out):
         # Checked (every entry, and the space's content) before anything is measured.
         LatencyTable.load(out).check_fingerprint(space, SPACE.value)
     table, measured = build_table(
-        space, out, BACKEND.value, THREADS.value, BATCH_SIZE.value, WARMUP.value, RUNS.value
+        space,
+        out,
+        BACKEND.value,
+        THREADS.value,
+        BATCH_SIZE.value,
+        WARMUP.value,
+        RUNS.value,
+        quantization=QUANTIZATION.value,
     )
     print(
         f"{out}: {len(table.entries)} entries ({measured} measured now), overhead {table.overhead_ms:.4f} ms"

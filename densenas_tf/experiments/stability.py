@@ -36,7 +36,7 @@ from densenas_tf.latency.measure import build_table, mobilenet_v2_budget, time_t
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.models import build_model
 from densenas_tf.search.config import load_search_config
-from densenas_tf.search.run import run_search
+from densenas_tf.search.run import derive_from_checkpoint, run_search
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace, load_space
 
@@ -271,8 +271,6 @@ def budget_sweep(
     the paper's derivation; every net timed here as float TFLite (1 thread,
     batch 1) in interleaved rounds. A budget below the fastest net of the
     space is refused by the derivation (``BudgetError``)."""
-    from densenas_tf.search.run import derive_from_checkpoint
-
     run_dir = Path(run_dir)
     table = LatencyTable.load(run_dir / "latency_table.json")
     specs = {"paper": derive_from_checkpoint(run_dir, paper=True)}

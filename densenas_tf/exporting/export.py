@@ -279,10 +279,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ----- TFLite --------------------------------------------------------------------------------
-def convert_tflite(model, quantization: str, calibration_images: np.ndarray | None = None) -> bytes:
+def convert_tflite(
+    model,
+    quantization: str,
+    calibration_images: np.ndarray | None = None,
+    int8_input: str = "uint8",
+) -> bytes:
     """A .tflite flatbuffer of model with builtin ops only: the exporter's, and
     the latency tables' converter (``none``: float32 in and out, the model's
-    own input shape, batch size included)."""
+    own input shape, batch size included). ``int8``: int8 weights and
+    activations, calibrated on ``calibration_images``, int8 out, and in
+    ``int8_input`` (uint8 pixels for a net; int8 for a piece inside one)."""
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
@@ -304,7 +311,9 @@ def convert_tflite(model, quantization: str, calibration_images: np.ndarray | No
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
+        if int8_input not in ("uint8", "int8"):
+            raise ExportError(f"int8_input must be 'uint8' or 'int8', got {int8_input!r}")
+        converter.inference_input_type = tf.uint8 if int8_input == "uint8" else tf.int8
         converter.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return converter.convert()

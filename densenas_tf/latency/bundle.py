@@ -35,9 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from densenas_tf.core.errors import DenseNASError
 from densenas_tf.core.files import write_bytes_atomic, write_text_atomic
+from densenas_tf.latency.measure import build_piece_model, overhead_model, tflite_content
+from densenas_tf.latency.report import mape_percent, random_arch, spearman
 from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
+from densenas_tf.nn.models import build_model
+from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace
 
 FORMAT = 1
@@ -64,18 +70,13 @@ def write_bundle(
     nets: int = 5,
     seed: int = 0,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    quantization: str = "none",
 ) -> dict[str, Any]:
     """Writes the bundle of ``space`` in ``out_dir`` and returns its manifest:
     every piece, and ``nets`` random whole nets of the space (the additivity
     report's draw, ``seed``) with which the import checks the table on the
     device. Pieces already written (by an earlier, stopped run) are kept."""
     import keras
-    import numpy as np
-
-    from densenas_tf.exporting.export import convert_tflite
-    from densenas_tf.latency.measure import build_piece_model, overhead_model
-    from densenas_tf.latency.report import random_arch
-    from densenas_tf.nn.models import build_model
 
     def whole_net(spec):
         inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
@@ -90,11 +91,13 @@ def write_bundle(
             old.get("batch_size"),
             old.get("nets"),
             old.get("nets_seed"),
-        ) != (threads, batch_size, nets, seed):
+            old.get("quantization"),
+        ) != (threads, batch_size, nets, seed, quantization):
             raise BundleError(
                 f"{out} holds a bundle of other settings (space {old.get('space')!r}, "
                 f"{old.get('threads')} thread(s), batch {old.get('batch_size')}, "
-                f"{old.get('nets')} whole nets of seed {old.get('nets_seed')}); "
+                f"{old.get('nets')} whole nets of seed {old.get('nets_seed')}, quantization "
+                f"{old.get('quantization')!r}); "
                 "choose another --bundle directory"
             )
     keys = space_keys(space).all_keys()
@@ -110,8 +113,9 @@ def write_bundle(
     pieces = []
     for index, (name, make) in enumerate(models.items()):
         path = out / _piece_file(index)
+        image = name in archs or (name in keys and keys[name].kind == "stem")
         if not path.is_file():
-            write_bytes_atomic(path, convert_tflite(make(), "none"))
+            write_bytes_atomic(path, tflite_content(make(), quantization, image))
             keras.backend.clear_session()
             log(f"[{index + 1}/{len(models)}] {name}")
         if name == OVERHEAD_KEY:
@@ -124,7 +128,7 @@ def write_bundle(
             "key": name,
             "file": _piece_file(index),
             "input_shape": shape,
-            "input_dtype": "float32",
+            "input_dtype": "float32" if quantization == "none" else ("uint8" if image else "int8"),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
         if name in archs:
@@ -138,7 +142,7 @@ def write_bundle(
         "backend": "tflite",
         "threads": threads,
         "batch_size": batch_size,
-        "quantization": "none",
+        "quantization": quantization,
         "nets": nets,
         "nets_seed": seed,
         "pieces": pieces,
@@ -325,9 +329,6 @@ def import_results(bundle_dir: str | Path, results_file: str | Path, device: str
 def _device_check(manifest, table: LatencyTable, nets: dict[str, LatencyEntry]) -> dict[str, Any]:
     """The table's additivity on the device: its predictions of the bundle's
     whole nets against their timings there."""
-    from densenas_tf.latency.report import mape_percent, spearman
-    from densenas_tf.space.arch_spec import ArchSpec
-
     specs = {p["key"]: ArchSpec.from_dict(p["arch"]) for p in manifest["pieces"] if "arch" in p}
     rows = [
         {

@@ -23,7 +23,7 @@ import numpy as np
 
 from densenas_tf.latency.measure import arch_timer, device_description
 from densenas_tf.latency.report import mape_percent, random_arch
-from densenas_tf.latency.table import LatencyTable, LatencyTableError
+from densenas_tf.latency.table import LatencyTable, LatencyTableError, quantization_of
 from densenas_tf.space.spaces import SearchSpace
 
 MAX_MAPE_PERCENT = 10.0
@@ -59,10 +59,11 @@ def check_table_here(
         f"checking latency table {table_path} against {num_nets} whole nets timed here "
         f"({rounds} interleaved rounds)"
     )
+    quantization = quantization_of(table)
     rng = np.random.default_rng(seed)
     nets = [random_arch(space, rng, f"random_{i}") for i in range(num_nets)]
     timers = [
-        arch_timer(spec, prov["backend"], prov["threads"], prov["batch_size"], warmup)
+        arch_timer(spec, prov["backend"], prov["threads"], prov["batch_size"], warmup, quantization)
         for spec in nets
     ]
     medians = np.zeros((num_nets, rounds))
@@ -104,6 +105,7 @@ def check_table_here(
             "describes this machine. Rebuild it: "
             f"python tools/build_lut.py --space={space.name} --backend={prov.get('backend')} "
             f"--threads={prov.get('threads')} --batch_size={prov.get('batch_size')} "
+            f"{'' if quantization == 'none' else f'--quantization={quantization} '}"
             f"--out=NEW_TABLE.json, then search with --override=latency_table=NEW_TABLE.json "
             "(or skip this check with --override=latency_check=false)"
         )

@@ -115,9 +115,48 @@ def time_tf(model: keras.Model, warmup: int, runs: int) -> LatencyEntry:
     return _time(lambda: function(data).numpy(), warmup, runs)
 
 
-def measure(model: keras.Model, backend: str, threads: int, warmup: int, runs: int) -> LatencyEntry:
+QUANTIZATIONS = ("none", "int8")
+CALIBRATION_SAMPLES = 16
+
+
+def tflite_content(model: keras.Model, quantization: str = "none", image_input: bool = False):
+    """The model as the table times it: float32 TFLite (``none``), or int8 as
+    the exporter quantizes a net (``int8``: int8 weights and activations, int8
+    out; uint8 in where the input is the image, int8 for a piece inside a
+    net). Latency does not depend on the quantization scales, so the
+    calibration set is drawn here: pixel values for an image input, unit
+    normal features otherwise (seeded)."""
+    if quantization == "none":
+        return exporting.convert_tflite(model, "none")
+    if quantization != "int8":
+        raise LatencyTableError(
+            f"unknown quantization {quantization!r}; tables are measured as {QUANTIZATIONS}"
+        )
+    shape = (CALIBRATION_SAMPLES, *model.input_shape[1:])
+    rng = np.random.default_rng(0)
+    if image_input:
+        samples = rng.uniform(0, 255, shape).astype(np.float32)
+    else:
+        samples = rng.standard_normal(shape).astype(np.float32)
+    return exporting.convert_tflite(
+        model, "int8", samples, int8_input="uint8" if image_input else "int8"
+    )
+
+
+def measure(
+    model: keras.Model,
+    backend: str,
+    threads: int,
+    warmup: int,
+    runs: int,
+    quantization: str = "none",
+    image_input: bool = False,
+) -> LatencyEntry:
     if backend == "tflite":
-        return time_tflite(exporting.convert_tflite(model, "none"), threads, warmup, runs)
+        content = tflite_content(model, quantization, image_input)
+        return time_tflite(content, threads, warmup, runs)
+    if quantization != "none":
+        raise LatencyTableError(f"backend {backend!r} measures float32 only, not {quantization}")
     if backend == "tf":
         return time_tf(model, warmup, runs)
     raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
@@ -130,16 +169,22 @@ def measure_arch(
     batch_size: int = 1,
     warmup: int = 20,
     runs: int = 100,
+    quantization: str = "none",
 ) -> LatencyEntry:
     """Measured latency of the derived net built from an ArchSpec."""
     model = build_model(spec)
     inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
     fixed = keras.Model(inputs, model(inputs))
-    return measure(fixed, backend, threads, warmup, runs)
+    return measure(fixed, backend, threads, warmup, runs, quantization, image_input=True)
 
 
 def arch_timer(
-    spec: ArchSpec, backend: str, threads: int, batch_size: int = 1, warmup: int = 20
+    spec: ArchSpec,
+    backend: str,
+    threads: int,
+    batch_size: int = 1,
+    warmup: int = 20,
+    quantization: str = "none",
 ) -> Callable[[int], float]:
     """A function timing the net of an ArchSpec here: runs -> median ms. The
     net is built (and converted) once, so that rounds of timing can interleave
@@ -148,8 +193,10 @@ def arch_timer(
     inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
     fixed = keras.Model(inputs, model(inputs))
     if backend == "tflite":
-        content = exporting.convert_tflite(fixed, "none")
+        content = tflite_content(fixed, quantization, image_input=True)
         return lambda runs: time_tflite(content, threads, warmup, runs).median_ms
+    if quantization != "none":
+        raise LatencyTableError(f"backend {backend!r} measures float32 only, not {quantization}")
     if backend == "tf":
         return lambda runs: time_tf(fixed, warmup, runs).median_ms
     raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
@@ -212,6 +259,7 @@ def build_table(
     runs: int = 100,
     save_every: int = 10,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    quantization: str = "none",
 ) -> tuple[LatencyTable, int]:
     """Measures every entry the space needs that ``out`` lacks; returns (table, newly measured).
 
@@ -222,10 +270,19 @@ def build_table(
     if backend not in BACKENDS:
         raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
     out = Path(out)
-    settings = {"backend": backend, "threads": threads, "batch_size": batch_size}
+    if quantization not in QUANTIZATIONS:
+        raise LatencyTableError(
+            f"unknown quantization {quantization!r}; tables are measured as {QUANTIZATIONS}"
+        )
+    settings = {
+        "backend": backend,
+        "threads": threads,
+        "batch_size": batch_size,
+        "quantization": quantization,
+    }
     if out.is_file():
         table = LatencyTable.load(out)
-        prov = table.provenance
+        prov = {"quantization": "none", **table.provenance}
         clashes = {k: (prov.get(k), v) for k, v in settings.items() if prov.get(k) != v}
         if prov.get("space_fingerprint") != space.fingerprint():
             clashes["space"] = (prov.get("space"), space.name)
@@ -250,8 +307,9 @@ def build_table(
         table = LatencyTable(
             new_provenance(space, backend, threads, batch_size, device_description(), versions())
         )
+        table.provenance["quantization"] = quantization
         table.overhead_ms = measure(
-            overhead_model(batch_size), backend, threads, warmup, runs * 5
+            overhead_model(batch_size), backend, threads, warmup, runs * 5, quantization
         ).median_ms
         table.save(out)
     keys = space_keys(space).all_keys()
@@ -262,7 +320,8 @@ def build_table(
     start = time.time()
     for i, name in enumerate(todo, start=1):
         model = build_piece_model(keys[name], batch_size)
-        table.entries[name] = measure(model, backend, threads, warmup, runs)
+        image = keys[name].kind == "stem"  # the stem takes the image (uint8 when int8)
+        table.entries[name] = measure(model, backend, threads, warmup, runs, quantization, image)
         keras.backend.clear_session()
         elapsed = time.time() - start
         eta = elapsed / i * (len(todo) - i)

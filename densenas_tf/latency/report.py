@@ -20,7 +20,13 @@ import numpy as np
 from densenas_tf.core.errors import DenseNASError, describe_os_error
 from densenas_tf.core.files import replace_atomic
 from densenas_tf.latency.measure import measure_arch
-from densenas_tf.latency.table import LatencyTable, LatencyTableError, arch_keys, space_keys
+from densenas_tf.latency.table import (
+    LatencyTable,
+    LatencyTableError,
+    arch_keys,
+    quantization_of,
+    space_keys,
+)
 from densenas_tf.space.arch_spec import ArchSpec, list_reference_archs, load_arch
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.spaces import SearchSpace
@@ -128,8 +134,9 @@ def additivity_report(
     rows = []
     for i, spec in enumerate(nets, start=1):
         measured = measure_arch(
-            spec, prov["backend"], prov["threads"], prov["batch_size"], warmup, runs
-        )
+            spec, prov["backend"], prov["threads"], prov["batch_size"], warmup, runs,
+            quantization_of(table),
+        )  # fmt: skip
         rows.append(
             ReportRow(
                 spec.name, spec.to_block_string(), table.predicted_ms(spec), measured.median_ms
@@ -143,6 +150,7 @@ def additivity_report(
     return {
         "space": space.name,
         "backend": prov["backend"],
+        "quantization": quantization_of(table),
         "threads": prov["threads"],
         "batch_size": prov["batch_size"],
         "n_paths": len(rows),
@@ -155,7 +163,9 @@ def additivity_report(
 
 def format_report(report: dict) -> str:
     lines = [
-        f"additivity of {report['space']} ({report['backend']}, {report['threads']} thread(s), "
+        f"additivity of {report['space']} ({report['backend']}, "
+        f"{'float32' if report.get('quantization', 'none') == 'none' else report['quantization']}, "
+        f"{report['threads']} thread(s), "
         f"batch {report['batch_size']})",
         f"{'net':<14} {'predicted ms':>12} {'measured ms':>12} {'error %':>8}",
     ]

@@ -566,6 +566,16 @@ def new_provenance(
 
 
 def default_table_path(
-    space_name: str, backend: str = "tflite", threads: int = 1, batch_size: int = 1
+    space_name: str,
+    backend: str = "tflite",
+    threads: int = 1,
+    batch_size: int = 1,
+    quantization: str = "none",
 ) -> Path:
-    return LATENCY_DIR / f"{space_name}_{backend}_t{threads}_b{batch_size}.json"
+    suffix = "" if quantization == "none" else f"_{quantization}"
+    return LATENCY_DIR / f"{space_name}_{backend}_t{threads}_b{batch_size}{suffix}.json"
+
+
+def quantization_of(table: LatencyTable) -> str:
+    """How the table's pieces were converted: ``none`` (float32) or ``int8``."""
+    return table.provenance.get("quantization", "none")
