@@ -27,7 +27,12 @@ from densenas_tf.exporting.export import (
     load_trained_model,
 )
 from densenas_tf.latency.measure import build_table, mobilenet_v2_budget, time_tflite
-from densenas_tf.latency.table import LatencyTable, default_table_path
+from densenas_tf.latency.table import (
+    LatencyTable,
+    LatencyTableError,
+    default_table_path,
+    quantization_of,
+)
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import run_search
 from densenas_tf.space.spaces import load_space
@@ -45,6 +50,7 @@ def run_main_job(
     latency_table: str | None = None,
     target_ms: float | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    int8_latency_table: str | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) the whole job in run_dir; returns the report.
 
@@ -56,7 +62,11 @@ def run_main_job(
     The search aims at a latency budget (objective kind ``budget``):
     ``target_ms``, or by default the measured latency of MobileNetV2 x0.75
     (``space.baselines``) as float TFLite, one thread, batch 1, on this
-    machine (cached in ``run_dir/latency/budget.json``)."""
+    machine (cached in ``run_dir/latency/budget.json``).
+
+    The report gives the int8 net's latency predicted by an int8 table
+    (``int8_latency_table``, by default the shipped one of the space when
+    there is one) beside its measured latency."""
 
     run_dir = Path(run_dir)
     times: dict[str, float] = {}
@@ -95,6 +105,7 @@ def run_main_job(
     searched = run_search(config, run_dir / "search", log=log)
     spec, summary = searched.arch, searched.summary
     table = LatencyTable.load(run_dir / "search" / "latency_table.json")
+    int8_table, int8_predicted = _int8_prediction(spec, config.space, int8_latency_table, log)
     done("search")
 
     stage("train")
@@ -172,6 +183,8 @@ def run_main_job(
         "predicted_latency_ms": table.predicted_ms(spec),
         "measured_latency_ms": measured["none"]["latency_ms"],
         "measured_int8_latency_ms": measured["int8"]["latency_ms"],
+        "predicted_int8_latency_ms": int8_predicted,
+        "int8_latency_table": int8_table,
         "params": metrics["params"],
         "mult_adds": metrics["mult_adds"],
         "saved_model_bytes": saved["size_bytes"],
@@ -198,6 +211,25 @@ def run_main_job(
     write_text_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(run_dir / "report.md", text + "\n")
     return report
+
+
+def _int8_prediction(
+    spec, space_name: str, path: str | None, log
+) -> tuple[str | None, float | None]:
+    """(the int8 table, the net's latency it predicts), or (None, None) when
+    the space has no int8 table; a given table that cannot serve is refused."""
+    space = load_space(space_name)
+    chosen = Path(path) if path else default_table_path(space.name, quantization="int8")
+    if not chosen.is_file():
+        if path:
+            raise FileNotFoundError(f"int8 latency table {chosen}: no such file")
+        log(f"no int8 latency table of {space.name} ({chosen}): the int8 net is measured only")
+        return None, None
+    int8 = LatencyTable.load(chosen)
+    int8.check_space(space, path)
+    if quantization_of(int8) != "int8":
+        raise LatencyTableError(f"{chosen} is a table of {quantization_of(int8)} pieces, not int8")
+    return str(chosen), int8.predicted_ms(spec)
 
 
 def _cpu_name() -> str:
@@ -241,9 +273,16 @@ def format_report(r: dict[str, Any]) -> str:
         ),
         ("int8 top-1 agreement with Keras", f"{r['int8_top1_agreement']:.2%}"),
         (
-            "latency, TFLite 1 thread batch 1: budget / predicted / measured float (measured int8)",
+            "latency, TFLite 1 thread batch 1: budget / predicted / measured float "
+            "(predicted / measured int8)",
             f"{r['budget_ms']:.3f} / {r['predicted_latency_ms']:.3f} / "
-            f"{r['measured_latency_ms']:.3f} ms ({r['measured_int8_latency_ms']:.3f} ms)",
+            f"{r['measured_latency_ms']:.3f} ms ("
+            + (
+                "-"
+                if r.get("predicted_int8_latency_ms") is None
+                else f"{r['predicted_int8_latency_ms']:.3f}"
+            )
+            + f" / {r['measured_int8_latency_ms']:.3f} ms)",
         ),
         ("latency budget from", r["budget_source"]),
         ("parameters", f"{r['params']:,}"),
@@ -259,6 +298,7 @@ def format_report(r: dict[str, Any]) -> str:
         ),
         ("machine", r["machine"]),
         ("latency table (measured on)", f"{r.get('latency_table')} ({r.get('latency_device')})"),
+        ("int8 latency table", r.get("int8_latency_table") or "none for this space"),
         (
             "wall time (search / train / this run)",
             f"{r['search_wall_time_s'] / 60:.1f} / {r['train_wall_time_s'] / 60:.1f} / "

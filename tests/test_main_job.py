@@ -106,6 +106,12 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     measured = json.loads((run_dir / "export" / "measured.json").read_text())
     assert report["measured_latency_ms"] == measured["none"]["latency_ms"]
     assert report["measured_int8_latency_ms"] == measured["int8"]["latency_ms"]
+    # The int8 net's predicted latency: the shipped int8 table's for the net.
+    int8_file = default_table_path("fashion_mnist", quantization="int8")
+    assert report["int8_latency_table"] == str(int8_file)
+    assert report["predicted_int8_latency_ms"] == pytest.approx(
+        table_prediction_ms(spec, int8_file), rel=1e-12
+    )
     # Against the float file timed here: the fastest of 50 runs, which other
     # processes can delay but not speed up. The shipped table was measured on
     # this kind of machine, unloaded; under the load tests share the machine

@@ -32,7 +32,12 @@ LATENCY_TABLE = flags.DEFINE_string(
     "Search against this latency table (default: measure one on this machine first, "
     "cached in the run directory).",
 )
-
+INT8_LATENCY_TABLE = flags.DEFINE_string(
+    "int8_latency_table",
+    None,
+    "int8 latency table that predicts the int8 net's latency in the report (default: the "
+    "shipped one of the space, when there is one).",
+)
 TARGET_MS = flags.DEFINE_float(
     "target_ms",
     None,
@@ -57,6 +62,7 @@ def main(argv):
         latency_runs=LATENCY_RUNS.value,
         latency_table=LATENCY_TABLE.value,
         target_ms=TARGET_MS.value,
+        int8_latency_table=INT8_LATENCY_TABLE.value,
     )
     print(format_report(report))
     return 0
