@@ -319,3 +319,52 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
         stamps
     )
     assert again["rows"] == results["rows"]
+
+
+def test_the_band_sampler_prices_draws_as_the_table_and_keeps_only_the_band():
+    """The batched prices equal LatencyCosts.arch_ms of the same draws, and a
+    narrow band near the fast end (1 in about 50,000 uniform draws) is found."""
+    from densenas_tf.experiments.compare import BandSampler
+    from densenas_tf.latency.expected import latency_costs
+    from densenas_tf.latency.table import LatencyTable, default_table_path
+    from densenas_tf.space import budget
+    from densenas_tf.space.spaces import load_space
+
+    space = load_space("fashion_mnist")
+    costs = latency_costs(space, LatencyTable.load(default_table_path("fashion_mnist")))
+    paths = space.enumerate_paths()
+    sampler = BandSampler(space, costs, paths, 0.0, np.inf)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(paths), size=50)
+    heads = rng.integers(len(space.head_ops), size=(50, len(space.head_edges)))
+    stacks = rng.integers(len(space.stacking_ops), size=(50, len(space.stacking_layers)))
+    batch = sampler.latencies(ids, heads, stacks)
+    for i in range(50):
+        one = costs.arch_ms(
+            space, paths[ids[i]], dict(enumerate(heads[i])), dict(enumerate(stacks[i]))
+        )
+        assert batch[i] == pytest.approx(one, rel=1e-12)
+    zeros = dict(
+        alpha_head=np.zeros((len(space.head_edges), len(space.head_ops))),
+        alpha_stack=np.zeros((len(space.stacking_layers), len(space.stacking_ops))),
+        beta=np.zeros(len(space.edges)),
+    )
+    fastest = budget.fastest_architecture(space, costs, **zeros).latency_ms
+    low, high = fastest * 2.0, fastest * 2.2  # about 1 in 50,000 uniform draws
+    narrow = BandSampler(space, costs, paths, low, high)
+    values = narrow.draw(np.random.default_rng(1))
+    assert values is not None and set(values) == {"path"} | {
+        f"head_{r}" for r in range(len(space.head_edges))
+    } | {f"stack_{r}" for r in range(len(space.stacking_layers))}
+    got = costs.arch_ms(
+        space, paths[values["path"]],
+        {r: values[f"head_{r}"] for r in range(len(space.head_edges))},
+        {r: values[f"stack_{r}"] for r in range(len(space.stacking_layers))},
+    )  # fmt: skip
+    assert low <= got <= high
+    assert (
+        BandSampler(space, costs, paths, 0.0, fastest / 2).draw(
+            np.random.default_rng(2), batch=1000, max_draws=5000
+        )
+        is None
+    )  # nothing is that fast: gives up after max_draws

@@ -39,6 +39,7 @@ from densenas_tf.core.files import (
 from densenas_tf.data.pipelines import channel_stats, eval_pipeline, train_pipeline
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.exporting.export import convert_tflite, load_trained_model
+from densenas_tf.latency.expected import latency_costs
 from densenas_tf.latency.measure import build_table, time_tflite
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
@@ -47,7 +48,7 @@ from densenas_tf.space.arch_spec import ArchSpec, count_costs
 from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.describe import uniform_sampled_mult_adds
-from densenas_tf.space.spaces import load_space
+from densenas_tf.space.spaces import SearchSpace, load_space
 from densenas_tf.train.trainer import TrainConfig, build_trainable_model, train
 
 
@@ -97,6 +98,58 @@ REDUCED = ComparePlan(
 
 
 # ----- random search with keras-tuner -----------------------------------------------------
+class BandSampler:
+    """Uniform draws over the space's architectures (a path out of all paths,
+    one op per head row and per stacking row, as keras-tuner's random values
+    draw them) kept only when their predicted latency lies in [low, high].
+
+    Narrow bands near the fast end are rare under uniform draws (1 in 25,000
+    for MobileNetV2 x0.5's band on Fashion-MNIST), so draws are made and
+    priced in batches with the costs' arrays; a kept draw is returned as
+    keras-tuner values."""
+
+    def __init__(self, space: SearchSpace, costs, paths, low: float, high: float):
+        self.space, self.costs, self.low, self.high = space, costs, low, high
+        n_head, n_stack = len(space.head_edges), len(space.stacking_layers)
+        self.head_on = np.zeros((len(paths), n_head), bool)
+        self.stack_on = np.zeros((len(paths), n_stack), bool)
+        self.final = np.zeros(len(paths))
+        final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
+        for i, path in enumerate(paths):
+            for src, dst in zip(path, path[1:]):
+                edge = space.edge(src, dst)
+                if dst == space.final_node:
+                    self.final[i] = costs.final_ms[final_pos[edge.index]]
+                else:
+                    self.head_on[i, space.head_row(edge)] = True
+                    self.stack_on[i, list(space.stacking_rows(dst))] = True
+
+    def latencies(self, path_ids, heads, stacks) -> np.ndarray:
+        rows_h, rows_s = np.arange(heads.shape[1]), np.arange(stacks.shape[1])
+        head_ms = np.where(self.head_on[path_ids], self.costs.head_ms[rows_h, heads], 0.0)
+        stack_ms = np.where(self.stack_on[path_ids], self.costs.stack_ms[rows_s, stacks], 0.0)
+        return self.costs.fixed_ms + self.final[path_ids] + head_ms.sum(1) + stack_ms.sum(1)
+
+    def draw(self, rng: np.random.Generator, batch: int = 20_000, max_draws: int = 20_000_000):
+        """keras-tuner values of one kept draw, or None after max_draws."""
+        n_paths = len(self.final)
+        n_head, n_stack = self.head_on.shape[1], self.stack_on.shape[1]
+        for _ in range(max(1, max_draws // batch)):
+            path_ids = rng.integers(n_paths, size=batch)
+            heads = rng.integers(len(self.space.head_ops), size=(batch, n_head))
+            stacks = rng.integers(len(self.space.stacking_ops), size=(batch, n_stack))
+            lat = self.latencies(path_ids, heads, stacks)
+            kept = np.flatnonzero((lat >= self.low) & (lat <= self.high))
+            if len(kept):
+                k = kept[0]
+                return {
+                    "path": int(path_ids[k]),
+                    **{f"head_{r}": int(heads[k, r]) for r in range(n_head)},
+                    **{f"stack_{r}": int(stacks[k, r]) for r in range(n_stack)},
+                }
+        return None
+
+
 def _search_mult_adds(config) -> float:
     """Multiply-adds one search spends: forward + backward (3x a forward) of a
     sampled supernet per weight image; two ops forward and an input-only
@@ -156,6 +209,8 @@ def random_search(
         saved = json.loads(record.read_text())
         return ArchSpec.from_dict(saved["arch"], source=str(record)), saved["info"]
 
+    sampler = BandSampler(space, latency_costs(space, table), paths, low, high)
+
     class BudgetedRandomOracle(kt.oracles.RandomSearchOracle):
         """Random draws kept inside the latency range, until the budget is spent."""
 
@@ -164,11 +219,11 @@ def random_search(
         def populate_space(self, trial_id):
             if self.spent >= budget_mult_adds:
                 return {"status": "STOPPED", "values": None}
-            for _ in range(10_000):
-                values = self._random_values()
-                if values is None:
-                    break
+            # Seeded by the search's seed and the trial: a resumed search draws alike.
+            rng = np.random.default_rng([seed, int(trial_id)])
+            while (values := sampler.draw(rng)) is not None:
                 spec = decode(values)
+                # The table's own sum decides (the batch's differs in the last bits).
                 if low <= table.predicted_ms(spec) <= high:
                     self.spent += trial_cost(spec)
                     return {"status": "RUNNING", "values": values}
