@@ -317,6 +317,6 @@ def format_budget_sweep(r: dict[str, Any]) -> str:
         lines.append(
             f"| {'paper' if t is None else f'{t:.3f}'} | {row['predicted_ms']:.3f} | "
             f"{measured:.3f} | {'' if t is None else f'{measured / t:.2f}'} | "
-            f"{row['ops_not_argmax']} | `{row['arch']}` |"
+            f"{row['ops_not_argmax']} | `{row['arch'].replace('|', chr(92) + '|')}` |"
         )
     return "\n".join(lines)
