@@ -269,6 +269,8 @@ def test_two_tables_are_compared_entry_by_entry():
     assert c["overhead_ratio"] == pytest.approx(2.0)
     assert c["farthest"][0][0] == far and c["shared"] == len(b.entries) - 1
     assert c["only_in_other"] == [sorted(b.entries)[-1]] and c["only_in_table"] == []
+    assert sum(v["entries"] for v in c["by_kind"].values()) == c["shared"]
+    assert c["by_kind"]["mbconv_k3_e3"]["median"] == pytest.approx(0.5)
     text = format_comparison(c)
     assert "a against b" in text and "median 0.500" in text and "only in other: 1" in text
 

@@ -247,8 +247,15 @@ def compare_tables(table: LatencyTable, other: LatencyTable) -> dict:
     ratios = np.array([table.entries[k].median_ms / other.entries[k].median_ms for k in keys])
     order = np.argsort(np.abs(np.log(ratios)))[::-1]
     q = np.quantile(ratios, [0.05, 0.25, 0.5, 0.75, 0.95])
+    kinds: dict[str, list[float]] = {}
+    for k, r in zip(keys, ratios):
+        kinds.setdefault(k.split("/")[0], []).append(float(r))
     return {
         "shared": len(keys),
+        "by_kind": {
+            kind: {"entries": len(v), "median": float(np.median(v)), "min": min(v), "max": max(v)}
+            for kind, v in sorted(kinds.items())
+        },
         "only_in_table": sorted(set(table.entries) - set(other.entries)),
         "only_in_other": sorted(set(other.entries) - set(table.entries)),
         "ratio_quantiles": dict(zip(("p5", "p25", "median", "p75", "p95"), map(float, q))),
@@ -265,7 +272,13 @@ def format_comparison(c: dict) -> str:
         f"ratio of medians: median {q['median']:.3f}, quartiles {q['p25']:.3f}-{q['p75']:.3f}, "
         f"5-95 % {q['p5']:.3f}-{q['p95']:.3f}; overhead ratio {c['overhead_ratio']:.3f}",
         "farthest: " + ", ".join(f"{k} x{r:.2f}" for k, r in c["farthest"]),
+        "by kind of piece (ratio median, range):",
     ]
+    for kind, v in c["by_kind"].items():
+        lines.append(
+            f"  {kind:<14} {v['entries']:>4} entries  {v['median']:.2f}  "
+            f"{v['min']:.2f}-{v['max']:.2f}"
+        )
     for side in ("only_in_table", "only_in_other"):
         if c[side]:
             lines.append(f"{side.replace('_', ' ')}: {len(c[side])} entries, e.g. {c[side][0]}")
