@@ -8,7 +8,7 @@ setup(
     description="DenseNAS (densely connected search space NAS) in TensorFlow 2 / Keras 3",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["densenas_tf", "densenas_tf.*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
