@@ -156,3 +156,40 @@ def test_seeds_under_a_budget_and_a_sweep_of_budgets_over_one_search(tmp_path):
     )  # fmt: skip
     assert too_small.returncode != 0 and "give a budget of at least" in too_small.stderr
     assert "Traceback" not in too_small.stderr
+
+
+@pytest.mark.slow
+def test_time_nets_prints_float_and_int8_medians_and_the_tables_predictions(tmp_path):
+    from densenas_tf.latency.report import random_arch
+    from densenas_tf.latency.table import default_table_path
+    from densenas_tf.space.spaces import load_space
+
+    space = load_space("fashion_mnist")
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):
+        path = tmp_path / f"net{i}.json"
+        random_arch(space, rng, f"net{i}").save(path)
+        files.append(path)
+    table = default_table_path("fashion_mnist")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "time_nets.py"), *(f"--arch={f}" for f in files),
+         "--quantization=none,int8", "--rounds=1", "--runs=3", f"--table={table}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == f"| net | float ms | int8 ms | predicted ({table}) |"
+    from densenas_tf.latency.table import LatencyTable
+    from densenas_tf.space.arch_spec import ArchSpec
+
+    for path, line in zip(files, lines[2:], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == str(path) and float(cells[1]) > 0 and float(cells[2]) > 0
+        spec = ArchSpec.from_json(path.read_text())
+        assert cells[3] == f"{LatencyTable.load(table).predicted_ms(spec):.3f}"
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "time_nets.py"), f"--arch={files[0]}",
+         "--quantization=fp16"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "--quantization takes none and int8" in refused.stderr

@@ -31,8 +31,12 @@ from typing import Any
 import numpy as np
 
 from densenas_tf.core.files import cached_json, write_text_atomic
-from densenas_tf.exporting.export import convert_tflite
-from densenas_tf.latency.measure import build_table, mobilenet_v2_budget, time_tflite
+from densenas_tf.latency.measure import (
+    build_table,
+    mobilenet_v2_budget,
+    tflite_content,
+    time_tflite,
+)
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.nn.models import build_model
 from densenas_tf.search.config import load_search_config
@@ -75,17 +79,23 @@ def agreement(all_decisions: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def time_nets(
-    specs: dict[str, ArchSpec], rounds: int, runs: int, log: Callable[[str], None]
+    specs: dict[str, ArchSpec],
+    rounds: int,
+    runs: int,
+    log: Callable[[str], None],
+    quantization: str = "none",
 ) -> dict[str, list[float]]:
-    """Each net's median latency (float TFLite, 1 thread) in each of ``rounds``
-    rounds; a round times every net once, so load falls on all alike."""
+    """Each net's median latency (TFLite, 1 thread; float, or int8 as the
+    exporter quantizes it) in each of ``rounds`` rounds; a round times every
+    net once, so load falls on all alike."""
     import keras
 
     contents = {}
     for name, spec in specs.items():
         model = build_model(spec)
         inputs = keras.Input(shape=spec.input_shape, batch_size=1)
-        contents[name] = convert_tflite(keras.Model(inputs, model(inputs)), "none")
+        fixed = keras.Model(inputs, model(inputs))
+        contents[name] = tflite_content(fixed, quantization, image_input=True)
     medians: dict[str, list[float]] = {name: [] for name in specs}
     for r in range(rounds):
         log(f"timing {len(specs)} net(s): round {r + 1}/{rounds}")
