@@ -177,3 +177,23 @@ def keras_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
         logits = model(images[i : i + 256].astype(np.float32), training=False)
         hits += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i : i + 256]))
     return hits / len(labels)
+
+
+def short_search_config(space_file, table_file, train_limit: int, arch_fraction: float):
+    """A two-epoch search (one warm-up epoch, eager steps, no table check)
+    of a small space on real Fashion-MNIST images, against ``table_file``."""
+    from densenas_tf.search.config import SearchConfig
+
+    return SearchConfig.from_dict(
+        {
+            "space": str(space_file),
+            "latency_table": str(table_file),
+            "data": {"train_limit": train_limit, "arch_fraction": arch_fraction},
+            "batch_size": 32,
+            "epochs": 2,
+            "warmup_epochs": 1,
+            "latency_check": False,
+            "deterministic": False,
+            "graph_steps": False,
+        }
+    )

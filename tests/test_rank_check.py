@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import made_up_table, micro_space, write_space
+from helpers import made_up_table, micro_space, short_search_config, write_space
 
 from densenas_tf.experiments import rank_check
 from densenas_tf.space import budget
@@ -85,25 +85,12 @@ def test_a_small_rank_check_runs_end_to_end_and_resumes(tmp_path):
     """On a micro search against a made-up table: every net is scored on the
     supernet and trained with two seeds, the figures in the report are those
     of the files, and a second run trains nothing again."""
-    from densenas_tf.search.config import SearchConfig
     from densenas_tf.search.run import run_search
 
     space = SearchSpace.from_config(MICRO)
     table_file = tmp_path / "table.json"
     made_up_table(space, lambda k, key: 0.01 + 0.001 * (k % 17)).save(table_file)
-    config = SearchConfig.from_dict(
-        {
-            "space": str(write_space(tmp_path, MICRO)),
-            "latency_table": str(table_file),
-            "data": {"train_limit": 320, "arch_fraction": 0.2},
-            "batch_size": 32,
-            "epochs": 2,
-            "warmup_epochs": 1,
-            "latency_check": False,
-            "deterministic": False,
-            "graph_steps": False,
-        }
-    )
+    config = short_search_config(write_space(tmp_path, MICRO), table_file, 320, 0.2)
     run_search(config, tmp_path / "search", log=lambda line: None)
     plan = rank_check.RankPlan(
         num_nets=3, train_epochs=1, train_limit=128, test_limit=200, train_seeds=(0, 1),

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from conftest import read_events
-from helpers import ROOT, made_up_table, micro_space, write_space
+from helpers import ROOT, made_up_table, micro_space, short_search_config, write_space
 
 from densenas_tf.core.run_dir import RunDirError
 from densenas_tf.latency.measure import build_table
@@ -1116,19 +1116,7 @@ def test_a_resumed_search_refuses_a_changed_table_or_records_the_change(tmp_path
     table = made_up_table(space, lambda k, key: 0.01 + 0.001 * (k % 7))
     table_file = tmp_path / "table.json"
     table.save(table_file)
-    config = SearchConfig.from_dict(
-        {
-            "space": str(write_space(tmp_path, MICRO_SPACE)),
-            "latency_table": str(table_file),
-            "data": {"train_limit": 128, "arch_fraction": 0.25},
-            "batch_size": 32,
-            "epochs": 2,
-            "warmup_epochs": 1,
-            "latency_check": False,
-            "deterministic": False,
-            "graph_steps": False,
-        }
-    )
+    config = short_search_config(write_space(tmp_path, MICRO_SPACE), table_file, 128, 0.25)
     run_dir = tmp_path / "run"
     run_search(config, run_dir, log=lambda line: None)
     record = run_dir / "latency_table.json"

@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, made_up_table, micro_space, write_space
+from helpers import ROOT, made_up_table, micro_space, short_search_config, write_space
 
 from densenas_tf.experiments import stability
 from densenas_tf.latency.expected import latency_costs
-from densenas_tf.search.config import SearchConfig
 from densenas_tf.space import budget
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.spaces import SearchSpace
@@ -81,19 +80,7 @@ def test_seeds_under_a_budget_and_a_sweep_of_budgets_over_one_search(tmp_path):
     )
     fastest = budget.fastest_architecture(space, costs, **zeros).latency_ms
     target = 1.5 * fastest
-    config = SearchConfig.from_dict(
-        {
-            "space": str(space_file),
-            "latency_table": str(table_file),
-            "data": {"train_limit": 256, "arch_fraction": 0.25},
-            "batch_size": 32,
-            "epochs": 2,
-            "warmup_epochs": 1,
-            "latency_check": False,
-            "deterministic": False,
-            "graph_steps": False,
-        }
-    )
+    config = short_search_config(space_file, table_file, 256, 0.25)
     config_file = tmp_path / "search.json"
     config_file.write_text(config.to_json())
     plan = stability.StabilityPlan(
