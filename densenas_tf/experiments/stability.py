@@ -32,13 +32,11 @@ import numpy as np
 
 from densenas_tf.core.files import cached_json, write_text_atomic
 from densenas_tf.latency.measure import (
+    arch_timer,
     build_table,
     mobilenet_v2_budget,
-    tflite_content,
-    time_tflite,
 )
 from densenas_tf.latency.table import LatencyTable, default_table_path
-from densenas_tf.nn.models import build_model
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
 from densenas_tf.space.arch_spec import ArchSpec
@@ -88,19 +86,15 @@ def time_nets(
     """Each net's median latency (TFLite, 1 thread; float, or int8 as the
     exporter quantizes it) in each of ``rounds`` rounds; a round times every
     net once, so load falls on all alike."""
-    import keras
-
-    contents = {}
-    for name, spec in specs.items():
-        model = build_model(spec)
-        inputs = keras.Input(shape=spec.input_shape, batch_size=1)
-        fixed = keras.Model(inputs, model(inputs))
-        contents[name] = tflite_content(fixed, quantization, image_input=True)
+    timers = {
+        name: arch_timer(spec, "tflite", 1, warmup=20, quantization=quantization)
+        for name, spec in specs.items()
+    }
     medians: dict[str, list[float]] = {name: [] for name in specs}
     for r in range(rounds):
         log(f"timing {len(specs)} net(s): round {r + 1}/{rounds}")
-        for name, content in contents.items():
-            medians[name].append(time_tflite(content, 1, warmup=20, runs=runs).median_ms)
+        for name, timer in timers.items():
+            medians[name].append(timer(runs))
     return medians
 
 

@@ -39,10 +39,14 @@ import numpy as np
 
 from densenas_tf.core.errors import DenseNASError
 from densenas_tf.core.files import write_bytes_atomic, write_text_atomic
-from densenas_tf.latency.measure import build_piece_model, overhead_model, tflite_content
+from densenas_tf.latency.measure import (
+    build_piece_model,
+    fixed_batch_model,
+    overhead_model,
+    tflite_content,
+)
 from densenas_tf.latency.report import mape_percent, random_arch, spearman
 from densenas_tf.latency.table import LatencyEntry, LatencyTable, new_provenance, space_keys
-from densenas_tf.nn.models import build_model
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace
 
@@ -78,10 +82,6 @@ def write_bundle(
     device. Pieces already written (by an earlier, stopped run) are kept."""
     import keras
 
-    def whole_net(spec):
-        inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
-        return keras.Model(inputs, build_model(spec)(inputs))
-
     out = Path(out_dir)
     manifest_file = out / "manifest.json"
     if manifest_file.is_file():
@@ -109,7 +109,7 @@ def write_bundle(
     for i in range(nets):
         spec = random_arch(space, rng, f"random_{i}")
         archs[NET_PREFIX + spec.name] = spec
-        models[NET_PREFIX + spec.name] = lambda spec=spec: whole_net(spec)
+        models[NET_PREFIX + spec.name] = lambda spec=spec: fixed_batch_model(spec, batch_size)
     pieces = []
     for index, (name, make) in enumerate(models.items()):
         path = out / _piece_file(index)

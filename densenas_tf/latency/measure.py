@@ -162,6 +162,13 @@ def measure(
     raise LatencyTableError(f"unknown backend {backend!r}; backends are {BACKENDS}")
 
 
+def fixed_batch_model(spec: ArchSpec, batch_size: int = 1) -> keras.Model:
+    """The net of an ArchSpec with its batch size fixed, as it is timed and deployed."""
+    model = build_model(spec)
+    inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
+    return keras.Model(inputs, model(inputs))
+
+
 def measure_arch(
     spec: ArchSpec,
     backend: str,
@@ -172,9 +179,7 @@ def measure_arch(
     quantization: str = "none",
 ) -> LatencyEntry:
     """Measured latency of the derived net built from an ArchSpec."""
-    model = build_model(spec)
-    inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
-    fixed = keras.Model(inputs, model(inputs))
+    fixed = fixed_batch_model(spec, batch_size)
     return measure(fixed, backend, threads, warmup, runs, quantization, image_input=True)
 
 
@@ -189,9 +194,7 @@ def arch_timer(
     """A function timing the net of an ArchSpec here: runs -> median ms. The
     net is built (and converted) once, so that rounds of timing can interleave
     several nets."""
-    model = build_model(spec)
-    inputs = keras.Input(shape=spec.input_shape, batch_size=batch_size)
-    fixed = keras.Model(inputs, model(inputs))
+    fixed = fixed_batch_model(spec, batch_size)
     if backend == "tflite":
         content = tflite_content(fixed, quantization, image_input=True)
         return lambda runs: time_tflite(content, threads, warmup, runs).median_ms
