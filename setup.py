@@ -18,6 +18,7 @@ setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboard>=2.21,<2.22",
+        "tensorflow-serving-api>=2.21,<2.22",  # PredictionLog protos of the warm-up records
         "ai-edge-litert==2.3.0",  # pinned: the tested TFLite runtime
         "matplotlib>=3.8",
         "pyyaml>=6.0",
