@@ -29,6 +29,7 @@ LAYERS = {
     "main_job": 5,
     "experiments": 5,
     "cli": 6,
+    "commands": 7,
 }
 
 
