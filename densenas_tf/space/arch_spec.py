@@ -271,6 +271,28 @@ def _validate(spec: ArchSpec) -> None:
         width = b.width
 
 
+def with_num_classes(spec: ArchSpec, num_classes: int) -> ArchSpec:
+    """``spec`` with its classifier head replaced by one of ``num_classes`` outputs.
+
+    Everything before the head (stem, blocks, final conv) stays; the class count
+    is recorded in the returned ArchSpec (its JSON and block string say
+    ``classes:N``) and the replacement in its provenance under
+    ``head_replaced``. The same spec comes back when it already has N classes.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ArchSpecError(
+            f"num_classes must be an integer of at least 2 (a classifier needs at least two "
+            f"classes), got {num_classes!r}"
+        )
+    if num_classes == spec.num_classes:
+        return spec
+    provenance = dict(spec.provenance)
+    earlier = provenance.get("head_replaced")
+    first = earlier.get("from", spec.num_classes) if isinstance(earlier, dict) else spec.num_classes
+    provenance["head_replaced"] = {"from": first, "to": num_classes}
+    return dataclasses.replace(spec, num_classes=num_classes, provenance=provenance)
+
+
 # ----- costs ------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ArchCost:

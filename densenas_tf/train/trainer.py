@@ -30,7 +30,7 @@ from densenas_tf.core.runtime import Progress
 from densenas_tf.data.pipelines import channel_stats, eval_pipeline, train_pipeline
 from densenas_tf.nn.models import build_model
 from densenas_tf.space import describe
-from densenas_tf.space.arch_spec import ArchSpec, count_costs
+from densenas_tf.space.arch_spec import ArchSpec, count_costs, with_num_classes
 
 
 class TrainError(DenseNASError, ValueError):
@@ -80,7 +80,9 @@ def check_data_matches(spec: ArchSpec, input_shape, num_classes: int) -> None:
     if spec.num_classes != num_classes:
         raise TrainError(
             f"the ArchSpec {spec.name!r} has {spec.num_classes} classes but the data has "
-            f"{num_classes}; derive on a space with num_classes: {num_classes}"
+            f"{num_classes}; retrain it with a new head of {num_classes} classes: "
+            f"tools/train.py --num_classes={num_classes} (library: train(..., "
+            f"num_classes={num_classes}) or arch_spec.with_num_classes)"
         )
 
 
@@ -155,6 +157,7 @@ def train(
     data_source: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     overwrite: bool = False,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
     """Trains ``spec`` on ``data`` (a data.ImageData, or a streamed
     data_sources.StreamingData) in run_dir; resumes; returns metrics.
@@ -166,8 +169,15 @@ def train(
     directory holding another architecture, config or data is replaced when
     it finished no epoch and wrote no model (or with ``overwrite``), else
     refused; files no training run writes are never deleted (``core.run_dir``).
+
+    ``num_classes`` replaces the ArchSpec's classifier head first
+    (``arch_spec.with_num_classes``): a net searched on 100 classes retrains
+    on 1,000, and the run's ArchSpec (``train_config.json``, ``metrics.json``)
+    records the new count.
     """
     run_dir = Path(run_dir)
+    if num_classes is not None:
+        spec = with_num_classes(spec, num_classes)
     check_data_matches(spec, data.input_shape, data.num_classes)
     train_count, test_count = data_sizes(data)
     if test_count == 0:
