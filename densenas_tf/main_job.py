@@ -26,6 +26,7 @@ from densenas_tf.exporting.export import (
     export_tflite,
     load_trained_model,
 )
+from densenas_tf.latency.check import check_table_here
 from densenas_tf.latency.measure import build_table, mobilenet_v2_budget, time_tflite
 from densenas_tf.latency.table import (
     LatencyTable,
@@ -54,10 +55,12 @@ def run_main_job(
 ) -> dict[str, Any]:
     """Runs (or resumes) the whole job in run_dir; returns the report.
 
-    Without ``latency_table`` the search's latency table is measured on this
-    machine first (cached in ``run_dir/latency``), so the search optimises
-    the latency of the machine the job runs on; a given table is checked
-    against whole nets measured here when it names this kind of machine.
+    Without ``latency_table`` the search optimises the latency of the machine
+    the job runs on: the space's shipped table when it names this kind of
+    machine and passes the check against whole nets timed here, else a table
+    measured here first (``_table_for_this_machine``, cached in
+    ``run_dir/latency``); a given table is checked against whole nets measured
+    here when it names this kind of machine.
 
     The search aims at a latency budget (objective kind ``budget``):
     ``target_ms``, or by default the measured latency of MobileNetV2 x0.75
@@ -80,13 +83,17 @@ def run_main_job(
         times[name] = time.time() - times[name]
 
     config = load_search_config(search_config, search_overrides)
+    table_choice = {"how": "given"}
     if latency_table is None:
         stage("latency table")
-
         space = load_space(config.space)
-        table_path = run_dir / "latency" / default_table_path(space.name).name
-        build_table(space, table_path, log=log)
-        # Measured here moments ago: nothing to check it against.
+        table_choice = cached_json(
+            run_dir / "latency" / "table_choice.json",
+            lambda: _table_for_this_machine(space, run_dir / "latency", log),
+        )
+        table_path = table_choice["path"]
+        log(f"latency table: {table_path} ({table_choice['how']})")
+        # Checked or measured here moments ago: the search need not check it again.
         overrides = (f"latency_table={table_path}", "latency_check=false")
         done("latency table")
     else:
@@ -174,6 +181,7 @@ def run_main_job(
         "warmup_end": summary.get("warmup_end"),
         "latency_table": summary.get("latency_table", {}).get("path"),
         "latency_device": summary.get("latency_table", {}).get("device"),
+        "latency_table_how": table_choice["how"],
         "keras_test_accuracy": metrics["test_accuracy"],
         "int8_test_accuracy": measured["int8"]["test_accuracy"],
         "float_tflite_test_accuracy": measured["none"]["test_accuracy"],
@@ -211,6 +219,35 @@ def run_main_job(
     write_text_atomic(run_dir / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(run_dir / "report.md", text + "\n")
     return report
+
+
+def _table_for_this_machine(space, out_dir: Path, log) -> dict[str, str]:
+    """The float latency table the job's search uses: the shipped one of the
+    space when it was measured on this kind of machine and predicts whole nets
+    timed here within ``check.MAX_MAPE_PERCENT`` (``check_table_here``: 5 nets,
+    3 interleaved rounds, about 20 s), else one measured here into
+    ``out_dir`` (minutes). Returns ``{"path": ..., "how": ...}``."""
+    shipped = default_table_path(space.name)
+    reason = f"no shipped table {shipped}"
+    if shipped.is_file():
+        table = LatencyTable.load(shipped)
+        try:
+            check = check_table_here(space, table, str(shipped), log=log)
+        except LatencyTableError as err:
+            check, reason = None, f"the shipped table failed its check here: {err}"
+        else:
+            if check["checked"]:
+                write_text_atomic(out_dir / "shipped_table_check.json", json.dumps(check, indent=2))
+                return {
+                    "path": str(shipped),
+                    "how": f"shipped, checked here: {check['mape_percent']:.1f} % mean error "
+                    f"over {check['nets']} whole nets",
+                }
+            reason = f"the shipped table was measured on {check['device']!r}, not here"
+    log(f"measuring a latency table on this machine ({reason})")
+    path = out_dir / default_table_path(space.name).name
+    build_table(space, path, log=log)
+    return {"path": str(path), "how": "measured here by this job"}
 
 
 def _int8_prediction(
@@ -297,7 +334,11 @@ def format_report(r: dict[str, Any]) -> str:
             f"{r['saved_model_max_abs_diff']:.1e} / {r['float_tflite_max_abs_diff']:.1e}",
         ),
         ("machine", r["machine"]),
-        ("latency table (measured on)", f"{r.get('latency_table')} ({r.get('latency_device')})"),
+        (
+            "latency table (measured on; how chosen)",
+            f"{r.get('latency_table')} ({r.get('latency_device')}; "
+            f"{r.get('latency_table_how', 'given')})",
+        ),
         ("int8 latency table", r.get("int8_latency_table") or "none for this space"),
         (
             "wall time (search / train / this run)",
