@@ -404,6 +404,67 @@ def test_image_folder_errors_name_the_path(folder, tmp_path):
         load_image_data(image_folder=root)
 
 
+def test_data_of_fewer_than_two_classes_is_refused_naming_the_source(folder, tmp_path):
+    from densenas_tf.data.sources import open_image_folder, open_tfrecords, with_test_part
+    from densenas_tf.data.stream import Source, Split, check_class_count
+    from densenas_tf.data.tfrecords import write_tfrecords
+
+    root, images, _ = folder
+    one = tmp_path / "one_class"
+    for i in range(4):
+        _write_png(one / "shirt" / f"{i}.png", images[i])
+    expected = rf"the image folder {one} holds 1 class \('shirt'\); .*at least two classes"
+    with pytest.raises(DataError, match=expected):
+        load_image_data(image_folder=one)
+    with pytest.raises(DataError, match=expected):
+        open_image_folder(one, cache_dir=tmp_path)
+    # A class list keeping one class of three.
+    only_bag = tmp_path / "bag.txt"
+    only_bag.write_text("bag\n")
+    with pytest.raises(DataError, match=rf"image folder {root} holds 1 class \('bag'\)"):
+        open_image_folder(root, class_list=only_bag, cache_dir=tmp_path)
+    # TFRecords written from the one-class folder.
+    shards = tmp_path / "records"
+    write_tfrecords(shards, "train", image_folder=one, log=lambda line: None)
+    with pytest.raises(DataError, match=rf"TFRecords in {shards} holds 1 class.*two classes"):
+        open_tfrecords(shards, image_size=28, cache_dir=tmp_path)
+    # Two names, but the labels use one of them.
+    reader = open_image_folder(root, cache_dir=tmp_path).train.reader
+    reader.labels = np.zeros_like(reader.labels)
+    source = Source(
+        "two", ("a", "b"), (28, 28, 1), {"train": Split.whole(reader)}, None, {}, tmp_path
+    )
+    with pytest.raises(DataError, match=r"'two' holds images of one class only \('a' of 2"):
+        with_test_part(source, 0.25, 0)
+    with pytest.raises(DataError, match="holds 0 class;"):
+        check_class_count((), "the data 'none'")
+    # In memory too.
+    with pytest.raises(DataError, match=r"the data 'toy' holds 1 class \('a'\)"):
+        ImageData(
+            "toy",
+            images,
+            np.zeros(len(images), np.int32),
+            images,
+            np.zeros(len(images), np.int32),
+            ("a",),
+        )
+
+
+def test_tfds_of_one_class_is_refused(tmp_path, fashion, no_network):
+    _ORIGINALS.update(images=fashion.test_images[:6], labels=np.zeros(6, np.int64))
+    tfds.builder("tiny_one_label", data_dir=str(tmp_path)).download_and_prepare()
+    with pytest.raises(DataError, match=r"tfds dataset tiny_one_label.* holds 1 class \('0'\)"):
+        load_image_data(tfds_name="tiny_one_label", tfds_data_dir=tmp_path, test_fraction=0.5)
+
+
+class TinyOneLabel(TinyNumberedLabels):
+    """6 real Fashion-MNIST images, all of label 0 (no class names)."""
+
+    def _generate_examples(self):
+        for i in range(6):
+            yield i, {"image": _ORIGINALS["images"][i], "label": 0}
+
+
 # --- channel_stats --------------------------------------------------------------------
 
 

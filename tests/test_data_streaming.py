@@ -629,12 +629,12 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
     shares = [list(data.train.records(None, _context(16, k))) for k in (0, 15)]
     assert [len(share) for share in shares] == [1, 0]
     class_list = tmp_path / "classes.txt"
-    class_list.write_text("coat\n")
+    class_list.write_text("coat\nbag\n")  # two of the three, renumbered
     coats = open_tfds(
         "tiny_fashion_stream", tmp_path / "tfds", class_list=class_list, cache_dir=cache
     )
-    assert coats.num_train + coats.num_test == 6 and set(coats.train.labels()) == {0}
-    assert set(_read_all(coats, coats.train).values()) == {0}
+    assert coats.num_train + coats.num_test == 12 and set(coats.train.labels()) == {0, 1}
+    assert set(_read_all(coats, coats.train).values()) == {0, 1}
     assert len(list(cache.glob("tfds_index_*.json"))) == 2  # train and test indexed once
     # TFRecords written from the prepared dataset hold its examples (PNGs copied as they are).
     shards = tmp_path / "shards"
@@ -648,7 +648,7 @@ def test_tfds_streams_with_class_lists_shards_and_a_cached_index(fashion, tmp_pa
             log=lambda line: None,
         )
     written = open_tfrecords(shards, 28)
-    assert written.class_names == ("coat",) and (written.num_train, written.num_test) == (
+    assert written.class_names == ("coat", "bag") and (written.num_train, written.num_test) == (
         coats.num_train,
         coats.num_test,
     )

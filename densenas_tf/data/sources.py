@@ -36,10 +36,12 @@ from densenas_tf.data.stream import (
     ImageData,
     Source,
     Split,
+    check_class_count,
     data_error,
     named_data_errors,
     non_negative_int,
     positive_int,
+    source_label,
 )
 from densenas_tf.data.tfrecords import open_records
 
@@ -148,6 +150,11 @@ def with_test_part(source: Source, test_fraction: float, seed: int) -> Streaming
     """A source's train and test parts: its own test split, else a seeded per-class
     ``test_fraction`` of its train split (none when 0)."""
     train = source.splits["train"]
+    check_class_count(
+        source.class_names,
+        source_label(source.description, source.name),
+        train.labels() if train.reader.indexed else None,
+    )
     if source.test_split:
         test = source.splits[source.test_split]
     elif test_fraction == 0:

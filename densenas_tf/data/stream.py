@@ -27,7 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ class ImageData:
     def __post_init__(self):
         if not self.class_names:
             raise DataError(f"{self.name}: no class names")
+        check_class_count(self.class_names, f"the data {self.name!r}")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         for split in ("train", "test"):
             images = getattr(self, f"{split}_images")
@@ -112,6 +113,40 @@ class ImageData:
     def input_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
         return tuple(int(d) for d in self.train_images.shape[1:])
+
+
+def source_label(description: Mapping[str, Any], name: str) -> str:
+    """How a one-line error names a source: its kind and where it is."""
+    kind = description.get("kind")
+    if kind == "image_folder":
+        return f"the image folder {description.get('root', name)}"
+    if kind == "tfrecord":
+        return f"the TFRecords in {description.get('directory', name)}"
+    if kind == "tfds":
+        return f"the tfds dataset {description.get('tfds', name)}"
+    return f"the data {name!r}"
+
+
+def check_class_count(
+    class_names: Sequence[str], where: str, labels: np.ndarray | None = None
+) -> None:
+    """Refuses data of fewer than two classes (by their names, or, when the
+    labels are known, by the classes the labels use): a classifier of one class
+    reaches 100 % accuracy at zero loss and learns nothing."""
+    fix = (
+        "a classifier needs at least two classes: add another class (for an image "
+        "folder, another sub-folder of images) or pick a source with more"
+    )
+    if len(class_names) < 2:
+        listed = f" ({class_names[0]!r})" if class_names else ""
+        raise DataError(f"{where} holds {len(class_names)} class{listed}; {fix}")
+    if labels is not None and labels.size:
+        used = np.unique(labels)
+        if len(used) < 2:
+            raise DataError(
+                f"{where} holds images of one class only ({class_names[int(used[0])]!r} "
+                f"of {len(class_names)} named); {fix}"
+            )
 
 
 def check_images_and_labels(images, labels, what: str) -> None:
