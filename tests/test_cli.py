@@ -1,10 +1,12 @@
 """The binaries' shared parts: the one error base class, the one place it is
 caught, and the data flags in --help."""
 
+import ast
 import errno
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
 import pytest
 from helpers import run_python
@@ -18,6 +20,8 @@ from densenas_tf.search.searcher import SearchDivergedError
 
 def _error_classes():
     for info in pkgutil.walk_packages(densenas_tf.__path__, "densenas_tf."):
+        if info.name.startswith("densenas_tf.commands."):
+            continue  # a command defines its flags on import: one per process (see below)
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():
             if (
@@ -34,6 +38,25 @@ def test_every_error_class_of_the_package_derives_from_the_base():
         classes
     )
     assert [n for n, c in classes.items() if not issubclass(c, DenseNASError)] == []
+
+
+def test_every_error_class_of_a_command_derives_from_the_base():
+    """Read from the command modules' source (importing two would define their
+    flags twice): each exception class derives from a library error class or
+    from another of its own file's."""
+    library = {name for name, cls in _error_classes() if issubclass(cls, DenseNASError)}
+    library.add("DenseNASError")
+    commands = Path(densenas_tf.__file__).parent / "commands"
+    for path in sorted(commands.glob("*.py")):
+        own = set()
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = [ast.unparse(base).split(".")[-1] for base in node.bases]
+            if not any(b.endswith(("Error", "Exception")) for b in bases):
+                continue
+            assert any(b in library | own for b in bases), f"{path.name}: {node.name} {bases}"
+            own.add(node.name)
 
 
 def test_main_prints_one_line_and_returns_the_error_exit_code(capsys):

@@ -10,14 +10,12 @@ afterwards), times decode + random-resized-crop + flip + batch over them, and
 prints a table beside the search's weight and architecture steps.
 """
 
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags, logging
-
+import densenas_tf.commands  # noqa: F401 (first: the binary's environment, before TensorFlow)
 from densenas_tf import cli
 
 IMAGES = flags.DEFINE_integer("images", 512, "JPEGs written and read per epoch.", 1)
@@ -38,7 +36,6 @@ WORK_DIR = flags.DEFINE_string("work_dir", None, "Keep the images here (default:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
     from densenas_tf.experiments.bench_input import bench_input, format_table
 
     def log(line):
@@ -75,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.main(main))
+    app.run(cli.main(main, interrupted="nothing was kept; re-run the same command"))

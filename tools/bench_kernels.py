@@ -9,18 +9,17 @@ of the two the supernet uses (``op_layers.eigen_depthwise_kernel_gradient``).
 """
 
 import json
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
-import densenas_tf  # noqa: F401 (before TensorFlow: oneDNN on)
+import densenas_tf.commands  # noqa: F401 (first: the binary's environment, oneDNN on)
+from densenas_tf import cli
 
 PRESETS = flags.DEFINE_list("presets", ["fashion_mnist:128"], "space:batch pairs.")
 RUNS = flags.DEFINE_integer("runs", 7, "Timed calls per kernel (the median is reported).", 1)
-JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+JSON_OUT = flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
+cli.deprecated_alias("json_out", JSON_OUT)
 
 
 def main(argv):
@@ -51,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main, interrupted="nothing was written; re-run the same command"))

@@ -1,8 +1,8 @@
 """Speed and memory of the search steps, printed as a table (and JSON).
 
   python tools/bench_step.py [--presets=imagenet_mbv2:8,fashion_mnist:128]
-      [--warmup=3 --runs=10] [--json_out=bench.json] [--variants=default,eager_ops,layered_forward,arch_kernel_grads]
-  python tools/bench_step.py --baseline=PATH_TO_OTHER_CHECKOUT [--rounds=2] [--json_out=...]
+      [--warmup=3 --runs=10] [--out=bench.json] [--variants=default,eager_ops,layered_forward,arch_kernel_grads]
+  python tools/bench_step.py --baseline=PATH_TO_OTHER_CHECKOUT [--rounds=2] [--out=...]
   python tools/bench_step.py --profile [--profile_out=docs/bench_profile.md]
 
 Per preset (space:batch): median time and images per second of a weight step
@@ -26,16 +26,17 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app, flags
+
+import densenas_tf.commands  # noqa: F401 (first: the binary's environment, before TensorFlow)
+from densenas_tf import cli
 
 PRESETS = flags.DEFINE_list(
     "presets", ["imagenet_mbv2:8", "fashion_mnist:128"], "space:batch pairs to time."
 )
 WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.", lower_bound=0)
 RUNS = flags.DEFINE_integer("runs", 10, "Timed steps (the median is reported).", lower_bound=1)
-JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+JSON_OUT = flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
 VARIANTS = flags.DEFINE_list(
     "variants",
     ["default"],
@@ -77,10 +78,16 @@ LATENCY_TABLE = flags.DEFINE_string(
     "The latency table of the architecture step's latency term (default: the space's "
     "shipped one; needed for a space file without one).",
 )
-WORKER = flags.DEFINE_string("worker", None, "Internal: time one space:batch and print JSON.")
-WORKER_VARIANT = flags.DEFINE_string("worker_variant", "default", "Internal.")
-WORKER_PROFILE = flags.DEFINE_integer("worker_profile", 0, "Internal.")
-WORKER_MEMORY = flags.DEFINE_bool("worker_memory", False, "Internal.")
+# Internal: how the binary runs its own workers (not listed by --help).
+WORKER = flags.DEFINE_string(
+    "worker", None, "Internal: time one space:batch and print JSON.", module_name=cli.INTERNAL
+)
+WORKER_VARIANT = flags.DEFINE_string(
+    "worker_variant", "default", "Internal.", module_name=cli.INTERNAL
+)
+WORKER_PROFILE = flags.DEFINE_integer("worker_profile", 0, "Internal.", module_name=cli.INTERNAL)
+WORKER_MEMORY = flags.DEFINE_bool("worker_memory", False, "Internal.", module_name=cli.INTERNAL)
+cli.deprecated_alias("json_out", JSON_OUT)
 
 
 def _parse(preset: str) -> tuple[str, int]:
@@ -258,4 +265,4 @@ def _compare_with_baseline(bench, presets) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main, interrupted="nothing was written; re-run the same command"))

@@ -3,19 +3,19 @@ step, for each training choice, printed as a table (and JSON).
 
   python tools/bench_warmup.py [--config=fashion_mnist_quick]
       [--variants='paper:weight_sharing="none";nested:weight_sharing="nested"']
-      [--eval_steps=60,120,300] [--json_out=docs/warmup_ablation.json] [--cache_dir=runs/ablation]
+      [--eval_steps=60,120,300] [--out=docs/warmup_ablation.json] [--cache_dir=runs/ablation]
 
 A variant is NAME:OVERRIDE[,OVERRIDE...] (search-config key=value overrides);
 variants are separated by ';'. Each runs in its own process, one after the other.
 """
 
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app, flags
+
+import densenas_tf.commands  # noqa: F401 (first: the binary's environment, before TensorFlow)
+from densenas_tf import cli
 
 CONFIG = flags.DEFINE_string("config", "fashion_mnist_quick", "Search config preset or file.")
 VARIANTS = flags.DEFINE_string(
@@ -24,13 +24,16 @@ VARIANTS = flags.DEFINE_string(
     "';'-separated NAME:key=value,key=value variants.",
 )
 EVAL_STEPS = flags.DEFINE_list("eval_steps", ["60", "120", "300"], "Evaluate after these steps.")
-JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the figures as JSON here.")
+JSON_OUT = flags.DEFINE_string("out", None, "Also write the figures as JSON here.")
 CACHE_DIR = flags.DEFINE_string(
     "cache_dir",
     None,
     "Keep each finished variant's figures here; a re-run with the same settings skips it.",
 )
-WORKER = flags.DEFINE_string("worker", None, "Internal: run one variant and print JSON.")
+WORKER = flags.DEFINE_string(
+    "worker", None, "Internal: run one variant and print JSON.", module_name=cli.INTERNAL
+)
+cli.deprecated_alias("json_out", JSON_OUT)
 
 
 def _parse_variant(text: str) -> tuple[str, list[str]]:
@@ -98,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(main))

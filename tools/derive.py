@@ -1,55 +1,7 @@
-"""Derives the architecture of a search run from its latest (or a given) checkpoint.
+"""densenas-derive in a checkout: the command densenas_tf.commands.derive (see its
+docstring, or run with --help)."""
 
-  python tools/derive.py --run_dir=runs/search [--checkpoint=runs/search/ckpt/ckpt-300]
-      [--target_ms=0.25] [--out=arch.json]
-
-Prints the ArchSpec JSON on stdout (and writes it to --out when given), and
-its predicted latency on stderr. With --target_ms (or when the search had a
-budget) the net is the most probable one whose latency on the search's table
-is at most the budget; without, the paper's (Viterbi path, then argmax ops).
-Re-deriving under another budget needs no new search.
-"""
-
-import os
-import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging
-
-from densenas_tf import cli
-
-RUN_DIR = flags.DEFINE_string("run_dir", None, "Run directory of a search.", required=True)
-CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (default: the latest).")
-OUT = flags.DEFINE_string("out", None, "Also write the ArchSpec here.")
-TARGET_MS = flags.DEFINE_float(
-    "target_ms",
-    None,
-    "Latency budget in ms on the search's latency table (default: the search's own "
-    "budget, if it had one).",
-)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    from densenas_tf.search.run import derive_from_checkpoint
-
-    spec = derive_from_checkpoint(RUN_DIR.value, CHECKPOINT.value, TARGET_MS.value)
-    budget = spec.provenance.get("budget")
-    if budget:
-        print(
-            f"budget {budget['target_ms']:.4f} ms: predicted {budget['predicted_ms']:.4f} ms, "
-            f"{budget['ops_not_argmax']} op(s) other than the most probable of their layer; "
-            f"the paper's derivation predicts {budget['paper_derivation_ms']:.4f} ms",
-            file=sys.stderr,
-        )
-    if OUT.value:
-        spec.save(OUT.value)
-    print(spec.to_json(), end="")
-    return 0
-
+from densenas_tf.commands.derive import run
 
 if __name__ == "__main__":
-    app.run(cli.main(main))
+    run()

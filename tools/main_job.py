@@ -1,72 +1,7 @@
-"""The main job: search -> derive -> retrain -> export -> measure, on Fashion-MNIST.
+"""densenas-main-job in a checkout: the command densenas_tf.commands.main_job (see its
+docstring, or run with --help)."""
 
-  python tools/main_job.py --run_dir=runs/main
-
-Runs the quick search config (configs/search/fashion_mnist_quick.yaml) aimed
-at a latency budget (--target_ms; default: MobileNetV2 x0.75's latency measured
-here at the start), retrains the derived net, exports a SavedModel and float and int8 TFLite
-files (each checked), measures their latency and accuracy, and prints one
-table. Re-running the command resumes: finished stages are skipped.
-"""
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging
-
-from densenas_tf import cli
-
-RUN_DIR = flags.DEFINE_string("run_dir", "runs/main", "Run directory.")
-SEARCH_CONFIG = flags.DEFINE_string(
-    "search_config", "fashion_mnist_quick", "Search config preset or file."
-)
-OVERRIDE = flags.DEFINE_multi_string("override", [], "Search config overrides, key=value.")
-TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 2, "Retraining epochs.")
-TRAIN_LIMIT = flags.DEFINE_integer("train_limit", None, "Retrain on N training images only.")
-TEST_LIMIT = flags.DEFINE_integer("test_limit", None, "Test on N test images only.")
-LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 200, "Timed TFLite runs per model.")
-LATENCY_TABLE = flags.DEFINE_string(
-    "latency_table",
-    None,
-    "Search against this latency table (default: measure one on this machine first, "
-    "cached in the run directory).",
-)
-INT8_LATENCY_TABLE = flags.DEFINE_string(
-    "int8_latency_table",
-    None,
-    "int8 latency table that predicts the int8 net's latency in the report (default: the "
-    "shipped one of the space, when there is one).",
-)
-TARGET_MS = flags.DEFINE_float(
-    "target_ms",
-    None,
-    "Latency budget in ms: the derived net's predicted latency is at most this (default: "
-    "the latency of MobileNetV2 x0.75 measured on this machine at the job's start).",
-)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    from densenas_tf.main_job import format_report, run_main_job
-
-    report = run_main_job(
-        RUN_DIR.value,
-        SEARCH_CONFIG.value,
-        tuple(OVERRIDE.value),
-        train_epochs=TRAIN_EPOCHS.value,
-        train_limit=TRAIN_LIMIT.value,
-        test_limit=TEST_LIMIT.value,
-        latency_runs=LATENCY_RUNS.value,
-        latency_table=LATENCY_TABLE.value,
-        target_ms=TARGET_MS.value,
-        int8_latency_table=INT8_LATENCY_TABLE.value,
-    )
-    print(format_report(report))
-    return 0
-
+from densenas_tf.commands.main_job import run
 
 if __name__ == "__main__":
-    app.run(cli.main(main))
+    run()

@@ -1,10 +1,10 @@
 """Screenshots of TensorBoard's dashboards for a run directory, for the docs.
 
-    python tools/tensorboard_screenshots.py --logdir=runs/main --out=docs/tensorboard
+    python tools/tensorboard_screenshots.py --logdir=runs/main --out_dir=docs/tensorboard
 
 Starts TensorBoard on the log directory (localhost only), opens each dashboard
 in headless Chromium (Debian's ``chromium``: ``apt-get install chromium``) and
-writes one PNG per dashboard to --out. Nothing is fetched from the network.
+writes one PNG per dashboard to --out_dir. Nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from densenas_tf import cli
 from densenas_tf.core.errors import DenseNASError
 
 LOGDIR = flags.DEFINE_string("logdir", None, "TensorBoard log directory.", required=True)
-OUT = flags.DEFINE_string("out", "docs/tensorboard", "Directory of the PNGs.")
+OUT = flags.DEFINE_string("out_dir", "docs/tensorboard", "Directory of the PNGs.")
 CHROMIUM = flags.DEFINE_string("chromium", "chromium", "The Chromium binary.")
 WAIT_MS = flags.DEFINE_integer("wait_ms", 20000, "Virtual time each page gets to render.")
 SIZE = flags.DEFINE_string("size", "1400,1000", "Window width,height in pixels.")
@@ -38,6 +38,9 @@ DASHBOARDS = flags.DEFINE_list(
     ],
     "name:URL fragment pairs (the fragment after '#').",
 )
+
+
+cli.deprecated_alias("out", OUT)
 
 
 class ScreenshotError(DenseNASError):

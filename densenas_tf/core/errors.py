@@ -34,4 +34,6 @@ def describe_os_error(err: OSError) -> str:
         errno.ENOTDIR: "check the path: a part of it is a file",
     }
     fix = fixes.get(err.errno, "check the path and the disk")
+    if not where:
+        return f"{reason} (the system named no file); {fix}"
     return f"{reason}:{where}; {fix}"

@@ -8,6 +8,15 @@ import time
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
+# (label, steps done, total) of the progress line this process drew last, so
+# that a binary stopped by Ctrl-C can say where it stopped.
+_LAST_PROGRESS: list[tuple[str, int, int] | None] = [None]
+
+
+def last_progress() -> tuple[str, int, int] | None:
+    """(label, steps done, total) of the last progress line, or None."""
+    return _LAST_PROGRESS[0]
+
 
 def make_strategy(name: str):
     """A tf.distribute strategy by name (see STRATEGIES)."""
@@ -42,9 +51,11 @@ class Progress:
         self.log_every = log_every
         isatty = getattr(stream, "isatty", None)
         self.in_place = bool(isatty and isatty())
+        _LAST_PROGRESS[0] = (label, start_at, total)
 
     def update(self, metrics: dict[str, float]) -> None:
         self.done += 1
+        _LAST_PROGRESS[0] = (self.label, self.done, self.total)
         now = self.clock()
         per_step = (now - self.start) / max(self.done - self.first, 1)
         eta = per_step * (self.total - self.done)

@@ -429,18 +429,30 @@ def derive_from_checkpoint(
     run_dir = Path(run_dir)
     space_file = run_dir / "space.json"
     if not space_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: no space.json; is this a search run directory?")
+        raise RunDirError(
+            f"{run_dir}: no space.json; give the run directory of a search (--run_dir)"
+        )
     space = SearchSpace.from_config(json.loads(space_file.read_text()), source=str(space_file))
     ckpt = run_dir / run_dirs.CHECKPOINT_DIR
     path = checkpoint or tf.train.latest_checkpoint(str(ckpt))
     if not path:
-        raise FileNotFoundError(f"{ckpt}: no checkpoint yet")
+        raise RunDirError(f"{ckpt}: no checkpoint yet; let the search run at least one epoch")
+    if not Path(f"{path}.index").is_file():
+        found = sorted(
+            (str(p.with_suffix("")) for p in ckpt.glob("ckpt-*.index")),
+            key=lambda name: int(name.rsplit("-", 1)[1]),
+        )
+        raise RunDirError(
+            f"{path}: no such checkpoint (no {Path(path).name}.index); "
+            + (f"the run's checkpoints are {found}" if found else f"{ckpt} holds none")
+            + ", or leave out --checkpoint for the latest"
+        )
 
     # The Searcher's tf.train.Checkpoint holds arch={name: parameter}, global_step and epoch.
     reader = tf.train.load_checkpoint(path)
     names = variables_in(reader.get_variable_to_shape_map(), "arch")
     if not names:
-        raise FileNotFoundError(f"{path}: no architecture parameters; is it a search checkpoint?")
+        raise RunDirError(f"{path}: no architecture parameters; give a search's checkpoint")
     arrays = {name: reader.get_tensor(variable_key("arch", name)) for name in names}
     step = int(reader.get_tensor(variable_key("global_step")))
     epoch = int(reader.get_tensor(variable_key("epoch")))
@@ -456,7 +468,7 @@ def derive_from_checkpoint(
         return derive_arch(space, **arrays, name=f"step_{step}", provenance=provenance, **options)
     table_file = run_dir / "latency_table.json"
     if not table_file.is_file():
-        raise FileNotFoundError(
+        raise RunDirError(
             f"{table_file}: missing; a derivation under a latency budget needs the table the "
             "search used (every finished search writes it)"
         )

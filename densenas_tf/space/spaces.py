@@ -23,7 +23,22 @@ from densenas_tf.core.errors import DenseNASError
 from densenas_tf.space import ops
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = Path(os.environ.get("DENSENAS_CONFIG_DIR", REPO_ROOT / "configs"))
+# The presets and shipped tables: configs/ of an installed package (setup.py
+# copies the checkout's configs/ there), else the checkout's own configs/;
+# DENSENAS_CONFIG_DIR names another folder of the same layout. A path a user
+# gives for a config, space, table or architecture is always read as given.
+PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "_configs"
+CHECKOUT_CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def config_dir() -> Path:
+    """The folder of the presets and shipped tables (see above)."""
+    if os.environ.get("DENSENAS_CONFIG_DIR"):
+        return Path(os.environ["DENSENAS_CONFIG_DIR"])
+    return PACKAGE_CONFIG_DIR if PACKAGE_CONFIG_DIR.is_dir() else CHECKOUT_CONFIG_DIR
+
+
+CONFIG_DIR = config_dir()
 SPACES_DIR = CONFIG_DIR / "spaces"
 
 
