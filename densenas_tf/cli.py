@@ -5,10 +5,8 @@ absl flags of the binaries that read image data (train, export, main job)."""
 from __future__ import annotations
 
 import copy
-import errno
 import functools
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from densenas_tf.core.errors import DenseNASError, describe_os_error
+from densenas_tf.core.errors import DenseNASError, describe_os_error, tf_os_error
 from densenas_tf.core.runtime import last_progress
 from densenas_tf.data.sources import (
     SOURCE_KEYS,
@@ -95,46 +93,6 @@ def _where_stopped() -> str:
         return "before its first step"
     label, done, total = progress
     return f"in {label} at step {done}/{total}"
-
-
-# TensorFlow's errors for file-system faults (their class name -> the errno
-# they stand for); ResourceExhaustedError only when the message says the disk.
-_TF_FILE_ERRORS = {
-    "PermissionDeniedError": errno.EACCES,
-    "NotFoundError": errno.ENOENT,
-    "ResourceExhaustedError": None,
-    "FailedPreconditionError": None,
-    "UnknownError": None,
-    "DataLossError": None,
-}
-_TF_REASONS = (
-    ("No space left on device", errno.ENOSPC),
-    ("Disk quota exceeded", errno.EDQUOT),
-    ("Read-only file system", errno.EROFS),
-    ("Permission denied", errno.EACCES),
-    ("No such file or directory", errno.ENOENT),
-    ("Is a directory", errno.EISDIR),
-    ("Not a directory", errno.ENOTDIR),
-)
-# A path in a TensorFlow message: absolute, or relative with a directory part.
-_PATH = re.compile(r"(?<![\w:])((?:/|\.{1,2}/|[\w.-]+/)[^\s;,'\"]*[^\s;,'\".:])")
-
-
-def tf_os_error(err: BaseException) -> OSError | None:
-    """The OSError a TensorFlow error stands for when it is a file-system
-    fault (a full disk, read-only or forbidden storage, a missing file),
-    with the path its message names; else None."""
-
-    name = type(err).__name__
-    if not type(err).__module__.startswith("tensorflow") or name not in _TF_FILE_ERRORS:
-        return None
-    message = getattr(err, "message", None) or str(err)
-    code = next((c for reason, c in _TF_REASONS if reason in message), _TF_FILE_ERRORS[name])
-    if code is None:
-        return None
-    reason = next((r for r, c in _TF_REASONS if c == code), message.split("\n")[0])
-    paths = _PATH.findall(message)
-    return OSError(code, reason, paths[0] if paths else None)
 
 
 # ----- running a command module as the process's binary --------------------------------

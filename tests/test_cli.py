@@ -5,6 +5,7 @@ import ast
 import errno
 import importlib
 import inspect
+import os
 import pkgutil
 from pathlib import Path
 
@@ -125,3 +126,162 @@ def test_the_atomic_writer_replaces_files_and_directories_and_keeps_them_on_fail
         assert tmp.suffix == ".keras" and tmp.parent == tmp_path
         tmp.write_text("weights")
     assert model.read_text() == "weights"
+
+
+# ----- faults at the error boundary -----------------------------------------------------
+
+
+def test_an_os_error_without_a_file_says_so_and_a_failed_write_names_its_file(
+    tmp_path, monkeypatch
+):
+    text = cli.describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert text.startswith("No space left on device (the system named no file); free some")
+    assert ":;" not in text
+    from densenas_tf.core import files
+
+    def full(self, data, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a failed write() raises it
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as caught:
+        files.write_text_atomic(tmp_path / "report.json", "{}")
+    assert caught.value.filename == str(tmp_path / "report.json")
+    assert cli.describe_os_error(caught.value).startswith(
+        f"No space left on device: {tmp_path / 'report.json'}; free some disk space"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tf_error(kind: str, message: str):
+    import tensorflow as tf
+
+    return getattr(tf.errors, kind)(None, None, message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "expected"),
+    [
+        (
+            "ResourceExhaustedError",
+            "runs/s/ckpt/ckpt-8_temp/part-00000-of-00001.data-00000-of-00001.tempstate1; "
+            "No space left on device",
+            "error: No space left on device: runs/s/ckpt/ckpt-8_temp/part-00000-of-00001."
+            "data-00000-of-00001.tempstate1; free some disk space",
+        ),
+        (
+            "PermissionDeniedError",
+            "{{function_node __wrapped__SaveV2_device_/job:localhost/replica:0/task:0/device:"
+            "CPU:0}} /exports/model/1/variables; Permission denied [Op:SaveV2]",
+            "error: Permission denied: /exports/model/1/variables; pick a directory you may",
+        ),
+        (
+            "NotFoundError",
+            "Unsuccessful TensorSliceReader constructor: Failed to find any matching files "
+            "for runs/s/ckpt/ckpt-99",
+            "error: No such file or directory: runs/s/ckpt/ckpt-99; check the path",
+        ),
+    ],
+)
+def test_tensorflows_file_system_errors_are_one_line_naming_the_path(
+    kind, message, expected, capsys
+):
+    def failing(argv):
+        raise _tf_error(kind, message)
+
+    assert cli.main(failing)([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+
+
+def test_tensorflow_errors_that_are_no_file_fault_stay_tracebacks():
+    for kind, message in [
+        ("ResourceExhaustedError", "OOM when allocating tensor with shape[4096,4096]"),
+        ("NotFoundError", "Op type not registered 'Foo' in binary"),
+    ]:
+        error = _tf_error(kind, message)
+        with pytest.raises(type(error)):
+            cli.main(lambda argv, error=error: (_ for _ in ()).throw(error))([])
+
+
+def test_a_real_tensorflow_write_into_forbidden_storage_names_the_path(tmp_path, capsys):
+    import tensorflow as tf
+
+    if os.geteuid() == 0:
+        target = "/proc/densenas_forbidden/x.txt"  # root may write anywhere else
+        fragment = "/proc/densenas_forbidden"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = str(locked / "sub" / "x.txt")
+        fragment = str(locked)
+    status = cli.main(lambda argv: tf.io.write_file(target, "data"))([])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert fragment in err, err
+
+
+def test_a_search_checkpoint_that_fails_mid_write_is_removed_and_named(tmp_path, capsys):
+    import tensorflow as tf
+
+    from densenas_tf.search.searcher import Searcher
+
+    ckpt = tmp_path / "run" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "ckpt-4.index").write_text("the last finished checkpoint")
+    (ckpt / "ckpt-4.data-00000-of-00001").write_text("its data")
+
+    class FullDisk:
+        def save(self, checkpoint_number):
+            temp = ckpt / f"ckpt-{checkpoint_number}_temp"
+            temp.mkdir()
+            (temp / "part-00000-of-00001.data-00000-of-00001").write_text("half")
+            raise tf.errors.ResourceExhaustedError(
+                None, None, f"{temp}/part-00000-of-00001.tempstate1; No space left on device"
+            )
+
+    searcher = Searcher.__new__(Searcher)  # only what _save uses
+    searcher.run_dir = tmp_path / "run"
+    searcher.manager = FullDisk()
+    searcher.global_step = tf.Variable(8, dtype=tf.int64)
+    searcher.elapsed_s = tf.Variable(0.0, dtype=tf.float64)
+    searcher.open_stats = tf.Variable("")
+    searcher._stats, searcher._mark = {}, 0.0
+    assert cli.main(lambda argv: searcher._save())([]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "error: No space left on device while writing the checkpoint of global step 8 "
+        f"(the last finished one was kept): {ckpt}; free some disk space (or pick a run "
+        "directory on another disk) and re-run\n"
+    )
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+
+
+def test_ctrl_c_is_one_line_with_where_the_run_stopped(capsys):
+    from densenas_tf.core.runtime import Progress
+
+    def interrupted(argv):
+        progress = Progress("epoch 2/4 weight", 8, 2, stream=open(os.devnull, "w"))
+        progress.update({})
+        raise KeyboardInterrupt
+
+    assert cli.main(interrupted)([]) == cli.INTERRUPTED_EXIT == 130
+    assert capsys.readouterr().err == (
+        "interrupted in epoch 2/4 weight at step 3/8; re-running the same command resumes it\n"
+    )
+    assert cli.main(lambda argv: (_ for _ in ()).throw(KeyboardInterrupt()), "no more")([]) == 130
+    assert capsys.readouterr().err.endswith("; no more\n")
+
+
+def test_absl_verbosity_is_the_users_when_given_else_warnings(monkeypatch):
+    from absl import flags, logging
+
+    before = logging.get_verbosity()
+    try:
+        logging.set_verbosity(logging.DEBUG)
+        monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 1)
+        assert cli.main(lambda argv: logging.get_verbosity())([]) == logging.DEBUG
+        monkeypatch.setattr(flags.FLAGS["verbosity"], "present", 0)
+        assert cli.main(lambda argv: logging.get_verbosity())([]) == logging.WARNING
+    finally:
+        logging.set_verbosity(before)

@@ -1,5 +1,7 @@
 """The binaries no other test runs, run once each on a small case: tools/derive.py
-on a finished search, tools/train.py's success path. (tools/main_job.py runs in
+on a finished search, tools/train.py's success path; what the binaries share at
+their command line (flags shown and honoured, old spellings, a flag against an
+--override, Ctrl-C, a checkpoint that does not exist). (tools/main_job.py runs in
 tests/test_main_job.py, where it resumes the reduced main job.)"""
 
 import json
@@ -8,7 +10,7 @@ import re
 import numpy as np
 import pytest
 from conftest import SMALL_FASHION_NET
-from helpers import made_up_table, micro_space, run_tool, write_space
+from helpers import made_up_table, micro_space, run_python, run_tool, write_space
 
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
 
@@ -135,3 +137,98 @@ def test_train_binary_trains_tests_and_saves(tmp_path):
     assert int(printed.group(2).replace(",", "")) == cost.params
     assert printed.group(3) == f"{cost.mult_adds / 1e6:.1f}"
     assert printed.group(4) == str(run_dir / "model.keras")
+
+
+def test_derive_binary_refuses_a_checkpoint_that_does_not_exist(finished_search):
+    run_dir, _ = finished_search
+    missing = run_dir / "ckpt" / "ckpt-99"
+    result = run_tool("derive", f"--run_dir={run_dir}", f"--checkpoint={missing}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    found = [str(run_dir / "ckpt" / f"ckpt-{n}") for n in (8, 18)]
+    assert result.stderr.endswith(
+        f"error: {missing}: no such checkpoint (no ckpt-99.index); the run's checkpoints are "
+        f"{found}, or leave out --checkpoint for the latest\n"
+    ), result.stderr[-2000:]
+
+
+def test_ctrl_c_stops_a_binary_with_one_line_saying_where_and_how_to_resume(tmp_path):
+    # Ctrl-C inside the search, after three of eight steps of a pass.
+    stop = (
+        "import densenas_tf.search.run as run\n"
+        "from densenas_tf.core.runtime import Progress\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    progress = Progress('epoch 2/4 weight', 8, 0)\n"
+        "    for _ in range(3):\n"
+        "        progress.update({})\n"
+        "    raise KeyboardInterrupt\n"
+        "run.run_search = interrupted\n"
+    )
+    result = run_python("tools/search.py", f"--run_dir={tmp_path / 'run'}", before=stop)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "interrupted in epoch 2/4 weight at step 3/8; re-running the same command resumes it"
+    )
+
+
+def test_search_help_shows_only_the_flags_it_honours_and_refuses_a_flag_against_an_override(
+    tmp_path,
+):
+    shown = run_tool("search", "--help")
+    flags_shown = set(re.findall(r"^  --(?:\[no\])?(\w+)", shown.stdout, re.M))
+    assert {"config", "override", "seed", "latency_table", "train_limit", "image_folder"} <= (
+        flags_shown
+    ), shown.stdout[-3000:]
+    # Data flags a search has no use for are not defined at all.
+    assert not flags_shown & {"dataset", "test_fraction", "test_limit", "data_seed", "stream"}
+    refused = run_tool("search", f"--run_dir={tmp_path / 'run'}", "--dataset=fashion_mnist")
+    assert refused.returncode != 0 and "Unknown command line flag 'dataset'" in refused.stderr
+    conflict = run_tool(
+        "search",
+        f"--run_dir={tmp_path / 'run'}",
+        "--train_limit=1280",
+        "--override=data.train_limit=640",
+    )
+    assert conflict.returncode == 1
+    assert conflict.stderr.splitlines()[-1] == (
+        "error: --train_limit and --override=data.train_limit=640 both set data.train_limit; "
+        "give one of them"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_binary_takes_recipe_and_its_old_spelling_with_a_warning(tmp_path):
+    shown = run_tool("train", "--help")
+    assert "--recipe:" in shown.stdout and "--num_classes:" in shown.stdout
+    assert "--config:" not in shown.stdout  # the old spelling works, unlisted
+    old = run_tool("train", "--arch=densenas_a", f"--run_dir={tmp_path}", "--config=no_such")
+    assert old.returncode == 1
+    lines = old.stderr.splitlines()
+    assert "warning: --config is deprecated; use --recipe" in lines
+    assert lines[-1].startswith("error: unknown training recipe 'no_such'; presets are")
+    both = run_tool(
+        "train", "--arch=densenas_a", f"--run_dir={tmp_path}", "--config=a", "--recipe=b"
+    )
+    assert both.returncode == 1 and both.stderr.splitlines()[-1] == (
+        "error: --config and --recipe are one flag (--config is its old spelling); "
+        "give --recipe only"
+    )
+    override = run_tool(
+        "train",
+        "--arch=densenas_a",
+        f"--run_dir={tmp_path}",
+        "--epochs=3",
+        "--override=train.epochs=2",
+    )
+    assert override.returncode == 1 and override.stderr.splitlines()[-1] == (
+        "error: --epochs and --override=train.epochs=2 both set train.epochs; give one of them"
+    )
+
+
+def test_internal_worker_flags_show_only_in_helpfull():
+    short = run_tool("bench_step", "--help")
+    assert "--presets" in short.stdout and "--out:" in short.stdout, short.stdout[-2000:]
+    assert "--worker" not in short.stdout
+    full = run_tool("bench_step", "--helpfull")
+    assert "--worker:" in full.stdout and "--json_out:" in full.stdout

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,25 @@ def write_tf_index(directory: str | os.PathLike, restored: int) -> None:
     lines += [f"all_model_checkpoint_timestamps: {kept[n]!r}" for n in numbers]
     lines.append(f"last_preserved_timestamp: {min(kept.values()) - 1.0!r}")
     write_text_atomic(directory / SEARCH_CHECKPOINT_INDEX, "\n".join(lines) + "\n")
+
+
+# What tf.train leaves of a checkpoint it was writing when it failed or was
+# stopped: the ckpt-N_temp folder of its shards and temporary state files.
+PARTIAL_TF_CHECKPOINT = re.compile(r"ckpt-\d+_temp.*|ckpt-\d+\..*\.tempstate\d+")
+
+
+def remove_partial_tf_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Deletes what a failed or stopped ``tf.train`` checkpoint write left in
+    directory (``PARTIAL_TF_CHECKPOINT``); the finished checkpoints are not
+    touched. Returns what was deleted."""
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if PARTIAL_TF_CHECKPOINT.fullmatch(path.name):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

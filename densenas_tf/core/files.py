@@ -32,7 +32,13 @@ def replace_atomic(path: str | os.PathLike, keep_suffix: bool = False):
         tmp = path.with_name(f".{path.name}.tmp-{pid}")
     old = path.with_name(f".{path.name}.old-{pid}")
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:
+            if err.filename is not None or err.errno is None:
+                raise
+            # A failed write (a full disk) names no file: name the one written.
+            raise OSError(err.errno, err.strerror, str(path)) from err
         if path.is_dir() and not path.is_symlink():
             os.replace(path, old)
             try:

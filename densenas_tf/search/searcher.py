@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from densenas_tf.core import summaries
-from densenas_tf.core.errors import DenseNASError
+from densenas_tf.core.checkpoints import remove_partial_tf_checkpoints
+from densenas_tf.core.errors import DenseNASError, tf_os_error
 from densenas_tf.core.runtime import Progress
 from densenas_tf.data.pipelines import distributed_batches, steps_per_pass
 from densenas_tf.latency.expected import ExpectedLatency
@@ -101,6 +102,7 @@ class Searcher:
         ) = counters.values()
         self.checkpoint = search_checkpoint(supernet, self.steps, counters)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "ckpt", 2)
+        remove_partial_tf_checkpoints(self.run_dir / "ckpt")  # an earlier run's, stopped mid-write
         self.writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
         summaries.write_layout(self.writer, summaries.SEARCH_LAYOUT)
         self._stats: dict[str, PassStats] = {}
@@ -141,7 +143,22 @@ class Searcher:
         self.open_stats.assign(
             json.dumps({k: dataclasses.asdict(v) for k, v in self._stats.items()})
         )
-        self.manager.save(checkpoint_number=int(self.global_step))
+        ckpt_dir = self.run_dir / "ckpt"
+        try:
+            self.manager.save(checkpoint_number=int(self.global_step))
+        except BaseException as err:
+            # A full disk, forbidden storage or Ctrl-C mid-write: the last
+            # finished checkpoint stays, the half-written one goes.
+            remove_partial_tf_checkpoints(ckpt_dir)
+            fault = tf_os_error(err) if isinstance(err, Exception) else None
+            if fault is None:
+                raise
+            raise OSError(
+                fault.errno,
+                f"{fault.strerror} while writing the checkpoint of global step "
+                f"{int(self.global_step)} (the last finished one was kept)",
+                str(ckpt_dir),
+            ) from err
 
     def _run_pass(self, phase: int, epoch: int) -> dict[str, float]:
         arch = phase == 0
