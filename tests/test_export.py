@@ -1,11 +1,16 @@
-"""Export: SavedModel signatures and numerics, float, fp16 and int8 TFLite against
-Keras, failed checks that leave nothing behind, output paths never deleted unless
-ours, refused inputs (image size, no images, corrupt model), clear errors at the
-serving signature, and the latency tables' converter being the exporter's.
-(The binaries are run in test_export_tools.py.)"""
+"""Export: SavedModel signatures, numerics and class names, TensorFlow Serving's
+versioned layout and its warm-up records (read back in a fresh process), float,
+fp16 and int8 TFLite against Keras, failed checks and failed writes that leave
+nothing behind, output paths never deleted unless ours, refused inputs (image
+size, no images, missing or corrupt model, too few calibration images), clear
+errors at the serving signature, and the latency tables' converter being the
+exporter's. (The binaries are run in test_export_tools.py.)"""
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,9 +18,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import python_env
 
 from densenas_tf.exporting import export as exporting
-from densenas_tf.exporting.export import ExportCheckError, ExportError, TFLiteRunner
+from densenas_tf.exporting.export import (
+    ExportCheckError,
+    ExportError,
+    ExportWriteError,
+    TFLiteRunner,
+)
 from densenas_tf.latency import measure as latency_measure
 
 # The fp16 file's largest logit error against Keras allowed: float16 keeps 11
@@ -23,6 +34,17 @@ from densenas_tf.latency import measure as latency_measure
 # the small net's logits (up to about 7) carry as errors of about 1e-2 (1.2e-2
 # measured). Weights in int8 instead (dynamic-range quantisation): 6.5e-2.
 FP16_ATOL = 0.03
+
+FASHION_NAMES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
+# What a version directory of TensorFlow Serving's layout holds.
+VERSION_ENTRIES = [
+    "assets", "assets.extra", "densenas_export.json", "fingerprint.pb", "saved_model.pb",
+    "variables",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +71,18 @@ def test_saved_model_signatures_and_numerics(model, trained_small_net, tmp_path)
         tf.float32
     )
     out = default(image=tf.constant(images))
-    assert sorted(out) == ["logits", "probabilities"]
+    assert sorted(out) == ["class_names", "classes", "logits", "probabilities"]
     reference = model(images.astype(np.float32), training=False).numpy()
     np.testing.assert_allclose(out["logits"].numpy(), reference, atol=1e-4)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, atol=1e-5)
+    # No names given: the classes are numbered, in the order of the logits.
+    numbered = [str(i) for i in range(10)]
+    assert result["class_names"] == numbered
+    assert [c.decode() for c in out["classes"].numpy()] == [
+        str(i) for i in out["logits"].numpy().argmax(-1)
+    ]
+    assert out["class_names"].shape == (300, 10)
+    assert {tuple(row) for row in out["class_names"].numpy().astype(str)} == {tuple(numbered)}
     as_float = loaded.signatures["serving_float"](image=tf.constant(images.astype(np.float32)))
     np.testing.assert_allclose(as_float["logits"].numpy(), out["logits"].numpy(), atol=1e-5)
 
@@ -84,6 +114,8 @@ def test_serving_an_empty_batch_returns_empty_outputs(model, tmp_path, trained_s
         assert {k: (tuple(v.shape), v.dtype) for k, v in out.items()} == {
             "logits": ((0, 10), tf.float32),
             "probabilities": ((0, 10), tf.float32),
+            "classes": ((0,), tf.string),
+            "class_names": ((0, 10), tf.string),
         }
 
 
@@ -216,7 +248,247 @@ def test_a_failed_check_exits_and_leaves_no_artefact(
         exporting.export_saved_model(
             model, tmp_path / "sm", data.test_images[:10], tolerance=-1.0, log=lambda s: None
         )
+    with pytest.raises(
+        ExportCheckError, match=f"nothing was written to {tmp_path / 'base' / '1'}$"
+    ):
+        exporting.export_serving(
+            model, tmp_path / "base", data.test_images[:10], tolerance=-1.0, log=lambda s: None
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# ----- TensorFlow Serving's layout: BASE/<version>/ with warm-up records ------------------
+def _tree(path: Path) -> dict[str, str]:
+    """Every file under path (relative name -> SHA-256 of its bytes)."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+# Run in a fresh Python: loads a version directory as TensorFlow Serving would,
+# reads its warm-up records with TensorFlow Serving's protos and runs each
+# through the signature it names; prints what it found as JSON.
+READ_BACK = r"""
+import json, sys
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+version = sys.argv[1]
+loaded = tf.saved_model.load(version)
+found = []
+for record in tf.data.TFRecordDataset(version + "/assets.extra/tf_serving_warmup_requests"):
+    log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    request = log.predict_log.request
+    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+    signature = loaded.signatures[request.model_spec.signature_name]
+    served = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+    found.append({
+        "log_type": log.WhichOneof("log_type"),
+        "signature": request.model_spec.signature_name,
+        "inputs": {k: [v.dtype.name, list(v.shape)] for k, v in inputs.items()},
+        "pixels": inputs["image"].ravel().tolist(),
+        "outputs": {k: [v.dtype.name, list(v.shape)] for k, v in served.items()},
+        "classes": [c.decode() for c in served["classes"].numpy()],
+        "class_names": [[c.decode() for c in row] for row in served["class_names"].numpy()],
+        "logits": served["logits"].numpy().tolist(),
+    })
+print(json.dumps(found))
+"""
+
+
+def test_versioned_export_and_its_warmup_records_served_in_a_fresh_process(
+    model, trained_small_net, tmp_path
+):
+    _, _, data = trained_small_net
+    base = tmp_path / "serving"
+    result = exporting.export_serving(
+        model, base, data.test_images[:40], class_names=FASHION_NAMES, log=lambda s: None
+    )
+    assert (result["version"], result["path"]) == (1, str(base / "1"))
+    assert result["class_names"] == FASHION_NAMES and result["warmup_requests"] == 10
+    assert [p.name for p in base.iterdir()] == ["1"]
+    assert sorted(p.name for p in (base / "1").iterdir()) == VERSION_ENTRIES
+    assert [p.name for p in (base / "1" / "assets.extra").iterdir()] == [WARMUP.name]
+
+    done = subprocess.run(
+        [sys.executable, "-c", READ_BACK, str(base / "1")],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = json.loads(done.stdout.splitlines()[-1])
+    # Five real test images, each sent once to each signature.
+    assert [r["signature"] for r in records] == ["serving_default"] * 5 + ["serving_float"] * 5
+    assert {r["log_type"] for r in records} == {"predict_log"}
+    for i, record in enumerate(records):
+        image = data.test_images[i % 5]
+        dtype = "uint8" if record["signature"] == "serving_default" else "float32"
+        assert record["inputs"] == {"image": [dtype, [1, 28, 28, 1]]}
+        assert record["pixels"] == image.ravel().tolist()
+        assert record["outputs"] == {
+            "logits": ["float32", [1, 10]],
+            "probabilities": ["float32", [1, 10]],
+            "classes": ["string", [1]],
+            "class_names": ["string", [1, 10]],
+        }
+        assert record["class_names"] == [FASHION_NAMES]
+        reference = model(image[None].astype(np.float32), training=False).numpy()
+        np.testing.assert_allclose(record["logits"], reference, atol=1e-4)
+        assert record["classes"] == [FASHION_NAMES[int(reference.argmax())]]
+
+
+def test_re_exporting_adds_a_version_and_never_touches_one(model, trained_small_net, tmp_path):
+    _, _, data = trained_small_net
+    images = data.test_images[:10]
+    base = tmp_path / "serving"
+    exporting.export_serving(model, base, images, log=lambda s: None)
+    (base / "notes.txt").write_text("not a version")  # other entries are left alone
+    first = _tree(base / "1")
+    result = exporting.export_serving(model, base, images[:5], log=lambda s: None)
+    assert (result["version"], result["check_images"]) == (2, 5)
+    assert _tree(base / "1") == first  # byte for byte
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2", "notes.txt"]
+    marker = json.loads((base / "2" / exporting.EXPORT_MARKER).read_text())
+    assert marker["check"]["version"] == 2 and marker["check"]["check_images"] == 5
+
+    # An existing version is refused, and stays as it was.
+    with pytest.raises(
+        ExportError,
+        match=f"^{base / '1'} exists: version 1 is already exported and is never replaced; "
+        r"pass another --version, or none to write the next one \(3\)$",
+    ):
+        exporting.export_serving(model, base, images, version=1, log=lambda s: None)
+    assert _tree(base / "1") == first
+    # A chosen version; the next one is above the highest.
+    chosen = exporting.export_serving(model, base, images, version=7, log=lambda s: None)
+    assert chosen["version"] == 7 and exporting.next_version(base) == 8
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2", "7", "notes.txt"]
+    assert (base / "notes.txt").read_text() == "not a version"
+
+    # A base path that is a file, or a SavedModel itself (the unversioned export).
+    flat = tmp_path / "flat"
+    exporting.export_saved_model(model, flat, images, log=lambda s: None)
+    with pytest.raises(ExportError, match=f"^{flat} is a SavedModel itself"):
+        exporting.export_serving(model, flat, images, log=lambda s: None)
+    with pytest.raises(ExportError, match=f"^{base / 'notes.txt'} exists and is not a directory"):
+        exporting.export_serving(model, base / "notes.txt", images, log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat", "serving"]
+
+
+def test_next_version_and_refused_versions_without_a_model(tmp_path):
+    base = tmp_path / "base"
+    assert exporting.next_version(base) == 1  # no such directory yet
+    for name in ("1", "3", "10", ".11.tmp-123", "latest", "12a"):
+        (base / name).mkdir(parents=True)
+    (base / "20.txt").write_text("")
+    assert exporting.next_version(base) == 11
+    assert exporting.check_version_path(base) == (base, 11)
+    assert exporting.check_version_path(base, 2) == (base, 2)
+    with pytest.raises(ExportError, match=f"^{base / '3'} exists: version 3 .* next one \\(11\\)$"):
+        exporting.check_version_path(base, 3)
+    with pytest.raises(ExportError, match="pass a whole number of 1 or more as --version"):
+        exporting.check_version_path(base, 0)
+
+
+def test_warmup_records_are_prediction_logs_of_each_signature():
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r) for r in exporting.warmup_requests(images)
+    ]
+    requests = [r.predict_log.request for r in records]
+    assert [r.model_spec.signature_name for r in requests] == (
+        ["serving_default"] * 3 + ["serving_float"] * 3
+    )
+    for i, request in enumerate(requests):
+        assert list(request.inputs) == ["image"]
+        array = tf.make_ndarray(request.inputs["image"])
+        assert array.dtype == (np.uint8 if i < 3 else np.float32)
+        np.testing.assert_array_equal(array, images[i % 3][None])
+
+
+def test_class_names_must_be_one_per_class():
+    assert exporting.serving_class_names(3) == ("0", "1", "2")
+    assert exporting.serving_class_names(2, ["cat", "dog"]) == ("cat", "dog")
+    with pytest.raises(
+        ExportError, match=r"^2 class names for a model of 3 classes; pass one name per class"
+    ):
+        exporting.serving_class_names(3, ["cat", "dog"])
+
+
+def test_serving_float_refuses_nan_infinite_and_out_of_range_pixels(
+    model, trained_small_net, tmp_path
+):
+    _, _, data = trained_small_net
+    out = tmp_path / "sm"
+    result = exporting.export_saved_model(
+        model, out, data.test_images[:10], warmup=0, log=lambda s: None
+    )
+    assert result["warmup_requests"] == 0 and not (out / "assets.extra").exists()
+    serve = tf.saved_model.load(str(out)).signatures["serving_float"]
+    for bad in (np.nan, np.inf, -1.0, 255.5, 300.0):
+        image = np.full((2, 28, 28, 1), 100.0, np.float32)
+        image[1, 3, 4, 0] = bad
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=r"serving_float takes float32 pixels in 0-255: the image holds NaN, infinity "
+            r"or values outside 0-255",
+        ):
+            serve(image=tf.constant(image))
+    edges = np.zeros((2, 28, 28, 1), np.float32)
+    edges[1] = 255.0
+    np.testing.assert_allclose(
+        serve(image=tf.constant(edges))["logits"].numpy(),
+        model(edges, training=False).numpy(),
+        atol=1e-4,
+    )
+
+
+def _full_disk(*args, **kwargs):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "/some/where/tf_serving_warmup_requests; No space left on device"
+    )
+
+
+def _write_half_then_deny(archive, filepath, *args, **kwargs):
+    """Writes half a SavedModel, then fails as TensorFlow does on forbidden storage."""
+    (Path(filepath) / "variables").mkdir(parents=True)
+    (Path(filepath) / "saved_model.pb").write_bytes(b"half")
+    raise tf.errors.PermissionDeniedError(None, None, f"{filepath}/variables; Permission denied")
+
+
+@pytest.mark.parametrize("fault", ["full_disk_at_warmup", "denied_at_write_out"])
+def test_a_failed_write_leaves_no_version_behind(
+    model, trained_small_net, tmp_path, monkeypatch, fault
+):
+    _, _, data = trained_small_net
+    images = data.test_images[:10]
+    base = tmp_path / "serving"
+    exporting.export_serving(model, base, images, log=lambda s: None)
+    before = _tree(base)
+    if fault == "full_disk_at_warmup":
+        monkeypatch.setattr(exporting, "warmup_requests", _full_disk)
+        reason = r"No space left on device \(ResourceExhaustedError\)"
+    else:
+        # keras.export.ExportArchive() makes an archive of its backend's class.
+        archive_class = type(keras.export.ExportArchive())
+        monkeypatch.setattr(archive_class, "write_out", _write_half_then_deny)
+        reason = r"Permission denied \(PermissionDeniedError\)"
+    with pytest.raises(
+        ExportWriteError, match=f"^cannot write the SavedModel {base / '2'}: .*{reason}; free"
+    ) as caught:
+        exporting.export_serving(model, base, images, log=lambda s: None)
+    assert "\n" not in str(caught.value)
+    assert [p.name for p in base.iterdir()] == ["1"] and _tree(base) == before
+    # A base path the failed export made is removed with it.
+    with pytest.raises(ExportWriteError):
+        exporting.export_serving(model, tmp_path / "new", images, log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serving"]
 
 
 # ----- output paths: never delete what the export did not write -----------------------------
@@ -244,6 +516,9 @@ def test_saved_model_replaces_its_own_export_and_refuses_other_directories(
     (theirs / "sub").mkdir(parents=True)
     (theirs / "notes.txt").write_text("keep me")
     (theirs / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    # Its warm-up file is ours; another file beside it is not.
+    assert [p.name for p in (out / "assets.extra").iterdir()] == ["tf_serving_warmup_requests"]
+    (out / "assets.extra" / "requests.txt").write_text("theirs")
     (out / "mine.txt").write_text("also mine")
     for path in (theirs, out):
         before = sorted((str(p), p.read_bytes()) for p in path.rglob("*") if p.is_file())
@@ -326,6 +601,42 @@ def test_no_check_images_is_refused(model, trained_small_net, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_missing_model_or_a_directory_is_named_as_such(tmp_path):
+    missing = tmp_path / "missing.keras"
+    with pytest.raises(
+        ExportError,
+        match=f"^{missing} does not exist; pass the model.keras written by densenas-train "
+        r"\(--model\)$",
+    ):
+        exporting.load_trained_model(missing)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(ExportError, match=f"^{run_dir} is a directory; .* in a training run"):
+        exporting.load_trained_model(run_dir)
+    (run_dir / "model.keras").write_bytes(b"")
+    with pytest.raises(ExportError, match=f"e.g. {run_dir / 'model.keras'}$"):
+        exporting.load_trained_model(run_dir)
+
+
+def test_int8_calibration_on_fewer_images_than_requested_is_refused(
+    model, trained_small_net, tmp_path
+):
+    _, _, data = trained_small_net
+    out = tmp_path / "m8.tflite"
+    with pytest.raises(
+        ExportError,
+        match=r"^int8 calibration asks for 200 training images \(--calibration_images\) but "
+        r"the data has 50; pass --calibration_images=50 or less, or data with more training "
+        r"images \(a larger --train_limit\)$",
+    ):
+        exporting.export_tflite(
+            model, out, "int8", data.test_images[:20],
+            calibration_images=data.train_images[:50], calibration_requested=200,
+            log=lambda s: None,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "truncated_weights"])
 def test_a_corrupt_model_file_is_refused_naming_it(trained_small_net, tmp_path, damage):
     content = _model_path(trained_small_net).read_bytes()
@@ -345,7 +656,7 @@ def test_a_corrupt_model_file_is_refused_naming_it(trained_small_net, tmp_path, 
     with pytest.raises(
         ExportError,
         match=f"^{bad}: cannot load the model, the file is truncated or corrupt \\(.+\\); "
-        "re-run tools/train.py to write it again$",
+        "re-run densenas-train to write it again$",
     ) as caught:
         exporting.load_trained_model(bad)
     assert "\n" not in str(caught.value)
