@@ -26,6 +26,7 @@ LAYERS = {
     "latency": 3,
     "search": 4,
     "train": 4,
+    "evaluation": 4,
     "main_job": 5,
     "experiments": 5,
     "cli": 6,

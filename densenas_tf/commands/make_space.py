@@ -22,6 +22,7 @@ from pathlib import Path
 from absl import app, flags
 
 from densenas_tf import cli
+from densenas_tf.data.sources import open_image_folder
 from densenas_tf.space.describe import describe_space
 from densenas_tf.space.make import MakeSpaceError, make_space_config, write_space
 
@@ -47,8 +48,6 @@ OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out fil
 
 def _folder_shape(folder: str, input_size: int | None, channels: int | None):
     """(size, channels, classes, names) of an image folder, read as the search reads it."""
-    from densenas_tf.data.sources import open_image_folder
-
     data = open_image_folder(folder, input_size, channels=channels, test_fraction=0.0)
     height, width, found_channels = data.input_shape
     if height != width:
