@@ -1,56 +1,7 @@
-"""Exports a trained model to TFLite (builtin ops only), and checks it.
+"""densenas-export-tflite in a checkout: the command densenas_tf.commands.export_tflite
+(see its docstring, or run with --help)."""
 
-  python export/export_tflite.py --model=runs/train/model.keras \
-      --quantization=none|fp16|int8 --out=export/out/model_int8.tflite
-
-``none``: float32; ``fp16``: float16 weights; ``int8``: full-integer,
-calibrated on training images, uint8 pixels in and int8 logits out. The file
-is run with the LiteRT interpreter on real test images and compared with the
-Keras model (float: max |logits difference|; int8: top-1 agreement and the
-accuracy change) and moved into place only when the check passes (exit 2
-otherwise). ``--out`` must be a file path: a new file or an earlier .tflite
-(which is replaced); a directory or any other file is refused and left alone.
-"""
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags, logging
-
-from densenas_tf import cli
-
-MODEL = flags.DEFINE_string("model", None, "model.keras from tools/train.py.", required=True)
-OUT = flags.DEFINE_string("out", None, "Output .tflite file.", required=True)
-QUANTIZATION = flags.DEFINE_enum("quantization", "none", ["none", "fp16", "int8"], "Quantization.")
-CHECK_IMAGES = flags.DEFINE_integer(
-    "check_images", 1000, "Test images used by the check.", lower_bound=1
-)
-CALIBRATION_IMAGES = flags.DEFINE_integer(
-    "calibration_images", 200, "Training images used to calibrate int8.", lower_bound=1
-)
-cli.define_data_flags()
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    from densenas_tf.exporting.export import check_out_path, export_tflite
-
-    check_out_path(OUT.value, "tflite")  # before the model and data are loaded
-    return cli.run_export(
-        MODEL.value,
-        lambda model, data: export_tflite(
-            model,
-            OUT.value,
-            QUANTIZATION.value,
-            data.test_images[: CHECK_IMAGES.value],
-            data.test_labels[: CHECK_IMAGES.value],
-            calibration_images=data.train_images[: CALIBRATION_IMAGES.value],
-        ),
-    )
-
+from densenas_tf.commands.export_tflite import run
 
 if __name__ == "__main__":
-    app.run(cli.main(main))
+    run()
