@@ -1,4 +1,4 @@
-"""Re-derives one finished search under several latency budgets (no new
+r"""Re-derives one finished search under several latency budgets (no new
 search) and times every net here.
 
   densenas-budget-sweep --run_dir=runs/search --targets_ms=0.15,0.2,0.25 \

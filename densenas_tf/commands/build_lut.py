@@ -1,4 +1,4 @@
-"""Measures the latency table of a search space on this device.
+r"""Measures the latency table of a search space on this device.
 
   densenas-build-lut --space=fashion_mnist --backend=tflite --threads=1 \
       --batch_size=1 --out=configs/latency/fashion_mnist_tflite_t1_b1.json

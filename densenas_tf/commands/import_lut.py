@@ -1,4 +1,4 @@
-"""Reads the timings of a latency bundle, made on another device, into a table.
+r"""Reads the timings of a latency bundle, made on another device, into a table.
 
   densenas-import-lut --bundle=bundles/fashion_mnist \
       --results=bundles/fashion_mnist/results.json --device="Raspberry Pi 5 (4 cores)" \

@@ -1,4 +1,4 @@
-"""The additivity report: predicted (table sum) against measured latency of whole nets.
+r"""The additivity report: predicted (table sum) against measured latency of whole nets.
 
   densenas-lut-report --space=fashion_mnist \
       --latency_table=configs/latency/fashion_mnist_tflite_t1_b1.json --num_random=30 \

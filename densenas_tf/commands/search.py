@@ -1,4 +1,4 @@
-"""DenseNAS search: config -> run directory (resumable).
+r"""DenseNAS search: config -> run directory (resumable).
 
   densenas-search --config=fashion_mnist --run_dir=runs/search \
       [--target_ms=0.25] [--strategy=default|mirrored|multi_worker] [--override=epochs=4 ...]

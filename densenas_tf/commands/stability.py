@@ -1,4 +1,4 @@
-"""One search config over several seeds: how far the derived nets' latency
+r"""One search config over several seeds: how far the derived nets' latency
 spreads, whether they meet a budget, and how many decisions agree.
 
   densenas-stability --out_dir=runs/stability --seeds=0,1,2 \

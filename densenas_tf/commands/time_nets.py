@@ -1,4 +1,4 @@
-"""Times several nets here, side by side, as float and/or int8 TFLite.
+r"""Times several nets here, side by side, as float and/or int8 TFLite.
 
   densenas-time-nets --arch=runs/a/arch.json --arch=runs/b/arch.json \
       [--quantization=none,int8] [--rounds=5] [--runs=200] [--latency_table=T.json ...]

@@ -1,4 +1,4 @@
-"""Writes TFRecord shards for streaming, from an image folder or a prepared tfds dataset.
+r"""Writes TFRecord shards for streaming, from an image folder or a prepared tfds dataset.
 
   densenas-write-tfrecords --out_dir=DIR --split=train \
       (--image_folder=train_dir | --tfds_name=imagenet2012 --tfds_data_dir=DIR [--tfds_split=train])
