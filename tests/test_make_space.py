@@ -63,6 +63,15 @@ def test_a_larger_like_keeps_its_widths_stem_and_connections():
     assert space.blocks[-1].stacking_layers == 0  # as imagenet's last stage
 
 
+def test_a_small_like_gets_as_many_blocks_per_stage_as_it_has():
+    space = SearchSpace.from_config(make_space_config(40, 1, 5, "tiny"))
+    # tiny: 5 searchable blocks over 3 stages -> 2 a stage; 40 -> 20 -> 10 -> 5.
+    assert [b.stage for b in space.blocks] == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert [b.feature_map_size for b in space.blocks] == [40, 20, 20, 10, 10, 5, 5, 5, 5]
+    assert [b.width for b in space.blocks] == [8, 12, 16, 20, 24, 28, 32, 36, 40]
+    assert space.final_conv_width == load_space("tiny").final_conv_width
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

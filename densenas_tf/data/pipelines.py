@@ -83,9 +83,10 @@ def steps_per_pass(batch_size: int, *splits) -> tuple[int, ...]:
     counts = [split_size(split) for split in splits]
     steps = tuple(count // batch_size for count in counts)
     if min(steps) < 1:
-        raise ValueError(
+        raise DataError(
             f"batch_size {batch_size} is larger than a data split ({counts[0]} weight, "
-            f"{counts[1]} architecture images); lower batch_size or use more data"
+            f"{counts[1]} architecture images); lower batch_size (--override=batch_size=N) "
+            "or use more data"
         )
     return steps
 

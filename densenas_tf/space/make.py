@@ -13,9 +13,10 @@ preset itself halves its images that many times (``fashion_mnist`` at 28,
 ``imagenet_mbv2`` at 224), its blocks are kept as they are, their sizes
 scaled to the images. Otherwise the stem keeps the full size (it halves it
 first from ``MAX_HALVINGS`` halvings on, as ImageNet's does), and each further
-resolution gets a stage of ``BLOCKS_PER_STAGE`` blocks, the last one two
-stages (as both presets end), widths rising geometrically over the preset's
-range. ``space_yaml`` writes a config in the presets' layout. Pure Python: no
+resolution gets a stage of as many blocks as the preset's stages hold on
+average (3 for ``fashion_mnist`` and ``imagenet_mbv2``, 2 for ``tiny``), the
+last one two stages (as both presets end), widths rising geometrically over
+the preset's range. ``space_yaml`` writes a config in the presets' layout. Pure Python: no
 TensorFlow.
 """
 
@@ -33,8 +34,6 @@ from densenas_tf.space.spaces import SearchSpace, SearchSpaceError, load_space
 # The smallest feature map a halving may make, and the most halvings (ImageNet's 224 -> 7).
 MIN_FINAL_SIZE = 4
 MAX_HALVINGS = 5
-# Blocks per stage where the preset's blocks are not kept.
-BLOCKS_PER_STAGE = 3
 # Generated widths are multiples of this.
 WIDTH_STEP = 4
 
@@ -83,6 +82,11 @@ def _template_halvings(template: SearchSpace) -> tuple[int, int]:
     """(stem stride, halvings after the stem) of a space."""
     sizes = [b.feature_map_size for b in template.blocks]
     return template.stem.stride, round(math.log2(sizes[0] / sizes[-1]))
+
+
+def blocks_per_stage(template: SearchSpace) -> int:
+    """The searchable blocks per searchable stage of a space, rounded (at least 1)."""
+    return max(1, round((template.num_blocks - 1) / max(template.num_stages - 1, 1)))
 
 
 def _widths(low: int, high: int, count: int) -> list[int]:
@@ -137,13 +141,14 @@ def _generated_blocks(template: SearchSpace, input_size: int, total: int) -> dic
     stem_stride = 2 if total >= MAX_HALVINGS else 1
     after = total - (stem_stride == 2)
     size = input_size // stem_stride
+    per_stage = blocks_per_stage(template)
     sizes, stages = [size], [0]
     for level in range(1, after + 1):
         size //= 2
         for _ in range(2 if level == after else 1):
             stage = stages[-1] + 1
-            sizes += [size] * BLOCKS_PER_STAGE
-            stages += [stage] * BLOCKS_PER_STAGE
+            sizes += [size] * per_stage
+            stages += [stage] * per_stage
     layer_counts = [b.stacking_layers for b in template.blocks]
     depth, last_depth = max(layer_counts), layer_counts[-1]
     last_stage = stages[-1]
