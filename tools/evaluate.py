@@ -1,6 +1,7 @@
-"""Evaluates an exported model on a dataset (densenas_tf.commands.evaluate)."""
+"""densenas-evaluate in a checkout: the command densenas_tf.commands.evaluate (see its
+docstring, or run with --help)."""
 
-from densenas_tf.commands import evaluate
+from densenas_tf.commands.evaluate import run
 
 if __name__ == "__main__":
-    evaluate.run()
+    run()

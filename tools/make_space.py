@@ -1,6 +1,7 @@
-"""Writes a search space made for your images (densenas_tf.commands.make_space)."""
+"""densenas-make-space in a checkout: the command densenas_tf.commands.make_space (see its
+docstring, or run with --help)."""
 
-from densenas_tf.commands import make_space
+from densenas_tf.commands.make_space import run
 
 if __name__ == "__main__":
-    make_space.run()
+    run()

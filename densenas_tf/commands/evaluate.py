@@ -134,7 +134,7 @@ def main(argv):
 
 
 def run():
-    app.run(cli.main(main))
+    cli.run(__name__, main, interrupted="nothing was written; re-run the same command")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """Writes a search space made for your images: size, channels and classes.
 
   densenas-make-space --like=fashion_mnist --image_folder=DIR --out=my_space.yaml
-  densenas-make-space --like=imagenet_mbv2 --input_size=96 --channels=3 --num_classes=20 \
-      --out=my_space.yaml
+  densenas-make-space --input_size=96 --channels=3 --num_classes=20 --out=my_space.yaml
 
 (In a checkout: python tools/make_space.py with the same flags.)
 
@@ -110,7 +109,7 @@ def main(argv):
 
 
 def run():
-    app.run(cli.main(main))
+    cli.run(__name__, main, interrupted="nothing was written; re-run the same command")
 
 
 if __name__ == "__main__":
