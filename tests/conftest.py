@@ -5,6 +5,9 @@ import os
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As the binaries run (densenas_tf.commands.prepare_binary): in-process tests and the
+# binaries they start use the same kernels.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest

@@ -282,33 +282,29 @@ def test_verdicts_at_equal_latency_follow_the_two_standard_error_rule():
 @pytest.mark.slow
 def test_reduced_comparison_at_equal_latency(tmp_path):
     """The equal-latency pipeline end to end (one budget, one seed): the budget
-    is MobileNetV2's measured latency, the DenseNAS and fixed-block nets predict
-    within it, the random search's net within [0.9, 1] x it, every net is
-    trained and timed, and a second run trains and measures nothing again."""
+    is MobileNetV2's measured latency, the DenseNAS net predicts within it, the
+    random search's net within [0.9, 1] x it, every net is trained and timed,
+    and a second run trains and measures nothing again. The fixed-block search
+    is left out here: it is the same search on another space, run end to end
+    by test_reduced_comparison, and a search is most of this test's time."""
+    import dataclasses
+
     from densenas_tf.experiments import equal_latency
 
-    plan = equal_latency.REDUCED
+    plan = dataclasses.replace(equal_latency.REDUCED, fixed_block=False)
     out = tmp_path / "equal"
     results = equal_latency.run_equal_latency(out, plan, log=lambda line: None)
     budget = results["budgets"]["x0.75"]["target_ms"]
     assert budget > 0 and results["budgets"]["x0.75"]["source"].startswith("mobilenet_v2_x0.75")
     rows = {r["net"]: r for r in results["rows"]}
-    assert set(rows) == {
-        "densenas_x0.75",
-        "random_x0.75",
-        "mobilenet_v2_x0.75",
-        "fixed_block_x0.75",
-    }
-    for name in ("densenas_x0.75", "fixed_block_x0.75"):
-        assert rows[name]["predicted_ms"] <= budget + 1e-9
+    assert set(rows) == {"densenas_x0.75", "random_x0.75", "mobilenet_v2_x0.75"}
+    assert rows["densenas_x0.75"]["predicted_ms"] <= budget + 1e-9
     assert 0.9 * budget <= rows["random_x0.75"]["predicted_ms"] <= budget
     assert rows["random_x0.75"]["trials"] >= 1
     for row in rows.values():
         assert row["budget_ms"] == budget and 0 < row["test_accuracy"] <= 1
         assert row["tflite_ms"] > 0
-    assert {v["against"] for v in results["verdicts"]} == {
-        "random search", "MobileNetV2", "fixed-block"
-    }  # fmt: skip
+    assert {v["against"] for v in results["verdicts"]} == {"random search", "MobileNetV2"}
     assert all(v["verdict"].startswith("one seed") for v in results["verdicts"])
     text = (out / "equal_latency.md").read_text()
     assert text.strip() == equal_latency.format_equal_latency(results)

@@ -88,10 +88,7 @@ def test_coverage_error_names_every_missing_key(tiny_space):
     assert f"lacks {len(removed)} entries" in message
     for key in removed:
         assert key in message
-    assert (
-        "python tools/build_lut.py --space=tiny --backend=tflite --threads=1 --batch_size=1"
-        in message
-    )
+    assert "densenas-build-lut --space=tiny --backend=tflite --threads=1 --batch_size=1" in message
 
 
 def test_table_for_another_space_is_refused(tiny_space, fashion_space):
@@ -99,7 +96,7 @@ def test_table_for_another_space_is_refused(tiny_space, fashion_space):
         synthetic_table(tiny_space).check_space(fashion_space)
     out = latency.default_table_path("fashion_mnist")
     assert str(info.value).endswith(
-        "build a table for this space with: python tools/build_lut.py --space=fashion_mnist "
+        "build a table for this space with: densenas-build-lut --space=fashion_mnist "
         f"--backend=tflite --threads=1 --batch_size=1 --out={shlex.quote(str(out))}"
     )
 
@@ -132,7 +129,7 @@ def _set(field, value):
 def _rebuild_command(path, space="tiny"):
     quoted = shlex.quote(str(path))
     return (
-        f"mv {quoted} {shlex.quote(f'{path}.bad')} && python tools/build_lut.py "
+        f"mv {quoted} {shlex.quote(f'{path}.bad')} && densenas-build-lut "
         f"--space={space} --backend=tflite --threads=1 --batch_size=1 --out={quoted}"
     )
 
@@ -455,7 +452,7 @@ def test_missing_keys_hint_builds_the_space_from_its_file(tiny_config, tmp_path)
     assert message.startswith(f"the latency table {tmp_path / 'lut.json'} lacks 2 entries:")
     assert all(key in message for key in dropped)
     assert message.endswith(
-        f"with:\n  python tools/build_lut.py --space={shlex.quote(str(space_file))} "
+        f"with:\n  densenas-build-lut --space={shlex.quote(str(space_file))} "
         f"--backend=tflite --threads=1 --batch_size=1 --out={tmp_path / 'lut.json'}"
     )
     # Not knowing the file, the hint says what to put there instead of a name
@@ -464,7 +461,7 @@ def test_missing_keys_hint_builds_the_space_from_its_file(tiny_config, tmp_path)
         table.check_space(space)
     assert (
         "(SPACE_FILE: the YAML/JSON file that defines space 'tiny_from_file') with:\n"
-        "  python tools/build_lut.py --space=SPACE_FILE "
+        "  densenas-build-lut --space=SPACE_FILE "
     ) in str(info.value)
 
 
@@ -480,11 +477,11 @@ def test_missing_keys_hint_never_names_a_preset_of_other_content(tiny_config, tm
     assert "--space=tiny " not in message
     assert (
         "(SPACE_FILE: the YAML/JSON file that defines space 'tiny', not the preset 'tiny', "
-        "whose content differs) with:\n  python tools/build_lut.py --space=SPACE_FILE "
+        "whose content differs) with:\n  densenas-build-lut --space=SPACE_FILE "
     ) in message
     with pytest.raises(LatencyTableError) as info:
         table.check_space(space, space_file)
-    assert f"python tools/build_lut.py --space={shlex.quote(str(space_file))} " in str(info.value)
+    assert f"densenas-build-lut --space={shlex.quote(str(space_file))} " in str(info.value)
 
 
 def test_edited_space_is_refused_as_changed_content_with_the_rebuild(
@@ -505,7 +502,7 @@ def test_edited_space_is_refused_as_changed_content_with_the_rebuild(
         f"{table_path}: the content of space 'tiny' changed since this latency table was built "
         f"(fingerprint {tiny_space.fingerprint()} then, {edited.fingerprint()} now), so its "
         "entries do not describe the space; move the stale table aside and rebuild it with: "
-        f"mv {table_path} {table_path}.stale && python tools/build_lut.py --space={quoted} "
+        f"mv {table_path} {table_path}.stale && densenas-build-lut --space={quoted} "
         f"--backend=tflite --threads=1 --batch_size=1 --out={table_path}"
     )
     assert "not for 'tiny'" not in message

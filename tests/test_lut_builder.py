@@ -28,8 +28,8 @@ from densenas_tf.space.spaces import SearchSpace, load_space
 
 def run_hint(command, timeout=600):
     """Runs a command line given by an error message, as a user would, with this Python."""
-    assert "python tools/build_lut.py " in command, command
-    command = command.replace("python tools/build_lut.py ", f"{sys.executable} tools/build_lut.py ")
+    assert "densenas-build-lut " in command, command
+    command = command.replace("densenas-build-lut ", f"{sys.executable} tools/build_lut.py ")
     return subprocess.run(
         command,
         shell=True,
@@ -240,7 +240,7 @@ def test_missing_entries_hint_of_a_space_file_is_a_command_that_works(
     assert all(key in message for key in dropped)
     command = message.splitlines()[-1].strip()
     assert command == (
-        f"python tools/build_lut.py --space={shlex.quote(str(chain_space_file))} "
+        f"densenas-build-lut --space={shlex.quote(str(chain_space_file))} "
         f"--backend=tflite --threads=1 --batch_size=1 --out={out}"
     )
     rebuilt = run_hint(command)
@@ -270,7 +270,7 @@ def test_build_lut_tool_refuses_an_edited_space_with_the_command_that_rebuilds(
         f"{out}: the content of space 'tiny_chain' changed since this latency table was built "
         f"(fingerprint {old_fingerprint} then, {edited.fingerprint()} now), so its entries do "
         "not describe the space; move the stale table aside and rebuild it with: "
-        f"mv {out} {out}.stale && python tools/build_lut.py --space={edited_file} "
+        f"mv {out} {out}.stale && densenas-build-lut --space={edited_file} "
         f"--backend=tflite --threads=1 --batch_size=1 --out={out}"
     )
     assert "asked" not in message

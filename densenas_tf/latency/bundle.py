@@ -170,7 +170,7 @@ def android_script(manifest: dict[str, Any]) -> str:
         "# benchmark_model (build it, or take the prebuilt binary for your ABI, and push it to",
         f"# {DEVICE_DIR}/benchmark_model first). Run from the bundle directory:",
         "#   sh android.sh > benchmark_model.log",
-        "# then: python tools/import_lut.py --bundle=. --results=benchmark_model.log --device=...",
+        "# then: densenas-import-lut --bundle=. --results=benchmark_model.log --device=...",
         "set -e",
         f"adb shell mkdir -p {DEVICE_DIR}/pieces",
         f"adb push pieces/. {DEVICE_DIR}/pieces/",

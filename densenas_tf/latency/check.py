@@ -103,10 +103,10 @@ def check_table_here(
             f"{error:.1f} % mean error (over {num_nets} nets, each the least of {rounds} "
             f"interleaved rounds; at most {max_mape:g} % is accepted; {noise}): it no longer "
             "describes this machine. Rebuild it: "
-            f"python tools/build_lut.py --space={space.name} --backend={prov.get('backend')} "
+            f"densenas-build-lut --space={space.name} --backend={prov.get('backend')} "
             f"--threads={prov.get('threads')} --batch_size={prov.get('batch_size')} "
             f"{'' if quantization == 'none' else f'--quantization={quantization} '}"
-            f"--out=NEW_TABLE.json, then search with --override=latency_table=NEW_TABLE.json "
+            f"--out=NEW_TABLE.json, then search with --latency_table=NEW_TABLE.json "
             "(or skip this check with --override=latency_check=false)"
         )
     log(

@@ -299,10 +299,10 @@ def _space_source(space: SearchSpace, source: str | os.PathLike | None) -> Any:
 def build_lut_command(
     provenance: Mapping[str, Any], space: str, out: str | os.PathLike | None
 ) -> str:
-    """The tools/build_lut.py command that measures a table with the settings of provenance."""
+    """The densenas-build-lut command that measures a table with the settings of provenance."""
     return " ".join(
         [
-            "python tools/build_lut.py",
+            "densenas-build-lut",
             f"--space={shlex.quote(space)}",
             f"--backend={shlex.quote(str(provenance.get('backend', 'tflite')))}",
             f"--threads={shlex.quote(str(provenance.get('threads', 1)))}",
