@@ -625,6 +625,31 @@ def test_a_space_that_does_not_fit_the_data_is_refused_before_anything_is_writte
         assert not run_dir.exists()
 
 
+def test_streamed_data_that_do_not_fit_the_space_name_the_command_that_makes_one():
+    from types import SimpleNamespace
+
+    from densenas_tf.data.sources import DataError
+    from densenas_tf.search.run import check_search_data
+    from densenas_tf.space.spaces import load_space
+
+    space = load_space("fashion_mnist")
+    split = SimpleNamespace(data=SimpleNamespace(input_shape=(40, 40, 3), num_classes=5))
+    for data, made_from in (
+        ({"image_folder": "/data/mine"}, "--image_folder=/data/mine"),
+        ({"tfds_name": "my_set"}, "--input_size=40 --channels=3 --num_classes=5"),
+    ):
+        config = SearchConfig.from_dict({"data": data})
+        with pytest.raises(DataError) as refused:
+            check_search_data(space, config, split)
+        message = str(refused.value)
+        assert "are 40x40x3 images in 5 classes" in message, message
+        assert (
+            f"make a space for them: densenas-make-space --like=fashion_mnist {made_from} "
+            "--out=my_space.yaml, then search it with --override=space=my_space.yaml "
+            "--latency_table=TABLE.json"
+        ) in message, message
+
+
 def _two_checkpoints(micro, run_dir):
     """A warm-up weight pass of 8 steps, checkpointed every 3: ckpt-3 and ckpt-6."""
     searcher = _searcher(micro, run_dir, epochs=1)

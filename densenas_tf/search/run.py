@@ -127,15 +127,24 @@ def check_search_data(space, config: SearchConfig, data) -> None:
         if config.data.streamed
         else config.data.dataset
     )
-    fix = (
-        f"search a space with input_shape: {list(shape)} and num_classes: {classes}"
-        + ("" if config.data.streamed else " (e.g. --override=space=fashion_mnist)")
-        + (
-            ", or set data.image_size / data.class_list to match the space"
-            if config.data.streamed
-            else ""
+    if config.data.streamed:
+        made_from = (
+            f"--image_folder={config.data.image_folder}"
+            if config.data.image_folder
+            else f"--input_size={shape[0]} --channels={shape[2]} --num_classes={classes}"
         )
-    )
+        fix = (
+            "make a space for them: densenas-make-space --like=fashion_mnist "
+            f"{made_from} --out=my_space.yaml, then search it with "
+            "--override=space=my_space.yaml --latency_table=TABLE.json (its table: "
+            "densenas-build-lut --space=my_space.yaml --out=TABLE.json); or set "
+            "data.image_size / data.class_list to match the space"
+        )
+    else:
+        fix = (
+            f"search a space with input_shape: {list(shape)} and num_classes: {classes} "
+            "(e.g. --override=space=fashion_mnist)"
+        )
     raise DataError(
         f"the space {space.name!r} takes {'x'.join(map(str, space.input_shape))} images in "
         f"{space.num_classes} classes but the search data ({source}) are "
