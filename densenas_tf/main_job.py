@@ -22,7 +22,7 @@ from densenas_tf.core.files import cached_json, write_text_atomic
 from densenas_tf.data.sources import load_image_data
 from densenas_tf.exporting.export import (
     TFLiteRunner,
-    export_saved_model,
+    export_serving,
     export_tflite,
     load_trained_model,
 )
@@ -132,9 +132,12 @@ def run_main_job(
     stage("export")
     out = run_dir / "export"
     check = data.test_images[:1000], data.test_labels[:1000]
+    # TensorFlow Serving's layout, out/serving/<version>/, with the data's class names.
     saved = cached_json(
-        out / "saved_model.json",
-        lambda: export_saved_model(model, out / "saved_model", check[0][:500], log=log),
+        out / "serving.json",
+        lambda: export_serving(
+            model, out / "serving", check[0][:500], class_names=data.class_names, log=log
+        ),
     )
     tflite = {
         q: cached_json(
@@ -205,7 +208,7 @@ def run_main_job(
             "search": str(run_dir / "search"),
             "arch": str(run_dir / "search" / "arch.json"),
             "keras_model": str(run_dir / "train" / "model.keras"),
-            "saved_model": str(out / "saved_model"),
+            "saved_model": str(out / "serving" / str(saved["version"])),
             "float_tflite": str(out / "model_none.tflite"),
             "int8_tflite": str(out / "model_int8.tflite"),
             "tensorboard": f"{run_dir / 'search' / 'tensorboard'}, {run_dir / 'train' / 'tensorboard'}",

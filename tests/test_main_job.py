@@ -75,7 +75,12 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     artefacts = report["artefacts"]
     for key in ("arch", "keras_model", "float_tflite", "int8_tflite"):
         assert Path(artefacts[key]).is_file(), key
+    # TensorFlow Serving's layout: version 1 of export/serving, with warm-up requests.
+    assert Path(artefacts["saved_model"]) == run_dir / "export" / "serving" / "1"
     assert (Path(artefacts["saved_model"]) / "saved_model.pb").is_file()
+    assert (
+        Path(artefacts["saved_model"]) / "assets.extra" / "tf_serving_warmup_requests"
+    ).is_file()
     spec = ArchSpec.from_json(Path(artefacts["arch"]).read_text())
     assert report["arch"] == spec.to_block_string()
     cost = count_costs(spec)
