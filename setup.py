@@ -58,6 +58,10 @@ setup(
         "matplotlib>=3.8",
         "pyyaml>=6.0",
     ],
-    # Pinned: a new linter release must not turn CI red.
-    extras_require={"test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "ruff==0.17.6"]},
+    # Pinned: a new linter release must not turn CI red. wheel: tests/test_packaging.py
+    # builds a wheel offline with the environment's own setuptools (Debian's 66 has no
+    # bdist_wheel of its own).
+    extras_require={
+        "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "ruff==0.17.6", "wheel==0.45.1"]
+    },
 )
