@@ -545,7 +545,7 @@ def test_a_table_of_this_machine_that_misses_whole_nets_is_refused(micro, tmp_pa
     table.overhead_ms *= 3.0
     scaled = tmp_path / "scaled.json"
     table.save(scaled)
-    with pytest.raises(LatencyTableError, match=r"mean error .* tools/build_lut.py --space=micro"):
+    with pytest.raises(LatencyTableError, match=r"mean error .* densenas-build-lut --space=micro"):
         check_table_here(space, table, str(scaled), runs=10, log=lambda line: None)
     # The search refuses it before anything trains, and takes it when told not to check.
     config = _config(micro, latency_table=str(scaled), latency_check=True)
