@@ -932,7 +932,10 @@ def test_search_reads_a_streamed_folder_split_per_class(folder, tmp_path):
     held_out = set(open_image_folder(folder[0], test_fraction=0.2, seed=0).test._positions())
     searched = set(weight.split._positions()) | set(arch.split._positions())
     assert len(held_out) == 6 and not held_out & searched and len(searched) == 18
-    with pytest.raises(DataError, match=r"are 28x28x1 images in 3 classes; make a space for them: densenas-make-space"):
+    with pytest.raises(
+        DataError,
+        match=r"are 28x28x1 images in 3 classes; make a space for them: densenas-make-space",
+    ):
         check_search_data(load_space("fashion_mnist"), config, weight)
     # The Searcher's passes: shuffled by its seed, normalised, skip resumes mid-pass.
     host = SimpleNamespace(config=config, strategy=tf.distribute.get_strategy())
