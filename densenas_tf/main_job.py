@@ -228,7 +228,7 @@ def _table_for_this_machine(space, out_dir: Path, log) -> dict[str, str]:
     """The float latency table the job's search uses: the shipped one of the
     space when it was measured on this kind of machine and predicts whole nets
     timed here within ``check.MAX_MAPE_PERCENT`` (``check_table_here``: 5 nets,
-    3 interleaved rounds, about 20 s), else one measured here into
+    3 interleaved rounds), else one measured here into
     ``out_dir`` (minutes). Returns ``{"path": ..., "how": ...}``."""
     shipped = default_table_path(space.name)
     reason = f"no shipped table {shipped}"
