@@ -331,8 +331,8 @@ def test_warmup_ablation_binary_evaluates_each_variant_and_caches_it(tmp_path):
     out, cache = tmp_path / "ablation.json", tmp_path / "cache"
     flags = [
         "--config=fashion_mnist_quick",
-        '--variants=plain:weight_sharing="none",data.train_limit=640,batch_size=32;'
-        'nested:weight_sharing="nested",data.train_limit=640,batch_size=32',
+        '--variants=plain:weight_sharing="none",data.train_limit=640,batch_size=32,graph_steps=false;'
+        'nested:weight_sharing="nested",data.train_limit=640,batch_size=32,graph_steps=false',
         "--eval_steps=1,3",
         f"--json_out={out}",
         f"--cache_dir={cache}",

@@ -26,6 +26,7 @@ REDUCED = (
     "warmup_epochs=1",
     "latency_check=false",  # the shipped table; the main job's own is measured by default
     "deterministic=false",  # op determinism is process-wide: tested in its own processes
+    "graph_steps=false",  # a few dozen steps: eager steps trace in a fraction of the time
 )
 
 

@@ -75,3 +75,94 @@ def test_a_table_is_measured_here_when_the_shipped_one_is_another_machines(
     choice = main_job._table_for_this_machine(space, tmp_path, log=lines.append)
     assert choice["how"] == "measured here by this job" and len(built) == 1
     assert any("measured on 'Pixel 7', not here" in line for line in lines), lines
+
+
+def _timed(ratios, mape_percent):
+    """A failed check's record: nets predicted 0.2, 0.3, ... ms, measured at
+    ``ratios`` times that."""
+    rows = [
+        {"name": f"random_{i}", "predicted_ms": 0.1 * (i + 2), "measured_ms": 0.1 * (i + 2) * r}
+        for i, r in enumerate(ratios)
+    ]
+    return {
+        "checked": True,
+        "device": "here",
+        "nets": len(rows),
+        "mape_percent": mape_percent,
+        "rows": rows,
+    }
+
+
+def test_a_shipped_table_off_by_one_factor_is_scaled_not_measured_again(
+    space, built, tmp_path, monkeypatch
+):
+    from densenas_tf.latency.table import LatencyTable
+
+    ratios = [1.40, 1.45, 1.47, 1.50, 1.52]  # this machine 1.47x slower, each net within 5 %
+
+    def failing(space_, table, path, log):
+        err = LatencyTableError("47.0 % mean error")
+        err.check = _timed(ratios, 47.0)
+        raise err
+
+    lines = []
+    monkeypatch.setattr(main_job, "check_table_here", failing)
+    choice = main_job._table_for_this_machine(space, tmp_path, log=lines.append)
+    assert built == []
+    shipped = LatencyTable.load(default_table_path("fashion_mnist"))
+    scaled_path = tmp_path / "fashion_mnist_tflite_t1_b1_scaled.json"
+    assert choice["path"] == str(scaled_path)
+    assert choice["how"].startswith("shipped, scaled x1.470 to this machine: 47.0 % mean error")
+    scaled = LatencyTable.load(scaled_path)
+    assert scaled.provenance["scaled"]["factor"] == pytest.approx(1.47)
+    assert scaled.provenance["scaled"]["from"] == str(default_table_path("fashion_mnist"))
+    assert set(scaled.entries) == set(shipped.entries)
+    for key, entry in shipped.entries.items():
+        assert scaled.entries[key].median_ms == pytest.approx(1.47 * entry.median_ms, rel=1e-12)
+        assert scaled.entries[key].count == entry.count
+    assert scaled.overhead_ms == pytest.approx(1.47 * shipped.overhead_ms, rel=1e-12)
+    # What was timed is kept beside it.
+    kept = json.loads((tmp_path / "shipped_table_check.json").read_text())
+    assert [r["measured_ms"] for r in kept["rows"]] == [
+        r["measured_ms"] for r in _timed(ratios, 47.0)["rows"]
+    ]
+
+
+def test_a_shipped_table_off_by_different_factors_is_measured_again(
+    space, built, tmp_path, monkeypatch
+):
+    def failing(space_, table, path, log):
+        err = LatencyTableError("50.0 % mean error")
+        err.check = _timed([1.0, 1.2, 1.5, 1.9, 2.4], 50.0)  # scaled by 1.5: 18 % off
+        raise err
+
+    monkeypatch.setattr(main_job, "check_table_here", failing)
+    choice = main_job._table_for_this_machine(space, tmp_path, log=lambda line: None)
+    assert choice["how"] == "measured here by this job" and len(built) == 1
+    assert not (tmp_path / "fashion_mnist_tflite_t1_b1_scaled.json").exists()
+
+
+def test_scaling_a_table_fits_one_factor_and_checks_it_again(space):
+    import numpy as np
+
+    from densenas_tf.latency.check import scaled_to_this_machine
+    from densenas_tf.latency.report import random_arch
+    from densenas_tf.latency.table import LatencyTable
+
+    table = LatencyTable.load(default_table_path("fashion_mnist"))
+    scaled, fit = scaled_to_this_machine(table, _timed([0.5, 0.5, 0.5], 50.0))
+    assert fit["factor"] == pytest.approx(0.5) and fit["mape_percent_after"] == pytest.approx(0)
+    # Every net's prediction scales by the factor, the per-invocation overhead with it.
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        spec = random_arch(space, rng, f"net_{i}")
+        assert scaled.predicted_ms(spec) == pytest.approx(0.5 * table.predicted_ms(spec), rel=1e-9)
+    # 3 nets at 1.0, 1.1 and 1.3 x the table: the median factor 1.1 leaves them
+    # 10 %, 0 % and 15.4 % off, 8.5 % on average: kept under 10 %, refused under 5 %.
+    timed = _timed([1.0, 1.1, 1.3], 13.3)
+    kept = scaled_to_this_machine(table, timed)
+    assert kept is not None
+    assert kept[1]["factor"] == pytest.approx(1.1)
+    assert kept[1]["mape_percent_after"] == pytest.approx(100 * (0.1 + 0 + 0.2 / 1.3) / 3)
+    assert scaled_to_this_machine(table, timed, max_mape=5.0) is None
+    assert scaled_to_this_machine(table, {"mape_percent": 50.0, "rows": []}) is None

@@ -83,6 +83,7 @@ REDUCED = ComparePlan(
         "epochs=2",
         "warmup_epochs=1",
         "deterministic=false",  # a check of the pipeline, not of its results
+        "graph_steps=false",  # a few dozen steps: eager steps trace in a fraction of the time
     ),
     lams=(0.1,),
     mbv2_widths=(0.5,),

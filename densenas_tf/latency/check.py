@@ -98,7 +98,7 @@ def check_table_here(
         ],
     }
     if error > max_mape:
-        raise LatencyTableError(
+        refusal = LatencyTableError(
             f"latency table {table_path} predicts whole nets timed on this machine with "
             f"{error:.1f} % mean error (over {num_nets} nets, each the least of {rounds} "
             f"interleaved rounds; at most {max_mape:g} % is accepted; {noise}): it no longer "
@@ -109,8 +109,52 @@ def check_table_here(
             f"--out=NEW_TABLE.json, then search with --latency_table=NEW_TABLE.json "
             "(or skip this check with --override=latency_check=false)"
         )
+        refusal.check = result  # what was timed: scaled_to_this_machine can use it
+        raise refusal
     log(
         f"latency table {table_path}: {error:.1f} % mean error over {num_nets} nets timed here "
         f"(at most {max_mape:g} % accepted; {noise})"
     )
     return result
+
+
+def scaled_to_this_machine(
+    table: LatencyTable, check: dict[str, Any], max_mape: float = MAX_MAPE_PERCENT
+) -> tuple[LatencyTable, dict[str, Any]] | None:
+    """The table scaled by one factor to the whole nets timed by a failed
+    ``check_table_here`` (its ``check``), when that brings them within
+    ``max_mape``; else None.
+
+    A table of this kind of machine that misses whole nets timed here mostly
+    misses by one factor when the machine runs slower or faster as a whole
+    (another host under the same name, a busier hour): each op's share of a
+    net stays what the table says. The factor is the median of measured over
+    predicted; the scaled table must then pass the same check on the same
+    nets, so a table whose ops are off by different amounts is still refused.
+    Returns the scaled table (its provenance records the factor, the source
+    and both errors) and a summary of the fit."""
+
+    rows = check.get("rows") or []
+    if not rows:
+        return None
+    predicted = np.array([r["predicted_ms"] for r in rows], dtype=np.float64)
+    measured = np.array([r["measured_ms"] for r in rows], dtype=np.float64)
+    factor = float(np.median(measured / predicted))
+    error = mape_percent(factor * predicted, measured)
+    fit = {
+        "factor": factor,
+        "mape_percent_before": float(check["mape_percent"]),
+        "mape_percent_after": error,
+        "max_mape_percent": max_mape,
+        "nets": len(rows),
+    }
+    if not np.isfinite(factor) or factor <= 0 or error > max_mape:
+        return None
+    provenance = dict(table.provenance)
+    provenance["scaled"] = {"from": str(table.path) if table.path else None, **fit}
+    scaled = LatencyTable(
+        provenance=provenance,
+        entries={key: entry.scaled(factor) for key, entry in table.entries.items()},
+        overhead_ms=table.overhead_ms * factor,
+    )
+    return scaled, fit

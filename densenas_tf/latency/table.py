@@ -180,6 +180,12 @@ class LatencyEntry:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def scaled(self, factor: float) -> LatencyEntry:
+        """The entry with its times multiplied by ``factor`` (> 0)."""
+        return LatencyEntry(
+            self.median_ms * factor, self.mean_ms * factor, self.std_ms * factor, self.count
+        )
+
 
 def _kind(value: Any) -> str:
     """How a JSON value reads in a message."""
