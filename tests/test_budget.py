@@ -186,3 +186,89 @@ def test_the_budgeted_net_predicts_its_own_latency_on_a_shipped_table():
         if previous is not None:
             assert predicted <= previous
         previous = predicted
+
+
+def _in_band(every, low, high):
+    return [a for a in every if low - budget.TOLERANCE_MS <= a[0] <= high + budget.TOLERANCE_MS]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("quantile", [0.2, 0.5, 0.9])
+def test_the_band_derivation_against_brute_force(seed, quantile):
+    """The most probable architecture within [0.9, 1] x T. With bins finer than
+    any two latencies of the space it is the brute-force optimum; with the
+    default bins it is in the band, and at least as probable as every
+    architecture of the band shrunk by the pruning's reach at each edge."""
+    space = small_space()
+    costs, alphas = random_problem(space, seed)
+    every = brute_force(space, costs, **alphas)
+    high = float(np.quantile([a[0] for a in every], quantile))
+    low = 0.9 * high
+    best = max(_in_band(every, low, high), key=lambda a: a[1])
+    fine = budget.most_probable_in_band(
+        space, costs, **alphas, low_ms=low, high_ms=high, bins=10**8
+    )
+    assert fine.log_probability == pytest.approx(best[1], abs=1e-9)
+    assert fine.latency_ms == pytest.approx(best[0], abs=1e-12)
+    assert fine.path == best[2] and fine.stack_choice == best[4]
+    coarse = budget.most_probable_in_band(space, costs, **alphas, low_ms=low, high_ms=high)
+    assert low - budget.TOLERANCE_MS <= coarse.latency_ms <= high + budget.TOLERANCE_MS
+    assert coarse.latency_ms == pytest.approx(
+        costs.arch_ms(space, coarse.path, coarse.head_choice, coarse.stack_choice), abs=1e-12
+    )
+    assert coarse.log_probability <= best[1] + 1e-9
+    # Each prune moves a kept latency by under one bin; a path meets at most one
+    # per stacking layer, two per block (its edge's step and its node) and the end.
+    reach = (len(space.stacking_layers) + 2 * len(space.blocks) + 1) * high / budget.BAND_BINS
+    shrunk = _in_band(every, low + reach, high - reach)
+    if shrunk:
+        assert coarse.log_probability >= max(a[1] for a in shrunk) - 1e-9
+
+
+def test_the_budget_is_used_when_the_most_probable_net_leaves_it_unused():
+    space = small_space()
+    costs, alphas = random_problem(space, 1)
+    every = brute_force(space, costs, **alphas)
+    most = max(every, key=lambda a: a[1])  # the jointly most probable net
+    target = most[0] / 0.7  # it uses 70 % of this budget
+    plain = budget.derive_within_budget(space, costs, **alphas, budget_ms=target)
+    assert plain.provenance["budget"]["predicted_ms"] == pytest.approx(most[0])
+    assert "band" not in plain.provenance["budget"]
+    used = budget.derive_within_budget(
+        space, costs, **alphas, budget_ms=target, min_fraction=0.9
+    ).provenance["budget"]
+    best = max(_in_band(every, 0.9 * target, target), key=lambda a: a[1])
+    assert 0.9 * target <= used["predicted_ms"] <= target
+    assert used["log_probability"] <= best[1] + 1e-9
+    assert used["log_probability"] < most[1]  # the band costs probability, and says so
+    assert used["band"] == {
+        "low_ms": pytest.approx(0.9 * target),
+        "met": True,
+        "most_probable_within_budget_ms": pytest.approx(most[0]),
+        "most_probable_within_budget_log_probability": pytest.approx(most[1]),
+    }
+    assert used["min_fraction"] == 0.9
+    # A net already in the band is kept as it is.
+    near = budget.derive_within_budget(
+        space, costs, **alphas, budget_ms=most[0] / 0.95, min_fraction=0.9
+    )
+    assert near.same_architecture(plain) and "band" not in near.provenance["budget"]
+    # Above the slowest net, no net reaches the band: the most probable stays.
+    slowest = max(a[0] for a in every)
+    above = budget.derive_within_budget(
+        space, costs, **alphas, budget_ms=2 * slowest, min_fraction=0.9
+    ).provenance["budget"]
+    assert above["band"]["met"] is False
+    assert above["predicted_ms"] == pytest.approx(most[0])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9"])
+def test_a_min_fraction_outside_0_1_is_refused(bad):
+    space = small_space()
+    costs, alphas = random_problem(space, 0)
+    with pytest.raises(budget.BudgetError, match="min_fraction must be a number in"):
+        budget.derive_within_budget(space, costs, **alphas, budget_ms=1.0, min_fraction=bad)
+    from densenas_tf.search.objectives import Objective
+
+    with pytest.raises(ValueError, match="min_fraction must be in"):
+        Objective(kind="budget", target_ms=0.3, min_fraction=bad)

@@ -111,6 +111,17 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     assert predicted == pytest.approx(table_prediction_ms(spec, table_file), rel=1e-12)
     measured = json.loads((run_dir / "export" / "measured.json").read_text())
     assert report["measured_latency_ms"] == measured["none"]["latency_ms"]
+    # Each figure is the least of its interleaved round medians; MobileNetV2
+    # x0.75, which gave the budget, was timed in the same rounds.
+    from densenas_tf.main_job import MEASURE_ROUNDS
+
+    for name in ("none", "int8", "budget_net"):
+        rounds = measured[name]["round_medians_ms"]
+        assert len(rounds) == MEASURE_ROUNDS and measured[name]["latency_ms"] == min(rounds)
+    assert report["budget_net_measured_ms"] == measured["budget_net"]["latency_ms"]
+    from densenas_tf.space.baselines import mobilenet_v2_fashion
+
+    assert measured["budget_net"]["arch"] == mobilenet_v2_fashion(0.75).to_block_string()
     assert report["measured_int8_latency_ms"] == measured["int8"]["latency_ms"]
     # The int8 net's predicted latency: the shipped int8 table's for the net.
     int8_file = default_table_path("fashion_mnist", quantization="int8")

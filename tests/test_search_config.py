@@ -51,7 +51,7 @@ def test_train_limit_of_zero_or_below_is_refused_and_null_means_all(limit):
         (
             "objective.lamda=1",
             "unknown field 'objective.lamda'; the fields are "
-            "['beta', 'gain', 'kind', 'lam', 'lam_max', 'lam_min', 'steer', 'target_ms', "
+            "['beta', 'gain', 'kind', 'lam', 'lam_max', 'lam_min', 'min_fraction', 'steer', 'target_ms', "
             "'tau_ms']",
         ),
         (

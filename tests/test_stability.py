@@ -158,10 +158,15 @@ def test_time_nets_prints_float_and_int8_medians_and_the_tables_predictions(tmp_
         path = tmp_path / f"net{i}.json"
         random_arch(space, rng, f"net{i}").save(path)
         files.append(path)
+    from densenas_tf.space.baselines import mobilenet_v2_fashion
+
+    other = tmp_path / "mnv2.json"  # a net the table has no pieces of
+    mobilenet_v2_fashion(0.5).save(other)
     table = default_table_path("fashion_mnist")
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "time_nets.py"), *(f"--arch={f}" for f in files),
-         "--quantization=none,int8", "--rounds=1", "--runs=3", f"--table={table}"],
+         f"--arch={other}", "--quantization=none,int8", "--rounds=1", "--runs=3",
+         f"--table={table}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -170,11 +175,15 @@ def test_time_nets_prints_float_and_int8_medians_and_the_tables_predictions(tmp_
     from densenas_tf.latency.table import LatencyTable
     from densenas_tf.space.arch_spec import ArchSpec
 
-    for path, line in zip(files, lines[2:], strict=True):
+    for path, line in zip(files, lines[2:4], strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == str(path) and float(cells[1]) > 0 and float(cells[2]) > 0
         spec = ArchSpec.from_json(path.read_text())
         assert cells[3] == f"{LatencyTable.load(table).predicted_ms(spec):.3f}"
+    # MobileNetV2 is timed; its prediction is "-", and a note below says why.
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert cells[0] == str(other) and float(cells[1]) > 0 and cells[3] == "-"
+    assert lines[5].startswith("- mobilenet_v2_x0.5 on ") and "lacks" in lines[5], lines[5:]
     refused = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "time_nets.py"), f"--arch={files[0]}",
          "--quantization=fp16"], capture_output=True, text=True, timeout=300,

@@ -18,7 +18,7 @@ from absl import app, flags
 
 from densenas_tf import cli
 from densenas_tf.experiments.stability import time_nets
-from densenas_tf.latency.table import LatencyTable
+from densenas_tf.latency.table import LatencyTable, LatencyTableError
 from densenas_tf.space.arch_spec import load_arch
 
 ARCH = flags.DEFINE_multi_string("arch", [], "ArchSpec JSON file or shipped name (repeat).")
@@ -46,6 +46,7 @@ def main(argv):
         q: time_nets(specs, ROUNDS.value, RUNS.value, log, quantization=q)
         for q in QUANTIZATION.value
     }
+    notes: list[str] = []
     header = ["net"] + [f"{'float' if q == 'none' else q} ms" for q in timed]
     header += [f"predicted ({path})" for path in tables]
     print("| " + " | ".join(header) + " |")
@@ -53,9 +54,21 @@ def main(argv):
     for key, spec in specs.items():
         cells = [key.split(":", 1)[1]]
         cells += [f"{float(np.median(timed[q][key])):.3f}" for q in timed]
-        cells += [f"{t.predicted_ms(spec):.3f}" for t in tables.values()]
+        cells += [_predicted(t, spec, notes) for t in tables.values()]
         print("| " + " | ".join(cells) + " |")
+    for note in notes:
+        print(note)
     return 0
+
+
+def _predicted(table: LatencyTable, spec, notes: list[str]) -> str:
+    """The table's prediction for the net, or "-" (with a note) when it lacks
+    the net's pieces (a net of another space, e.g. MobileNetV2 beside searched nets)."""
+    try:
+        return f"{table.predicted_ms(spec):.3f}"
+    except LatencyTableError as err:
+        notes.append(f"- {spec.name} on {table.path}: {str(err).splitlines()[0]}")
+        return "-"
 
 
 def run() -> None:

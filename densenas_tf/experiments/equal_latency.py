@@ -38,7 +38,7 @@ from densenas_tf.experiments import compare
 from densenas_tf.latency.measure import mobilenet_v2_budget
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.search.config import load_search_config
-from densenas_tf.search.run import run_search
+from densenas_tf.search.run import derive_from_checkpoint, run_search
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
 from densenas_tf.space.baselines import mobilenet_v2_fashion
 from densenas_tf.train.trainer import TrainConfig, train
@@ -163,7 +163,14 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
         info = {"search_wall_time_s": result.summary["wall_time_s"]}
         if result.summary.get("path_margin") is not None:
             info["path_margin"] = result.summary["path_margin"]
-        nets.append((label, family, width, result.arch, info))
+        # From the final checkpoint under the run's budget and min_fraction: the
+        # net the search derives now, also for a search finished by an older
+        # derivation (the checkpoint holds the same alpha and beta).
+        spec = derive_from_checkpoint(run_dir / label)
+        band = spec.provenance["budget"].get("band")
+        if band:
+            info["most_probable_within_budget_ms"] = band["most_probable_within_budget_ms"]
+        nets.append((label, family, width, spec, info))
 
     config = load_search_config(plan.search_config, plan.search_overrides)
     weight_ids, arch_ids = split_indices(len(data.train_labels), 0.2, seed)

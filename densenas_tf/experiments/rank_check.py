@@ -40,6 +40,7 @@ from densenas_tf.latency.report import random_path_and_ops, spearman
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
+from densenas_tf.search.objectives import Objective
 from densenas_tf.search.run import load_search_data
 from densenas_tf.space import budget, derive
 from densenas_tf.space.arch_spec import ArchSpec
@@ -145,9 +146,10 @@ def searched_choice(space, costs, arrays, config: SearchConfig) -> budget.Choice
     net within it, else the Viterbi path with each layer's argmax op."""
     objective = config.objective
     if objective.get("kind") == "budget":
-        return budget.pareto_architectures(
-            space, costs, **arrays, budget_ms=float(objective["target_ms"])
-        )[-1]
+        return budget.budget_choice(
+            space, costs, **arrays, budget_ms=float(objective["target_ms"]),
+            min_fraction=objective.get("min_fraction", Objective.min_fraction),
+        )  # fmt: skip
     path = derive.viterbi_path(space, derive.path_probabilities(space, arrays["beta"]))
     heads, stacks = derive.argmax_choices(arrays["alpha_head"], arrays["alpha_stack"])
     return budget.Choice(path, heads, stacks, costs.arch_ms(space, path, heads, stacks), 0.0)

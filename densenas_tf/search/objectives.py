@@ -48,6 +48,10 @@ class Objective:
     gain: float = 0.05  # budget controller: the weight's log-step per unit of lat / T - 1
     lam_min: float = 1e-3  # budget controller: the weight's bounds
     lam_max: float = 10.0
+    # budget only: the derived net should use the budget: when the most probable
+    # net within it predicts under min_fraction x target_ms, the most probable in
+    # [min_fraction, 1] x target_ms is derived instead (0: at most target_ms only).
+    min_fraction: float = 0.9
 
     def __post_init__(self):
         if self.kind not in OBJECTIVES:
@@ -67,6 +71,10 @@ class Objective:
             raise ValueError(
                 f"objective {self.kind!r} needs a positive target_ms, got {self.target_ms}"
             )
+        if isinstance(self.min_fraction, bool) or not (
+            isinstance(self.min_fraction, (int, float)) and 0 <= self.min_fraction <= 1
+        ):
+            raise ValueError(f"objective min_fraction must be in [0, 1], got {self.min_fraction!r}")
         if self.lam < 0 or self.beta < 0:
             raise ValueError("objective weights lam and beta must be non-negative")
 

@@ -24,6 +24,7 @@ from densenas_tf.latency.expected import latency_costs
 from densenas_tf.latency.table import LatencyTable, LatencyTableError, default_table_path
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
+from densenas_tf.search.objectives import Objective
 from densenas_tf.search.searcher import Searcher
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.budget import derive_within_budget
@@ -425,12 +426,15 @@ def derive_from_checkpoint(
     checkpoint: str | None = None,
     target_ms: float | None = None,
     paper: bool = False,
+    min_fraction: float | None = None,
 ):
     """The ArchSpec of a run's architecture parameters at a checkpoint (default:
     the latest): the paper's derivation, or with ``target_ms`` (by default the
     run's own budget, when its objective has one, unless ``paper``) the most
     probable net whose latency on the run's table (``run_dir/latency_table.json``)
-    is at most that."""
+    is at most that, and at least ``min_fraction`` of it where a net is (by
+    default the run's objective's ``min_fraction``; see
+    ``budget.derive_within_budget``)."""
     if paper and target_ms is not None:
         raise ValueError("give target_ms or paper=True, not both")
     import tensorflow as tf
@@ -482,9 +486,11 @@ def derive_from_checkpoint(
             "search used (every finished search writes it)"
         )
     table = LatencyTable.load(table_file)
+    if min_fraction is None:  # the run's own, or the default of runs that never set it
+        min_fraction = objective.get("min_fraction", Objective.min_fraction)
     spec = derive_within_budget(
         space, latency_costs(space, table), **arrays, budget_ms=target_ms,
-        name=f"step_{step}", provenance=provenance, **options,
+        name=f"step_{step}", provenance=provenance, min_fraction=min_fraction, **options,
     )  # fmt: skip
     return dataclasses.replace(
         spec, provenance={**spec.provenance, "predicted_latency_ms": table.predicted_ms(spec)}

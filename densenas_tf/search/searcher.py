@@ -245,6 +245,7 @@ class Searcher:
                 self.space, self.expected_latency.costs, **self.net.arch_numpy(),
                 budget_ms=budget_ms, name=name, provenance=provenance,
                 tie_threshold=self.config.tie_threshold,
+                min_fraction=self.steps.objective.min_fraction,
             )  # fmt: skip
         return derive.derive_arch(
             self.space, **self.net.arch_numpy(), name=name, provenance=provenance,

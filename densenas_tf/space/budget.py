@@ -33,6 +33,9 @@ from densenas_tf.space.spaces import SearchSpace
 # Latencies within this many ms of the budget count as meeting it (float sums
 # of the same entries in another order differ by far less).
 TOLERANCE_MS = 1e-9
+# Latency bins of a band's derivation (most_probable_in_band): its pruning is
+# coarse by high_ms / BAND_BINS, about 0.1 % of a budget.
+BAND_BINS = 1000
 
 
 class BudgetError(DenseNASError, ValueError):
@@ -121,11 +124,26 @@ class _Front:
         return _Front(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
 
 
+def binned(width_ms: float):
+    """A pruning like ``pareto`` for a latency band: of the entries in each
+    latency bin of ``width_ms`` (bin k holds [k, k+1) x width_ms), the most
+    probable (the first of equals), slowest bin first."""
+
+    def prune(lat: np.ndarray, logp: np.ndarray) -> np.ndarray:
+        bins = np.floor(lat / width_ms).astype(np.int64)
+        order = np.lexsort((np.arange(len(lat)), -logp, bins))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = bins[order][1:] != bins[order][:-1]
+        return order[first]
+
+    return prune
+
+
 def _stacking_front(
-    space: SearchSpace, block: int, costs: LatencyCosts, logp_stack: np.ndarray
+    space: SearchSpace, block: int, costs: LatencyCosts, logp_stack: np.ndarray, prune=pareto
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(latency, log-probability, op per row) of a block's stacking layers
-    together, reduced to their Pareto front layer by layer."""
+    together, reduced by ``prune`` (the Pareto front) layer by layer."""
     rows = space.stacking_rows(block)
     lat, logp = np.zeros(1), np.zeros(1)
     choices = np.zeros((1, 0), dtype=np.int64)
@@ -140,7 +158,7 @@ def _stacking_front(
             ],
             axis=1,
         )
-        keep = pareto(lat, logp)
+        keep = prune(lat, logp)
         lat, logp, choices = lat[keep], logp[keep], choices[keep]
     return lat, logp, choices
 
@@ -184,6 +202,47 @@ def pareto_architectures(
     """Every architecture on the front of latency against log-probability
     whose latency is at most ``budget_ms``, fastest first (so the last one is
     the most probable within the budget, the first the fastest of all)."""
+    fronts, block_fronts = _fronts(space, costs, alpha_head, alpha_stack, beta, budget_ms, pareto)
+    final = fronts[space.final_node]
+    return [_backtrack(space, fronts, block_fronts, k) for k in range(len(final.lat))]
+
+
+def most_probable_in_band(
+    space: SearchSpace,
+    costs: LatencyCosts,
+    alpha_head: np.ndarray,
+    alpha_stack: np.ndarray,
+    beta: np.ndarray,
+    low_ms: float,
+    high_ms: float,
+    bins: int = BAND_BINS,
+) -> Choice | None:
+    """The most probable architecture whose predicted latency is within
+    [low_ms, high_ms]; None when none is.
+
+    A lower bound breaks the Pareto front's pruning (a slower, less probable
+    partial architecture may be the one that reaches low_ms), so here each
+    node keeps the most probable partial architecture per latency bin of
+    high_ms / bins instead. Latencies stay exact; only the pruning is coarse:
+    the answer is at least as probable as every architecture whose latency is
+    within the band shrunk by (bins merged along a path) x the bin width at
+    each edge, and it is always within the band itself."""
+    width = float(high_ms) / bins
+    fronts, block_fronts = _fronts(
+        space, costs, alpha_head, alpha_stack, beta, high_ms, binned(width)
+    )
+    final = fronts[space.final_node]
+    inside = np.flatnonzero(final.lat >= low_ms - TOLERANCE_MS)
+    if not len(inside):
+        return None
+    best = inside[np.lexsort((inside, -final.logp[inside]))[0]]
+    return _backtrack(space, fronts, block_fronts, int(best))
+
+
+def _fronts(space, costs, alpha_head, alpha_stack, beta, budget_ms, prune):
+    """The dynamic programme: per node, the partial architectures kept by
+    ``prune`` among those that can still end within ``budget_ms``; and per
+    block, its stacking layers' kept combinations."""
     costs.check(space)
     alpha_head, alpha_stack = derive.checked_alphas(space, alpha_head, alpha_stack)
     probs = derive.path_probabilities(space, beta)
@@ -194,7 +253,7 @@ def pareto_architectures(
     limit = budget_ms + TOLERANCE_MS
     final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
     block_fronts = {
-        b.index: _stacking_front(space, b.index, costs, logp_stack) for b in space.blocks
+        b.index: _stacking_front(space, b.index, costs, logp_stack, prune) for b in space.blocks
     }
 
     lat0, logp0, _ = block_fronts[0]
@@ -207,7 +266,7 @@ def pareto_architectures(
         head=np.full(len(lat0), -1),
         combo=np.arange(len(lat0)),
     )
-    keep = pareto(start.lat, start.logp)
+    keep = prune(start.lat, start.logp)
     fronts[0] = start.take(keep[start.lat[keep] + rest[0] <= limit])
     for node in range(1, space.final_node + 1):
         parts = []
@@ -226,6 +285,15 @@ def pareto_architectures(
                 step_logp = (logp_head[row][:, None] + blogp[None, :]).reshape(-1)
                 heads = np.repeat(np.arange(costs.head_ms.shape[1]), len(blat))
                 combos = np.tile(np.arange(len(blat)), costs.head_ms.shape[1])
+                # The edge's step (head op and stacking layers) is added whole to every
+                # partial architecture: what prune drops from it could never be kept after.
+                kept = prune(step_lat, step_logp)
+                step_lat, step_logp, heads, combos = (
+                    step_lat[kept],
+                    step_logp[kept],
+                    heads[kept],
+                    combos[kept],
+                )
             m = len(step_lat)
             parts.append(
                 _Front(
@@ -252,10 +320,8 @@ def pareto_architectures(
         )
         merged = merged.take(merged.lat + rest[node] <= limit)
         merged = merged.take(np.isfinite(merged.logp))
-        fronts[node] = merged.take(pareto(merged.lat, merged.logp))
-
-    final = fronts[space.final_node]
-    return [_backtrack(space, fronts, block_fronts, k) for k in range(len(final.lat))]
+        fronts[node] = merged.take(prune(merged.lat, merged.logp))
+    return fronts, block_fronts
 
 
 def _backtrack(space, fronts, block_fronts, index: int) -> Choice:
@@ -290,6 +356,42 @@ def fastest_architecture(
     return pareto_architectures(space, costs, alpha_head, alpha_stack, beta)[0]
 
 
+def _use_the_budget(space, costs, alpha_head, alpha_stack, beta, within, budget_ms, min_fraction):
+    """(the net derived, what the band did or None): ``within``, the most
+    probable net within the budget, unless it predicts under min_fraction x
+    budget_ms and a net of [min_fraction, 1] x budget_ms exists."""
+    if min_fraction <= 0 or within.latency_ms >= min_fraction * budget_ms - TOLERANCE_MS:
+        return within, None
+    low = min_fraction * budget_ms
+    banded = most_probable_in_band(space, costs, alpha_head, alpha_stack, beta, low, budget_ms)
+    band = {
+        "low_ms": low,
+        "met": banded is not None,
+        "most_probable_within_budget_ms": within.latency_ms,
+        "most_probable_within_budget_log_probability": within.log_probability,
+    }
+    return banded or within, band
+
+
+def budget_choice(
+    space: SearchSpace,
+    costs: LatencyCosts,
+    alpha_head: np.ndarray,
+    alpha_stack: np.ndarray,
+    beta: np.ndarray,
+    budget_ms: float,
+    min_fraction: float = 0.0,
+) -> Choice:
+    """The architecture ``derive_within_budget`` derives, as a Choice (None
+    when no architecture fits the budget)."""
+    front = pareto_architectures(space, costs, alpha_head, alpha_stack, beta, budget_ms)
+    if not front:
+        return None
+    return _use_the_budget(
+        space, costs, alpha_head, alpha_stack, beta, front[-1], budget_ms, min_fraction
+    )[0]
+
+
 def derive_within_budget(
     space: SearchSpace,
     costs: LatencyCosts,
@@ -300,14 +402,25 @@ def derive_within_budget(
     name: str = "derived",
     provenance: Mapping[str, Any] | None = None,
     tie_threshold: float = derive.DEFAULT_TIE_THRESHOLD,
+    min_fraction: float = 0.0,
 ) -> ArchSpec:
     """The most probable architecture (path and ops together) whose predicted
     latency is at most ``budget_ms``; ``BudgetError`` naming the fastest one
     when none fits. The provenance records the budget, the architecture's
     predicted latency and log-probability, what the paper's derivation (Viterbi
-    path, then argmax ops) would predict, and how many ops differ from argmax."""
+    path, then argmax ops) would predict, and how many ops differ from argmax.
+
+    ``min_fraction`` > 0 asks for the budget to be used: when the most probable
+    net within the budget predicts under ``min_fraction x budget_ms``, the most
+    probable one within [min_fraction, 1] x budget_ms is taken instead
+    (``most_probable_in_band``), and the provenance keeps the other's latency
+    and log-probability. When no net reaches the band (the space's slowest
+    is faster), the most probable within the budget stays, and the
+    provenance says so."""
     if not isinstance(budget_ms, (int, float)) or not np.isfinite(budget_ms) or budget_ms <= 0:
         raise BudgetError(f"a latency budget must be a number of ms > 0, got {budget_ms!r}")
+    if not isinstance(min_fraction, (int, float)) or not 0 <= min_fraction <= 1:
+        raise BudgetError(f"min_fraction must be a number in [0, 1], got {min_fraction!r}")
     alpha_head, alpha_stack = derive.checked_alphas(space, alpha_head, alpha_stack)
     front = pareto_architectures(space, costs, alpha_head, alpha_stack, beta, budget_ms)
     if not front:
@@ -322,7 +435,9 @@ def derive_within_budget(
             f"({spec.to_block_string()}); give a budget of at least {fastest.latency_ms:.4f} ms "
             "(--target_ms) or a space of smaller nets"
         )
-    best = front[-1]
+    best, band = _use_the_budget(
+        space, costs, alpha_head, alpha_stack, beta, front[-1], budget_ms, min_fraction
+    )
     paper = derive.derive_arch(space, alpha_head, alpha_stack, beta)
     paper_choice = derive.argmax_choices(alpha_head, alpha_stack)
     paper_ms = costs.arch_ms(space, tuple(paper.provenance["path"]), *paper_choice)
@@ -346,7 +461,10 @@ def derive_within_budget(
         "paper_derivation_fits": paper_ms <= budget_ms + TOLERANCE_MS,
         "front_size": len(front),
         "costs": costs.source,
+        "min_fraction": float(min_fraction),
     }
+    if band is not None:
+        info["budget"]["band"] = band
     info.update(provenance or {})
     return derive.arch_from_path(
         space, best.path, best.head_choice, best.stack_choice, name=name, provenance=info
