@@ -253,13 +253,35 @@ def test_the_budget_is_used_when_the_most_probable_net_leaves_it_unused():
         space, costs, **alphas, budget_ms=most[0] / 0.95, min_fraction=0.9
     )
     assert near.same_architecture(plain) and "band" not in near.provenance["budget"]
-    # Above the slowest net, no net reaches the band: the most probable stays.
+    # Above the slowest net, the band's low edge is 0.9 x that net's latency.
     slowest = max(a[0] for a in every)
+    assert budget.slowest_ms(space, costs) == pytest.approx(slowest, abs=1e-12)
     above = budget.derive_within_budget(
         space, costs, **alphas, budget_ms=2 * slowest, min_fraction=0.9
     ).provenance["budget"]
-    assert above["band"]["met"] is False
-    assert above["predicted_ms"] == pytest.approx(most[0])
+    best = max(_in_band(every, 0.9 * slowest, slowest), key=lambda a: a[1])
+    assert above["band"]["low_ms"] == pytest.approx(0.9 * slowest)
+    assert above["band"]["met"] is True
+    assert 0.9 * slowest <= above["predicted_ms"] <= slowest + 1e-12
+    assert above["log_probability"] <= best[1] + 1e-9
+    # A band no net falls in: the most probable within the budget stays. Head
+    # ops of 0.01 or 1 ms, nothing else but 0.05 ms fixed: nets take under
+    # 0.2 ms or over 1 ms, none within [0.45, 0.5] ms.
+    gapped = budget.LatencyCosts(
+        head_ms=np.tile([0.01, 1.0], (len(space.head_edges), 1)),
+        stack_ms=np.zeros_like(costs.stack_ms),
+        final_ms=np.zeros_like(costs.final_ms),
+        fixed_ms=0.05,
+    )
+    every = brute_force(space, gapped, **alphas)
+    assert not _in_band(every, 0.45, 0.5)
+    empty = budget.derive_within_budget(
+        space, gapped, **alphas, budget_ms=0.5, min_fraction=0.9
+    ).provenance["budget"]
+    assert empty["band"]["met"] is False
+    fits = max((a for a in every if a[0] <= 0.5), key=lambda a: a[1])
+    assert empty["predicted_ms"] == pytest.approx(fits[0])
+    assert empty["log_probability"] == pytest.approx(fits[1])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9"])

@@ -180,6 +180,24 @@ def _fastest_rest(space: SearchSpace, costs: LatencyCosts) -> dict[int, float]:
     return rest
 
 
+def slowest_ms(space: SearchSpace, costs: LatencyCosts) -> float:
+    """The greatest predicted latency of any architecture of the space."""
+    final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
+    rest = {space.final_node: 0.0}
+    for block in reversed(space.blocks):
+        worst = -np.inf
+        for edge in space.out_edges(block.index):
+            if edge.dst == space.final_node:
+                step = float(costs.final_ms[final_pos[edge.index]])
+            else:
+                step = float(np.max(costs.head_ms[space.head_row(edge)]))
+                step += sum(float(np.max(costs.stack_ms[r])) for r in space.stacking_rows(edge.dst))
+            worst = max(worst, step + rest[edge.dst])
+        rest[block.index] = worst
+    own = sum(float(np.max(costs.stack_ms[r])) for r in space.stacking_rows(0))
+    return float(costs.fixed_ms) + own + rest[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """One architecture: its path, ops by alpha row, latency and log-probability."""
@@ -358,11 +376,15 @@ def fastest_architecture(
 
 def _use_the_budget(space, costs, alpha_head, alpha_stack, beta, within, budget_ms, min_fraction):
     """(the net derived, what the band did or None): ``within``, the most
-    probable net within the budget, unless it predicts under min_fraction x
-    budget_ms and a net of [min_fraction, 1] x budget_ms exists."""
-    if min_fraction <= 0 or within.latency_ms >= min_fraction * budget_ms - TOLERANCE_MS:
+    probable net within the budget, unless it predicts under the band's low
+    edge and a net of the band exists. The band is [min_fraction, 1] x
+    budget_ms, its low edge min_fraction x the space's slowest net when the
+    budget is above that (so a greater budget never derives a faster net)."""
+    if min_fraction <= 0:
         return within, None
-    low = min_fraction * budget_ms
+    low = min_fraction * min(budget_ms, slowest_ms(space, costs))
+    if within.latency_ms >= low - TOLERANCE_MS:
+        return within, None
     banded = most_probable_in_band(space, costs, alpha_head, alpha_stack, beta, low, budget_ms)
     band = {
         "low_ms": low,
@@ -414,9 +436,9 @@ def derive_within_budget(
     net within the budget predicts under ``min_fraction x budget_ms``, the most
     probable one within [min_fraction, 1] x budget_ms is taken instead
     (``most_probable_in_band``), and the provenance keeps the other's latency
-    and log-probability. When no net reaches the band (the space's slowest
-    is faster), the most probable within the budget stays, and the
-    provenance says so."""
+    and log-probability. A budget above the space's slowest net asks for at
+    least min_fraction of that net's latency. When no net falls in the band,
+    the most probable within the budget stays, and the provenance says so."""
     if not isinstance(budget_ms, (int, float)) or not np.isfinite(budget_ms) or budget_ms <= 0:
         raise BudgetError(f"a latency budget must be a number of ms > 0, got {budget_ms!r}")
     if not isinstance(min_fraction, (int, float)) or not 0 <= min_fraction <= 1:
