@@ -122,6 +122,8 @@ def run_main_job(
     spec, summary = searched.arch, searched.summary
     table = LatencyTable.load(run_dir / "search" / "latency_table.json")
     int8_table, int8_predicted = _int8_prediction(spec, config.space, int8_latency_table, log)
+    if int8_latency_table is None:  # the shipped one: scaled as the float table was
+        int8_table, int8_predicted = _scaled_like_float(int8_table, int8_predicted, table_choice)
     done("search")
 
     stage("train")
@@ -222,7 +224,9 @@ def run_main_job(
         "predicted_latency_ms": table.predicted_ms(spec),
         "measured_latency_ms": measured["none"]["latency_ms"],
         "measured_int8_latency_ms": measured["int8"]["latency_ms"],
-        "budget_net_measured_ms": measured.get("budget_net", {}).get("latency_ms"),
+        "budget_net_measured_ms": (
+            measured.get("budget_net", {}).get("latency_ms") if target_ms is None else None
+        ),
         "predicted_int8_latency_ms": int8_predicted,
         "int8_latency_table": int8_table,
         "params": metrics["params"],
@@ -284,7 +288,7 @@ def _table_for_this_machine(space, out_dir: Path, log) -> dict[str, str]:
                     f"before, {fit['mape_percent_after']:.1f} % after"
                 )
                 log(f"latency table {path}: the shipped one {how}")
-                return {"path": str(path), "how": f"shipped, {how}"}
+                return {"path": str(path), "how": f"shipped, {how}", "factor": fit["factor"]}
         else:
             if check["checked"]:
                 write_text_atomic(out_dir / "shipped_table_check.json", json.dumps(check, indent=2))
@@ -298,6 +302,16 @@ def _table_for_this_machine(space, out_dir: Path, log) -> dict[str, str]:
     path = out_dir / default_table_path(space.name).name
     build_table(space, path, log=log)
     return {"path": str(path), "how": "measured here by this job"}
+
+
+def _scaled_like_float(int8_table, int8_predicted, table_choice):
+    """The shipped int8 table's prediction, scaled by the factor the shipped
+    float table was scaled by (both measured on the same machine and day; the
+    factor is this machine's speed against that day's), with its name saying so."""
+    factor = table_choice.get("factor")
+    if factor is None or int8_predicted is None:
+        return int8_table, int8_predicted
+    return f"{int8_table} (scaled x{factor:.3f} as the float table)", int8_predicted * factor
 
 
 def _int8_prediction(

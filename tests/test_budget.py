@@ -210,7 +210,7 @@ def test_the_band_derivation_against_brute_force(seed, quantile):
     )
     assert fine.log_probability == pytest.approx(best[1], abs=1e-9)
     assert fine.latency_ms == pytest.approx(best[0], abs=1e-12)
-    assert fine.path == best[2] and fine.stack_choice == best[4]
+    assert fine.path == best[2] and fine.head_choice == best[3] and fine.stack_choice == best[4]
     coarse = budget.most_probable_in_band(space, costs, **alphas, low_ms=low, high_ms=high)
     assert low - budget.TOLERANCE_MS <= coarse.latency_ms <= high + budget.TOLERANCE_MS
     assert coarse.latency_ms == pytest.approx(
@@ -259,11 +259,22 @@ def test_the_budget_is_used_when_the_most_probable_net_leaves_it_unused():
     above = budget.derive_within_budget(
         space, costs, **alphas, budget_ms=2 * slowest, min_fraction=0.9
     ).provenance["budget"]
-    best = max(_in_band(every, 0.9 * slowest, slowest), key=lambda a: a[1])
     assert above["band"]["low_ms"] == pytest.approx(0.9 * slowest)
     assert above["band"]["met"] is True
     assert 0.9 * slowest <= above["predicted_ms"] <= slowest + 1e-12
-    assert above["log_probability"] <= best[1] + 1e-9
+    # However far above: the same net, and as probable as every net of the band
+    # shrunk by the pruning's reach (bins over the slowest net, not the budget).
+    reach = (len(space.stacking_layers) + 2 * len(space.blocks) + 1) * slowest / budget.BAND_BINS
+    shrunk = _in_band(every, 0.9 * slowest + reach, slowest - reach)
+    assert above["log_probability"] >= max(a[1] for a in shrunk) - 1e-9
+    far = budget.derive_within_budget(
+        space, costs, **alphas, budget_ms=100 * slowest, min_fraction=0.9
+    ).provenance["budget"]
+    assert far["band"]["met"] is True
+    assert (far["predicted_ms"], far["log_probability"]) == (
+        above["predicted_ms"],
+        above["log_probability"],
+    )
     # A band no net falls in: the most probable within the budget stays. Head
     # ops of 0.01 or 1 ms, nothing else but 0.05 ms fixed: nets take under
     # 0.2 ms or over 1 ms, none within [0.45, 0.5] ms.
@@ -284,7 +295,7 @@ def test_the_budget_is_used_when_the_most_probable_net_leaves_it_unused():
     assert empty["log_probability"] == pytest.approx(fits[1])
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9"])
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.9", True, float("nan")])
 def test_a_min_fraction_outside_0_1_is_refused(bad):
     space = small_space()
     costs, alphas = random_problem(space, 0)

@@ -113,6 +113,15 @@ def test_a_shipped_table_off_by_one_factor_is_scaled_not_measured_again(
     scaled_path = tmp_path / "fashion_mnist_tflite_t1_b1_scaled.json"
     assert choice["path"] == str(scaled_path)
     assert choice["how"].startswith("shipped, scaled x1.470 to this machine: 47.0 % mean error")
+    assert choice["factor"] == pytest.approx(1.47)
+    # The shipped int8 table's prediction is scaled alike; unscaled choices leave it.
+    name, predicted = main_job._scaled_like_float("int8.json", 0.3, choice)
+    assert (
+        predicted == pytest.approx(0.3 * 1.47)
+        and name == "int8.json (scaled x1.470 as the float table)"
+    )
+    assert main_job._scaled_like_float("int8.json", 0.3, {"how": "given"}) == ("int8.json", 0.3)
+    assert main_job._scaled_like_float(None, None, choice) == (None, None)
     scaled = LatencyTable.load(scaled_path)
     assert scaled.provenance["scaled"]["factor"] == pytest.approx(1.47)
     assert scaled.provenance["scaled"]["from"] == str(default_table_path("fashion_mnist"))

@@ -166,7 +166,11 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
         # From the final checkpoint under the run's budget and min_fraction: the
         # net the search derives now, also for a search finished by an older
         # derivation (the checkpoint holds the same alpha and beta).
-        spec = derive_from_checkpoint(run_dir / label)
+        derived = derive_from_checkpoint(run_dir / label)
+        # The search's own name, and no checkpoint path in the provenance: the spec a
+        # training records must not change with how run_dir is spelled.
+        provenance = {k: v for k, v in derived.provenance.items() if k != "checkpoint"}
+        spec = dataclasses.replace(derived, name=result.arch.name, provenance=provenance)
         band = spec.provenance["budget"].get("band")
         if band:
             info["most_probable_within_budget_ms"] = band["most_probable_within_budget_ms"]

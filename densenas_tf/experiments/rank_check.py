@@ -146,10 +146,16 @@ def searched_choice(space, costs, arrays, config: SearchConfig) -> budget.Choice
     net within it, else the Viterbi path with each layer's argmax op."""
     objective = config.objective
     if objective.get("kind") == "budget":
-        return budget.budget_choice(
+        choice = budget.budget_choice(
             space, costs, **arrays, budget_ms=float(objective["target_ms"]),
             min_fraction=objective.get("min_fraction", Objective.min_fraction),
         )  # fmt: skip
+        if choice is None:
+            raise RankCheckError(
+                f"no net of space {space.name!r} fits the search's budget of "
+                f"{float(objective['target_ms']):.4g} ms on its table: not a finished budget search"
+            )
+        return choice
     path = derive.viterbi_path(space, derive.path_probabilities(space, arrays["beta"]))
     heads, stacks = derive.argmax_choices(arrays["alpha_head"], arrays["alpha_stack"])
     return budget.Choice(path, heads, stacks, costs.arch_ms(space, path, heads, stacks), 0.0)
