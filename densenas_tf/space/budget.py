@@ -165,39 +165,30 @@ def _stacking_front(
     return lat, logp, choices
 
 
-def _fastest_rest(space: SearchSpace, costs: LatencyCosts) -> dict[int, float]:
-    """Per node, the least latency from it (its own stacking layers counted) to the end."""
+def _fastest_rest(space: SearchSpace, costs: LatencyCosts, pick=np.min) -> dict[int, float]:
+    """Per node, the least latency from it (the stacking layers of the blocks
+    after it counted) to the end; with ``pick=np.max``, the greatest."""
     final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
     rest = {space.final_node: 0.0}
     for block in reversed(space.blocks):
-        best = np.inf
+        totals = []
         for edge in space.out_edges(block.index):
             if edge.dst == space.final_node:
                 step = float(costs.final_ms[final_pos[edge.index]])
             else:
-                step = float(np.min(costs.head_ms[space.head_row(edge)]))
-                step += sum(float(np.min(costs.stack_ms[r])) for r in space.stacking_rows(edge.dst))
-            best = min(best, step + rest[edge.dst])
-        rest[block.index] = best
+                step = float(pick(costs.head_ms[space.head_row(edge)]))
+                step += sum(float(pick(costs.stack_ms[r])) for r in space.stacking_rows(edge.dst))
+            totals.append(step + rest[edge.dst])
+        rest[block.index] = (
+            float(pick(totals)) if totals else (np.inf if pick is np.min else -np.inf)
+        )
     return rest
 
 
 def slowest_ms(space: SearchSpace, costs: LatencyCosts) -> float:
     """The greatest predicted latency of any architecture of the space."""
-    final_pos = {e.index: k for k, e in enumerate(space.final_edges)}
-    rest = {space.final_node: 0.0}
-    for block in reversed(space.blocks):
-        worst = -np.inf
-        for edge in space.out_edges(block.index):
-            if edge.dst == space.final_node:
-                step = float(costs.final_ms[final_pos[edge.index]])
-            else:
-                step = float(np.max(costs.head_ms[space.head_row(edge)]))
-                step += sum(float(np.max(costs.stack_ms[r])) for r in space.stacking_rows(edge.dst))
-            worst = max(worst, step + rest[edge.dst])
-        rest[block.index] = worst
     own = sum(float(np.max(costs.stack_ms[r])) for r in space.stacking_rows(0))
-    return float(costs.fixed_ms) + own + rest[0]
+    return float(costs.fixed_ms) + own + _fastest_rest(space, costs, pick=np.max)[0]
 
 
 @dataclasses.dataclass(frozen=True)
