@@ -315,6 +315,15 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
         stamps
     )
     assert again["rows"] == results["rows"]
+    # The records alone resume the run elsewhere: nothing is searched, trained or timed again.
+    moved = tmp_path / "moved"
+    copied = equal_latency.copy_records(out, moved)
+    assert {p.parts[1] for p in copied if p.parts[0] == "seed0"} == {
+        "searched", "archs", "random_x0.75", "train"
+    }  # fmt: skip
+    third = equal_latency.run_equal_latency(moved, plan, log=lambda line: None)
+    assert third["rows"] == results["rows"]
+    assert not list(moved.rglob("ckpt")) and not list(moved.rglob("*.keras"))
 
 
 def test_the_band_sampler_prices_draws_as_the_table_and_keeps_only_the_band():

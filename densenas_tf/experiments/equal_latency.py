@@ -15,9 +15,14 @@ each budget and each seed:
 
 Every net is retrained with the same recipe and seed, tested, and timed here
 in interleaved rounds. Per budget the verdict of DenseNAS against each other
-method follows the two-standard-error rule. Each stage resumes (searches,
-random searches and trainings keep their directories; measured latencies their
-``latency.json``), so the command can be stopped and run again.
+method follows the two-standard-error rule. Each stage resumes, so the command can be
+stopped and run again. A finished stage leaves a small record that is all a
+resumed run needs of it: a search its net in ``seedN/searched/LABEL.json``, a
+random search ``seedN/random_W/result.json``, a training ``metrics.json`` beside
+its ``train_config.json``, a timing ``latency.json``; with ``budgets.json`` and
+the measured tables in ``latency/``, these records move a run to another
+machine without its checkpoints or trained models (nets are timed as built
+from their ArchSpecs).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
-from densenas_tf.latency.measure import mobilenet_v2_budget
+from densenas_tf.latency.measure import arch_timer, mobilenet_v2_budget
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
@@ -64,6 +69,31 @@ class EqualLatencyPlan:
     latency_rounds: int = 5
     latency_tables: str = "measure"  # or "shipped" (quick checks of the pipeline)
     seed: int = 0  # the data's subset
+
+
+# The small records a resumed run needs (patterns under run_dir); see copy_records.
+RECORDS = (
+    "budgets.json",
+    "latency/*.json",
+    "seed*/searched/*.json",
+    "seed*/archs/*.json",
+    "seed*/random_*/result.json",
+    "seed*/train/*/train_config.json",
+    "seed*/train/*/metrics.json",
+    "seed*/train/*/latency.json",
+)
+
+
+def copy_records(run_dir: str | Path, to: str | Path) -> list[Path]:
+    """Copies a run's records (RECORDS) to another directory, which then resumes
+    the run from where the records leave it, with no checkpoint or trained
+    model; returns the files copied (relative to run_dir)."""
+    run_dir, to = Path(run_dir), Path(to)
+    copied = sorted({p.relative_to(run_dir) for pattern in RECORDS for p in run_dir.glob(pattern)})
+    for rel in copied:
+        (to / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(to / rel, (run_dir / rel).read_bytes())
+    return copied
 
 
 REDUCED = EqualLatencyPlan(
@@ -115,7 +145,16 @@ def run_equal_latency(
     rows = []
     for seed in plan.seeds:
         rows += _run_seed(run_dir / f"seed{seed}", plan, seed, tables, budgets, data, log)
-    latencies = compare.measure_latencies([Path(r["model_dir"]) for r in rows], plan, log)
+    # Each net is timed as built from its ArchSpec (weights do not change a float
+    # net's latency), the way the budgets and the tables are measured: the timing
+    # needs only the small records a resumed run keeps, not the trained models.
+    specs = {Path(r["model_dir"]): r.pop("spec") for r in rows}
+    latencies = compare.measure_latencies(
+        list(specs),
+        plan,
+        log,
+        make_timer=lambda model_dir: arch_timer(specs[model_dir], "tflite", 1),
+    )
     for row in rows:
         row["tflite_ms"] = latencies[Path(row.pop("model_dir"))]
     summary = compare.summarise(rows)
@@ -149,6 +188,13 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
 
     def search(label, family, space, width) -> None:
         target = budgets[width_label(width)]["target_ms"]
+        record = run_dir / "searched" / f"{label}.json"
+        if record.is_file():  # finished before: its net, without the search's directory
+            saved = json.loads(record.read_text())
+            log(f"== seed {seed}: search {label} finished before ({record})")
+            spec = ArchSpec.from_dict(saved["arch"], source=str(record))
+            nets.append((label, family, width, spec, saved["info"]))
+            return
         overrides = (
             f"space={space}",
             f"seed={seed}",
@@ -174,6 +220,10 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
         band = spec.provenance["budget"].get("band")
         if band:
             info["most_probable_within_budget_ms"] = band["most_probable_within_budget_ms"]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            record, json.dumps({"arch": spec.to_dict(), "info": info}, indent=2) + "\n"
+        )
         nets.append((label, family, width, spec, info))
 
     config = load_search_config(plan.search_config, plan.search_overrides)
@@ -231,6 +281,7 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
                 "arch": spec.to_block_string(),
                 "test_accuracy": metrics["test_accuracy"],
                 "model_dir": str(run_dir / "train" / label),
+                "spec": spec,
                 "predicted_ms": predicted,
                 "params": cost.params,
                 "mult_adds": cost.mult_adds,
