@@ -80,6 +80,44 @@ def test_the_drawn_nets_fall_one_in_each_slice_of_the_range():
         rank_check.sample_nets(space, costs, 3, 5.0, 6.0, seed=0, tries=500)
 
 
+def test_the_fine_tuned_score_trains_the_path_alone_and_puts_the_weights_back():
+    """At learning rate 0 the fine-tuned score is the path-alone score; at a real
+    rate it moves; either way every supernet variable ends as it began."""
+    import tensorflow as tf
+
+    from densenas_tf.nn.supernet import SuperNet
+
+    space = SearchSpace.from_config(MICRO)
+    net = SuperNet.from_space(space, arch_init_seed=0)
+    net(tf.zeros((1, *space.input_shape)), mode="all", training=False)
+    rng = np.random.default_rng(0)
+    split = (
+        rng.integers(0, 256, size=(96, *space.input_shape), dtype=np.uint8),
+        rng.integers(0, space.num_classes, size=96).astype(np.int32),
+    )
+    choices = rank_check.sample_nets(space, _costs(space), 2, 0.1, 0.2, seed=3)
+    alone = rank_check.score_nets(net, choices, split, 32, lambda line: None)
+    before = [v.numpy() for v in net.variables]  # scoring moves the moving BN statistics
+    still = rank_check.RankPlan(
+        finetune_steps=2, finetune_lr=0.0, score_batch=32, finetune_batch=32
+    )
+    frozen = rank_check.finetune_scores(net, choices, split, split, still, lambda line: None)
+    assert [s["accuracy"] for s in frozen] == [s["accuracy"] for s in alone]
+    assert [s["cross_entropy"] for s in frozen] == pytest.approx(
+        [s["cross_entropy"] for s in alone], rel=1e-5
+    )
+    moving = rank_check.RankPlan(
+        finetune_steps=4, finetune_lr=0.5, score_batch=32, finetune_batch=32
+    )
+    tuned = rank_check.finetune_scores(net, choices, split, split, moving, lambda line: None)
+    assert all(s["steps"] == 4 for s in tuned)  # more than one pass of 3 batches
+    assert [s["cross_entropy"] for s in tuned] != pytest.approx(
+        [s["cross_entropy"] for s in alone], rel=1e-3
+    )
+    for v, value in zip(net.variables, before):
+        np.testing.assert_array_equal(v.numpy(), value)
+
+
 @pytest.mark.slow
 def test_a_small_rank_check_runs_end_to_end_and_resumes(tmp_path):
     """On a micro search against a made-up table: every net is scored on the
@@ -94,7 +132,7 @@ def test_a_small_rank_check_runs_end_to_end_and_resumes(tmp_path):
     run_search(config, tmp_path / "search", log=lambda line: None)
     plan = rank_check.RankPlan(
         num_nets=3, train_epochs=1, train_limit=128, test_limit=200, train_seeds=(0, 1),
-        score_batch=32, bootstrap=200,
+        score_batch=32, bootstrap=200, finetune_steps=3, finetune_batch=32,
     )  # fmt: skip
     out = tmp_path / "rank"
     result = rank_check.run_rank_check(tmp_path / "search", out, plan, log=lambda line: None)
@@ -107,6 +145,10 @@ def test_a_small_rank_check_runs_end_to_end_and_resumes(tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     assert [n["supernet_accuracy"] for n in nets] == [s["accuracy"] for s in scores]
     assert all(s["images"] == 64 for s in scores)  # the architecture split: 20 % of 320
+    tuned = json.loads((out / "scores_finetuned_3_lr0.01.json").read_text())
+    assert [n["finetuned_accuracy"] for n in nets] == [s["accuracy"] for s in tuned]
+    assert all(s["steps"] == 3 and s["images"] == 64 for s in tuned)
+    assert result["finetune"] == {"steps": 3, "lr": 0.01}
     for n in nets:
         for seed, accuracy in zip((0, 1), n["standalone_accuracy"]):
             metrics = json.loads((out / n["name"] / f"seed_{seed}" / "metrics.json").read_text())
@@ -118,6 +160,7 @@ def test_a_small_rank_check_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "rank_check.png").read_bytes()[:4] == b"\x89PNG"
     text = (out / "rank_check.md").read_text()
     assert "supernet vs stand-alone" in text and "stand-alone seed vs seed" in text
+    assert "supernet fine-tuned vs stand-alone" in text
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
     again = rank_check.run_rank_check(tmp_path / "search", out, plan, log=lambda line: None)

@@ -33,6 +33,12 @@ TRAIN_LIMIT = flags.DEFINE_integer("train_limit", 20000, "Training images (0: al
 TEST_LIMIT = flags.DEFINE_integer("test_limit", 0, "Test images (0: all).")
 TRAIN_SEEDS = flags.DEFINE_list("train_seeds", ["0", "1"], "Stand-alone training seeds.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the drawn nets and the bootstrap.")
+FINETUNE_STEPS = flags.DEFINE_integer(
+    "finetune_steps", 100,
+    "Also score each net after this many steps of training its path alone from the "
+    "shared weights (0: no fine-tuned score).",
+)  # fmt: skip
+FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.01, "Learning rate of the fine-tuned score.")
 
 
 def main(argv):
@@ -52,6 +58,8 @@ def main(argv):
         train_seeds=seeds,
         seed=SEED.value,
         checkpoint=CHECKPOINT.value,
+        finetune_steps=FINETUNE_STEPS.value,
+        finetune_lr=FINETUNE_LR.value,
     )
     run_dir = Path(RUN_DIR.value)
     out_dir = OUT_DIR.value or run_dir.parent / f"{run_dir.name}_rank_check"

@@ -65,6 +65,12 @@ class RankPlan:
     bootstrap: int = 2000
     seed: int = 0
     checkpoint: str | None = None  # default: the search's latest
+    # A second supernet score: each net's path trained alone from the shared
+    # weights for this many steps (SGD, momentum 0.9, on the weight split), then
+    # scored as above; the shared weights are restored after each net. 0: off.
+    finetune_steps: int = 100
+    finetune_lr: float = 0.01
+    finetune_batch: int = 128
 
 
 # ----- statistics -----------------------------------------------------------------------
@@ -235,26 +241,87 @@ def load_search(search_dir: Path, checkpoint: str | None):
 def score_nets(net, choices, arch_split, batch_size: int, log) -> list[dict[str, float]]:
     """Each net's accuracy and cross-entropy on the shared weights, run alone
     over the architecture split, BN on batch statistics."""
+
+    scores = []
+    for k, choice in enumerate(choices):
+        scores.append(_accuracy_alone(net, choice, arch_split, batch_size))
+        log(f"supernet score {k + 1}/{len(choices)}: accuracy {scores[-1]['accuracy']:.4f}")
+    return scores
+
+
+def _accuracy_alone(net, choice, arch_split, batch_size: int) -> dict[str, float]:
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
+    hits = total = loss = 0.0
+    for images, labels in distributed_batches(arch_split, strategy, batch_size, None, 0):
+        logits = net.path_call(
+            images, choice.path, choice.head_choice, choice.stack_choice, training=True
+        )
+        labels = tf.cast(labels, tf.int32)
+        hits += float(tf.reduce_sum(tf.cast(tf.argmax(logits, -1, tf.int32) == labels, tf.float32)))
+        loss += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)))
+        total += int(labels.shape[0])
+    return {"accuracy": hits / total, "cross_entropy": loss / total, "images": total}
+
+
+def finetune_scores(
+    net, choices, weight_split, arch_split, plan: RankPlan, log
+) -> list[dict[str, float]]:
+    """Each net's path trained alone from the shared weights for
+    ``plan.finetune_steps`` steps of ``plan.finetune_batch`` images of the weight split (plain
+    cross-entropy, SGD with momentum 0.9 at ``plan.finetune_lr``), then scored
+    as ``score_nets`` does. Every net starts from the search's weights: all of
+    the supernet's weights and batch-norm statistics are put back after each."""
+    import keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    arch_ids = {id(v) for v in net.arch_variables}
+    state = [v for v in net.variables if id(v) not in arch_ids]
+    saved = [v.numpy() for v in state]
+    trainable = [v for v in net.trainable_variables if id(v) not in arch_ids]
     scores = []
     for k, choice in enumerate(choices):
-        hits = total = loss = 0.0
-        for images, labels in distributed_batches(arch_split, strategy, batch_size, None, 0):
-            logits = net.path_call(
-                images, choice.path, choice.head_choice, choice.stack_choice, training=True
+        optimizer = keras.optimizers.SGD(plan.finetune_lr, momentum=0.9)
+        steps = 0
+        while steps < plan.finetune_steps:  # passes over the weight split, each shuffled anew
+            batches = distributed_batches(
+                weight_split, strategy, plan.finetune_batch, plan.seed + steps, 0
             )
-            labels = tf.cast(labels, tf.int32)
-            hits += float(
-                tf.reduce_sum(tf.cast(tf.argmax(logits, -1, tf.int32) == labels, tf.float32))
-            )
-            loss += float(
-                tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            )
-            total += int(labels.shape[0])
-        scores.append({"accuracy": hits / total, "cross_entropy": loss / total, "images": total})
-        log(f"supernet score {k + 1}/{len(choices)}: accuracy {hits / total:.4f}")
+            before = steps
+            for images, labels in batches:
+                with tf.GradientTape() as tape:
+                    logits = net.path_call(
+                        images, choice.path, choice.head_choice, choice.stack_choice,
+                        training=True, weight_gradients=True,
+                    )  # fmt: skip
+                    loss = tf.reduce_mean(
+                        tf.nn.sparse_softmax_cross_entropy_with_logits(
+                            tf.cast(labels, tf.int32), logits
+                        )
+                    )
+                grads = tape.gradient(loss, trainable)
+                optimizer.apply_gradients(
+                    [(g, v) for g, v in zip(grads, trainable) if g is not None]
+                )
+                steps += 1
+                if steps == plan.finetune_steps:
+                    break
+            if steps == before:
+                raise RankCheckError(
+                    f"the weight split holds less than one batch of {plan.finetune_batch} "
+                    "images to fine-tune on; lower the fine-tuning batch"
+                )
+        scores.append(
+            {**_accuracy_alone(net, choice, arch_split, plan.score_batch), "steps": steps}
+        )
+        for v, value in zip(state, saved):
+            v.assign(value)
+        log(
+            f"fine-tuned score {k + 1}/{len(choices)} ({steps} steps): "
+            f"accuracy {scores[-1]['accuracy']:.4f}"
+        )
     return scores
 
 
@@ -308,6 +375,16 @@ def run_rank_check(
         return score_nets(net, choices, arch_split, plan.score_batch, log)
 
     scores = cached_json(out_dir / "scores.json", score)
+    finetuned = None
+    if plan.finetune_steps:
+        # Cached by its settings: other steps or rates score again, beside.
+        name = f"scores_finetuned_{plan.finetune_steps}_lr{plan.finetune_lr:g}.json"
+
+        def score_finetuned():
+            weight_split, arch_split = load_search_data(config)
+            return finetune_scores(net, choices, weight_split, arch_split, plan, log)
+
+        finetuned = cached_json(out_dir / name, score_finetuned)
     arch_file = search_dir / "arch.json"
     if arch_file.is_file() and not specs[0].same_architecture(
         ArchSpec.from_json(arch_file.read_text())
@@ -340,21 +417,21 @@ def run_rank_check(
                 log=log,
             )
             standalone[k, s] = metrics["test_accuracy"]
-    result = summarise(plan, drawn, specs, scores, standalone, search_dir)
+    result = summarise(plan, drawn, specs, scores, standalone, search_dir, finetuned)
     write_text_atomic(out_dir / "rank_check.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out_dir / "rank_check.md", format_rank_check(result) + "\n")
     write_bytes_atomic(out_dir / "rank_check.png", scatter_png(result))
     return result
 
 
-def summarise(plan, drawn, specs, scores, standalone, search_dir) -> dict[str, Any]:
+def summarise(plan, drawn, specs, scores, standalone, search_dir, finetuned=None) -> dict[str, Any]:
     mean = standalone.mean(axis=1)
     supernet = np.array([s["accuracy"] for s in scores])
     latency = np.array([n["predicted_ms"] for n in drawn["nets"]])
     seeds = {}
     if standalone.shape[1] > 1:
         seeds = correlation(standalone[:, 0], standalone[:, 1], plan.bootstrap, plan.seed)
-    return {
+    result = {
         "search_dir": str(search_dir),
         "checkpoint": drawn["checkpoint"],
         "range_ms": drawn["range_ms"],
@@ -380,6 +457,13 @@ def summarise(plan, drawn, specs, scores, standalone, search_dir) -> dict[str, A
         "standalone_seed_to_seed": seeds,
         "latency_vs_standalone": correlation(latency, mean, plan.bootstrap, plan.seed),
     }
+    if finetuned is not None:
+        tuned = np.array([s["accuracy"] for s in finetuned])
+        for k, n in enumerate(result["nets"]):
+            n["finetuned_accuracy"] = float(tuned[k])
+        result["finetune"] = {"steps": plan.finetune_steps, "lr": plan.finetune_lr}
+        result["finetuned_vs_standalone"] = correlation(tuned, mean, plan.bootstrap, plan.seed)
+    return result
 
 
 def _interval(c: dict[str, Any], key: str) -> str:
@@ -395,14 +479,27 @@ def format_rank_check(r: dict[str, Any]) -> str:
         f"{t['epochs']} epochs on {t['train_limit'] or 'all'} training images, seeds "
         f"{t['seeds']}, tested on the test images",
         "",
-        "| net | predicted ms | supernet accuracy (path alone) | stand-alone accuracy (mean) |",
-        "|---|---|---|---|",
+    ]
+    tuned = "finetuned_vs_standalone" in r
+    if tuned:
+        f = r["finetune"]
+        lines += [
+            f"Fine-tuned: each path trained alone from the shared weights for {f['steps']} "
+            f"steps at lr {f['lr']:g}, then scored the same way.",
+            "",
+        ]
+    lines += [
+        "| net | predicted ms | supernet accuracy (path alone) | "
+        + ("fine-tuned | " if tuned else "")
+        + "stand-alone accuracy (mean) |",
+        "|---|---|---|" + ("---|" if tuned else "") + "---|",
     ]
     for n in r["nets"]:
         runs = " / ".join(f"{a:.4f}" for a in n["standalone_accuracy"])
         lines.append(
             f"| {n['name']} | {n['predicted_ms']:.3f} | {n['supernet_accuracy']:.4f} | "
-            f"{runs} ({n['standalone_mean']:.4f}) |"
+            + (f"{n['finetuned_accuracy']:.4f} | " if tuned else "")
+            + f"{runs} ({n['standalone_mean']:.4f}) |"
         )
     lines += [
         "",
@@ -413,6 +510,7 @@ def format_rank_check(r: dict[str, Any]) -> str:
     ]
     pairs = [
         ("supernet vs stand-alone", r["supernet_vs_standalone"]),
+        ("supernet fine-tuned vs stand-alone", r.get("finetuned_vs_standalone")),
         ("stand-alone seed vs seed", r["standalone_seed_to_seed"]),
         ("predicted latency vs stand-alone", r["latency_vs_standalone"]),
     ]
@@ -421,16 +519,26 @@ def format_rank_check(r: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {_interval(c, 'kendall_tau')} | {_interval(c, 'spearman_rho')} |"
             )
-    c = r["supernet_vs_standalone"]
-    low = c["kendall_tau_95"][0]
-    lines += [
-        "",
-        "The supernet's ranking agrees with training alone beyond chance (the tau "
-        "interval excludes 0)."
-        if low > 0
-        else "The tau interval includes 0: this check cannot tell the supernet's ranking "
-        "from chance.",
-    ]
+    lines.append("")
+    for key, what in (
+        ("supernet_vs_standalone", "The supernet's ranking (paths alone)"),
+        ("finetuned_vs_standalone", "The fine-tuned ranking"),
+    ):
+        if key not in r:
+            continue
+        low, high = r[key]["kendall_tau_95"]
+        if low > 0:
+            lines.append(
+                f"{what} agrees with training alone beyond chance (its tau interval excludes 0)."
+            )
+        elif high < 0:
+            lines.append(
+                f"{what} runs against training alone beyond chance (its tau interval is below 0)."
+            )
+        else:
+            lines.append(
+                f"{what}: the tau interval includes 0, so this check cannot tell it from chance."
+            )
     return "\n".join(lines)
 
 
@@ -443,26 +551,36 @@ def scatter_png(r: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
     nets = r["nets"]
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
-    for n in nets:
-        runs = n["standalone_accuracy"]
-        ax.errorbar(
-            n["supernet_accuracy"],
-            n["standalone_mean"],
-            yerr=[[n["standalone_mean"] - min(runs)], [max(runs) - n["standalone_mean"]]],
-            fmt="*" if n["name"] == "searched" else "o",
-            color="tab:red" if n["name"] == "searched" else "tab:blue",
-            markersize=11 if n["name"] == "searched" else 5,
-            capsize=2,
+    panels = [("supernet_accuracy", "supernet_vs_standalone", "path alone")]
+    if "finetuned_vs_standalone" in r:
+        panels.append(
+            (
+                "finetuned_accuracy",
+                "finetuned_vs_standalone",
+                f"fine-tuned {r['finetune']['steps']} steps",
+            )
         )
-    c = r["supernet_vs_standalone"]
-    ax.set_xlabel("supernet accuracy, path alone (architecture split)")
-    ax.set_ylabel("stand-alone test accuracy (range over seeds)")
-    ax.set_title(
-        f"tau {c['kendall_tau']:+.2f} [{c['kendall_tau_95'][0]:+.2f}, "
-        f"{c['kendall_tau_95'][1]:+.2f}], {len(nets)} nets (star: searched)"
-    )
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=110, squeeze=False)
+    for ax, (score, pair, what) in zip(axes[0], panels):
+        for n in nets:
+            runs = n["standalone_accuracy"]
+            ax.errorbar(
+                n[score],
+                n["standalone_mean"],
+                yerr=[[n["standalone_mean"] - min(runs)], [max(runs) - n["standalone_mean"]]],
+                fmt="*" if n["name"] == "searched" else "o",
+                color="tab:red" if n["name"] == "searched" else "tab:blue",
+                markersize=11 if n["name"] == "searched" else 5,
+                capsize=2,
+            )
+        c = r[pair]
+        ax.set_xlabel(f"supernet accuracy, {what} (architecture split)")
+        ax.set_ylabel("stand-alone test accuracy (range over seeds)")
+        ax.set_title(
+            f"tau {c['kendall_tau']:+.2f} [{c['kendall_tau_95'][0]:+.2f}, "
+            f"{c['kendall_tau_95'][1]:+.2f}], {len(nets)} nets (star: searched)"
+        )
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -407,6 +407,7 @@ class SuperNet(keras.Model):
         head_choice: dict[int, int],
         stack_choice: dict[int, int],
         training: bool = True,
+        weight_gradients: bool = False,
     ):
         """Logits of one net of the space run on the supernet's shared weights:
         only its path (the chosen head on each edge, then the entered block's
@@ -415,11 +416,12 @@ class SuperNet(keras.Model):
         Nothing is weighted by alpha or beta and no other block runs. With
         ``training`` the batch norms use the batch's statistics (and update
         their moving ones); without, their moving statistics from the search,
-        which are those of the mixture, not of this net."""
+        which are those of the mixture, not of this net. ``weight_gradients``:
+        the ops give their kernels gradients (to train the net on them)."""
         space = self.space
         if path[0] != 0 or path[-1] != space.final_node:
             raise ValueError(f"a path runs from block 0 to node {space.final_node}, got {path}")
-        kwargs = {"training": training, "weight_gradients": False}
+        kwargs = {"training": training, "weight_gradients": weight_gradients}
         x = self.stem_op(self.stem_conv(tf.cast(images, self.compute_dtype), **kwargs), **kwargs)
         for src, dst in zip(path[:-1], path[1:]):
             edge = space.edge(src, dst)
