@@ -304,6 +304,7 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
     for row in rows.values():
         assert row["budget_ms"] == budget and 0 < row["test_accuracy"] <= 1
         assert row["tflite_ms"] > 0
+        assert row["timed_on"] == equal_latency.machine_description()
     assert {v["against"] for v in results["verdicts"]} == {"random search", "MobileNetV2"}
     assert all(v["verdict"].startswith("one seed") for v in results["verdicts"])
     text = (out / "equal_latency.md").read_text()

@@ -307,6 +307,7 @@ def measure_latencies(
     plan: ComparePlan,
     log: Callable[[str], None] = lambda line: None,
     make_timer: Callable[[Path], Callable[[int], float]] = _tflite_timer,
+    record: dict[str, Any] | None = None,
 ) -> dict[Path, float]:
     """Each trained model's measured latency (ms), cached in its ``latency.json``.
 
@@ -314,8 +315,9 @@ def measure_latencies(
     ``plan.latency_rounds`` rounds that each time every model once
     (``plan.latency_runs`` runs): a model's latency is the median of its
     rounds' medians. Whatever else the machine does while they are measured
-    falls on all of them alike, not on the few trained last. Delete the
-    ``latency.json`` files to measure every model again."""
+    falls on all of them alike, not on the few trained last. ``record``: more
+    fields for each ``latency.json``. Delete the ``latency.json`` files to
+    measure every model again."""
     latencies, missing = {}, []
     for model_dir in dict.fromkeys(model_dirs):
         path = model_dir / "latency.json"
@@ -336,8 +338,12 @@ def measure_latencies(
             rounds[model_dir].append(float(timers[model_dir](plan.latency_runs)))
     for model_dir in missing:
         latencies[model_dir] = float(np.median(rounds[model_dir]))
-        record = {"tflite_ms": latencies[model_dir], "round_medians_ms": rounds[model_dir]}
-        write_text_atomic(model_dir / "latency.json", json.dumps(record, indent=2) + "\n")
+        entry = {
+            "tflite_ms": latencies[model_dir],
+            "round_medians_ms": rounds[model_dir],
+            **(record or {}),
+        }
+        write_text_atomic(model_dir / "latency.json", json.dumps(entry, indent=2) + "\n")
     return latencies
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
-from densenas_tf.latency.measure import arch_timer, mobilenet_v2_budget
+from densenas_tf.latency.measure import arch_timer, device_description, mobilenet_v2_budget
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
@@ -112,6 +112,31 @@ REDUCED = EqualLatencyPlan(
 )
 
 
+def machine_description() -> str:
+    """This machine as ``device_description`` gives it, with its widest vector
+    instructions: CPUs of one model name differ there, and with them the
+    relative latency of ops."""
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if "avx512f" in flags:
+        extras = [
+            name
+            for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "bf16"))
+            if flag in flags
+        ]
+        isa = "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
+    elif "avx2" in flags:
+        isa = "AVX2"
+    else:
+        isa = "no AVX2"
+    return f"{device_description()}, {isa}"
+
+
 def width_label(width: float) -> str:
     return f"x{width:g}"
 
@@ -144,19 +169,26 @@ def run_equal_latency(
     )
     rows = []
     for seed in plan.seeds:
-        rows += _run_seed(run_dir / f"seed{seed}", plan, seed, tables, budgets, data, log)
-    # Each net is timed as built from its ArchSpec (weights do not change a float
-    # net's latency), the way the budgets and the tables are measured: the timing
-    # needs only the small records a resumed run keeps, not the trained models.
-    specs = {Path(r["model_dir"]): r.pop("spec") for r in rows}
-    latencies = compare.measure_latencies(
-        list(specs),
-        plan,
-        log,
-        make_timer=lambda model_dir: arch_timer(specs[model_dir], "tflite", 1),
-    )
-    for row in rows:
-        row["tflite_ms"] = latencies[Path(row.pop("model_dir"))]
+        seed_rows = _run_seed(run_dir / f"seed{seed}", plan, seed, tables, budgets, data, log)
+        # Each seed's nets are timed when its trainings end, with its MobileNetV2s
+        # in the same interleaved rounds, on the machine that ran them (recorded:
+        # a run resumed elsewhere may time later seeds on another CPU). A net is
+        # built from its ArchSpec (weights do not change a float net's latency),
+        # the way the budgets and the tables are measured.
+        specs = {Path(r["model_dir"]): r.pop("spec") for r in seed_rows}
+        latencies = compare.measure_latencies(
+            list(specs),
+            plan,
+            log,
+            make_timer=lambda model_dir, specs=specs: arch_timer(specs[model_dir], "tflite", 1),
+            record={"machine": machine_description()},
+        )
+        for row in seed_rows:
+            model_dir = Path(row.pop("model_dir"))
+            row["tflite_ms"] = latencies[model_dir]
+            record = json.loads((model_dir / "latency.json").read_text())
+            row["timed_on"] = record.get("machine", "")
+        rows += seed_rows
     summary = compare.summarise(rows)
     for s in summary:
         first = next(r for r in rows if r["net"] == s["net"])
@@ -354,6 +386,9 @@ def format_equal_latency(results: dict[str, Any]) -> str:
             f"{pm(s['tflite_ms_mean'], s['tflite_ms_se'], 1, 3)} | "
             f"{'' if not np.isfinite(predicted) else f'{predicted:.3f}'} |"
         )
+    machines = sorted({r.get("timed_on", "") for r in results["rows"]} - {""})
+    if machines:
+        lines += ["", f"Timed on: {'; '.join(machines)}."]
     lines += ["", "Verdicts (two-standard-error rule):", ""]
     for v in results["verdicts"]:
         lines.append(
