@@ -39,7 +39,9 @@ TRAIN_EPOCHS = flags.DEFINE_integer(
     "train_epochs", None, "Retraining epochs per net (default: the plan's, 3; 1 with --reduced)."
 )
 RANDOM_MAX_TRIALS = flags.DEFINE_integer(
-    "random_max_trials", None, "Cap on keras-tuner random-search trials (default: the plan's, 40)."
+    "random_max_trials",
+    None,
+    "Cap on keras-tuner random-search trials (default: the plan's: 40; 400 with --equal_latency).",
 )
 SEEDS = flags.DEFINE_integer(
     "seeds",

@@ -62,7 +62,9 @@ class EqualLatencyPlan:
     train_limit: int | None = None
     test_limit: int | None = None
     random_trial_images: int = 7680
-    random_max_trials: int = 40
+    # A cap far above what one search's multiply-adds buy (about 60 trials at the
+    # smallest budget): the compute, not the cap, ends each random search.
+    random_max_trials: int = 400
     band: float = 0.9  # random search keeps nets predicting within [band, 1] x budget
     budget_runs: int = 200
     latency_runs: int = 100
