@@ -175,3 +175,83 @@ def test_scaling_a_table_fits_one_factor_and_checks_it_again(space):
     assert kept[1]["mape_percent_after"] == pytest.approx(100 * (0.1 + 0 + 0.2 / 1.3) / 3)
     assert scaled_to_this_machine(table, timed, max_mape=5.0) is None
     assert scaled_to_this_machine(table, {"mape_percent": 50.0, "rows": []}) is None
+
+
+def _near_budget(space, tmp_path, monkeypatch, check, choice=None):
+    """Runs the near-budget stage with ``check`` in place of the timing; returns
+    (the choice, the nets the check was given)."""
+    given = []
+
+    def fake_check(space_, table, path, log, nets):
+        given.append(nets)
+        return check(nets)
+
+    monkeypatch.setattr(main_job, "check_table_here", fake_check)
+    choice = choice or {
+        "path": str(default_table_path("fashion_mnist")),
+        "how": "shipped, checked here: 3.2 % mean error over 5 whole nets",
+    }
+    got = main_job._near_budget_table(space, choice, 0.30, tmp_path, log=lambda line: None)
+    return got, given[0]
+
+
+def test_nets_near_the_budget_check_the_table_where_the_derived_net_will_be(
+    space, built, tmp_path, monkeypatch
+):
+    from densenas_tf.latency.table import LatencyTable
+
+    shipped = LatencyTable.load(default_table_path("fashion_mnist"))
+
+    def passing(nets):
+        return {"checked": True, "device": "here", "nets": len(nets), "mape_percent": 4.0}
+
+    choice, nets = _near_budget(space, tmp_path, monkeypatch, passing)
+    assert len(nets) == main_job.NEAR_BUDGET_NETS and built == []
+    predicted = sorted(shipped.predicted_ms(n) for n in nets)
+    assert 0.8 * 0.30 <= predicted[0] and predicted[-1] <= 0.30
+    assert predicted[-1] - predicted[0] > 0.03  # spread over the band, not piled up
+    assert choice["path"] == str(default_table_path("fashion_mnist"))
+    assert choice["how"].endswith(
+        "near the budget: 4.0 % mean error over 5 nets in [0.8, 1] x the budget"
+    )
+
+
+def test_a_table_off_near_the_budget_by_one_factor_is_scaled_again(
+    space, built, tmp_path, monkeypatch
+):
+    from densenas_tf.latency.table import LatencyTable
+
+    def failing(nets):
+        err = LatencyTableError("18.0 % mean error")
+        err.check = _timed([0.80, 0.81, 0.82, 0.83, 0.84], 18.0)
+        raise err
+
+    first = {
+        "path": str(default_table_path("fashion_mnist")),
+        "how": "shipped, scaled x0.600",
+        "factor": 0.6,
+    }
+    choice, _ = _near_budget(space, tmp_path, monkeypatch, failing, first)
+    path = tmp_path / "fashion_mnist_tflite_t1_b1_near_budget.json"
+    assert built == [] and choice["path"] == str(path)
+    assert choice["factor"] == pytest.approx(0.6 * 0.82)  # the whole scale from the shipped table
+    assert choice["how"].startswith("shipped, scaled x0.600; near the budget scaled x0.820 more")
+    shipped = LatencyTable.load(default_table_path("fashion_mnist"))
+    key = next(iter(shipped.entries))
+    assert LatencyTable.load(path).entries[key].median_ms == pytest.approx(
+        0.82 * shipped.entries[key].median_ms
+    )
+    assert (tmp_path / "near_budget_check.json").is_file()
+
+
+def test_a_table_off_near_the_budget_by_different_factors_is_measured_here(
+    space, built, tmp_path, monkeypatch
+):
+    def failing(nets):
+        err = LatencyTableError("40.0 % mean error")
+        err.check = _timed([0.6, 0.8, 1.0, 1.3, 1.7], 40.0)
+        raise err
+
+    choice, _ = _near_budget(space, tmp_path, monkeypatch, failing)
+    assert built == [tmp_path / default_table_path("fashion_mnist").name]
+    assert choice["how"].startswith("measured here by this job")

@@ -24,6 +24,7 @@ import numpy as np
 from densenas_tf.latency.measure import arch_timer, device_description
 from densenas_tf.latency.report import mape_percent, random_arch
 from densenas_tf.latency.table import LatencyTable, LatencyTableError, quantization_of
+from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace
 
 MAX_MAPE_PERCENT = 10.0
@@ -40,10 +41,11 @@ def check_table_here(
     rounds: int = 3,
     max_mape: float = MAX_MAPE_PERCENT,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    nets: list[ArchSpec] | None = None,
 ) -> dict[str, Any]:
-    """Checks ``table`` against ``num_nets`` random nets of ``space`` timed
-    here in ``rounds`` interleaved rounds of ``runs`` runs; returns what was
-    found; raises LatencyTableError when it misses."""
+    """Checks ``table`` against ``num_nets`` random nets of ``space`` (or the
+    given ``nets``) timed here in ``rounds`` interleaved rounds of ``runs``
+    runs; returns what was found; raises LatencyTableError when it misses."""
 
     here = device_description()
     measured_on = table.provenance.get("device", "an unnamed device")
@@ -60,8 +62,10 @@ def check_table_here(
         f"({rounds} interleaved rounds)"
     )
     quantization = quantization_of(table)
-    rng = np.random.default_rng(seed)
-    nets = [random_arch(space, rng, f"random_{i}") for i in range(num_nets)]
+    if nets is None:
+        rng = np.random.default_rng(seed)
+        nets = [random_arch(space, rng, f"random_{i}") for i in range(num_nets)]
+    num_nets = len(nets)
     timers = [
         arch_timer(spec, prov["backend"], prov["threads"], prov["batch_size"], warmup, quantization)
         for spec in nets
