@@ -27,12 +27,14 @@ from densenas_tf.exporting.export import (
     load_trained_model,
 )
 from densenas_tf.latency.check import check_table_here, scaled_to_this_machine
+from densenas_tf.latency.expected import latency_costs
 from densenas_tf.latency.measure import (
     arch_timer,
     build_table,
     mobilenet_v2_budget,
     time_tflite,
 )
+from densenas_tf.latency.report import sample_nets
 from densenas_tf.latency.table import (
     LatencyTable,
     LatencyTableError,
@@ -42,6 +44,8 @@ from densenas_tf.latency.table import (
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import run_search
 from densenas_tf.space.baselines import mobilenet_v2_fashion
+from densenas_tf.space.budget import BudgetError
+from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.spaces import load_space
 from densenas_tf.train.trainer import TrainConfig, train
 
@@ -334,16 +338,12 @@ def _near_budget_table(space, choice: dict[str, Any], budget_ms: float, out_dir:
     nets can run faster or slower here, against those of large ones, than on
     the table's machine); else a table is measured here. Returns the choice
     (``path``, ``how``, ``factor``: the whole scale from the shipped table)."""
-    from densenas_tf.experiments.rank_check import RankCheckError, sample_nets
-    from densenas_tf.latency.expected import latency_costs
-    from densenas_tf.space.derive import arch_from_path
-
     table = LatencyTable.load(choice["path"])
     try:
         picks = sample_nets(
             space, latency_costs(space, table), NEAR_BUDGET_NETS, 0.8 * budget_ms, budget_ms, seed=1
         )
-    except RankCheckError as err:
+    except BudgetError as err:
         log(f"the table is not checked near the budget: {err}")
         return choice
     nets = [

@@ -36,7 +36,7 @@ from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_a
 from densenas_tf.data.pipelines import distributed_batches
 from densenas_tf.data.sources import load_image_data
 from densenas_tf.latency.expected import latency_costs
-from densenas_tf.latency.report import random_path_and_ops, spearman
+from densenas_tf.latency.report import sample_nets, spearman
 from densenas_tf.latency.table import LatencyTable
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
@@ -112,41 +112,6 @@ def correlation(a, b, reps: int, seed: int) -> dict[str, Any]:
 
 
 # ----- the nets -------------------------------------------------------------------------
-def random_choice(space: SearchSpace, costs: budget.LatencyCosts, rng) -> budget.Choice:
-    """A net drawn as the additivity report draws its random nets, with its latency."""
-    path, heads, stacks = random_path_and_ops(space, rng)
-    return budget.Choice(path, heads, stacks, costs.arch_ms(space, path, heads, stacks), 0.0)
-
-
-def sample_nets(
-    space: SearchSpace,
-    costs: budget.LatencyCosts,
-    count: int,
-    low: float,
-    high: float,
-    seed: int,
-    tries: int = 200_000,
-) -> list[budget.Choice]:
-    """``count`` nets, one per equal slice of [low, high] ms (drawn until one
-    falls in each slice)."""
-    rng = np.random.default_rng(seed)
-    edges = np.linspace(low, high, count + 1)
-    found: list[budget.Choice | None] = [None] * count
-    for _ in range(tries):
-        choice = random_choice(space, costs, rng)
-        k = int(np.searchsorted(edges, choice.latency_ms, side="right")) - 1
-        if 0 <= k < count and found[k] is None:
-            found[k] = choice
-            if all(f is not None for f in found):
-                return found  # type: ignore[return-value]
-    empty = [f"{edges[k]:.3f}-{edges[k + 1]:.3f}" for k, f in enumerate(found) if f is None]
-    raise RankCheckError(
-        f"no net of space {space.name!r} was drawn in {len(empty)} latency slice(s) "
-        f"({', '.join(empty[:4])} ms) after {tries} draws; give a range the space's random "
-        "nets reach (--min_ms/--max_ms) or fewer nets (--num_nets)"
-    )
-
-
 def searched_choice(space, costs, arrays, config: SearchConfig) -> budget.Choice:
     """The searched net with its ops by row: under a budget the most probable
     net within it, else the Viterbi path with each layer's argmax op."""

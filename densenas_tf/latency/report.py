@@ -28,6 +28,7 @@ from densenas_tf.latency.table import (
     space_keys,
 )
 from densenas_tf.space.arch_spec import ArchSpec, list_reference_archs, load_arch
+from densenas_tf.space.budget import BudgetError, Choice, LatencyCosts
 from densenas_tf.space.derive import arch_from_path
 from densenas_tf.space.spaces import SearchSpace
 
@@ -53,6 +54,42 @@ def random_path_and_ops(
         row: int(rng.integers(len(space.stacking_ops))) for row in range(len(space.stacking_layers))
     }
     return tuple(path), heads, stacks
+
+
+def random_choice(space: SearchSpace, costs: LatencyCosts, rng) -> Choice:
+    """A net drawn as the additivity report draws its random nets, with its latency."""
+    path, heads, stacks = random_path_and_ops(space, rng)
+    return Choice(path, heads, stacks, costs.arch_ms(space, path, heads, stacks), 0.0)
+
+
+def sample_nets(
+    space: SearchSpace,
+    costs: LatencyCosts,
+    count: int,
+    low: float,
+    high: float,
+    seed: int,
+    tries: int = 200_000,
+) -> list[Choice]:
+    """``count`` nets, one per equal slice of [low, high] ms (drawn until one
+    falls in each slice)."""
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(low, high, count + 1)
+    found: list[Choice | None] = [None] * count
+    for _ in range(tries):
+        choice = random_choice(space, costs, rng)
+        k = int(np.searchsorted(edges, choice.latency_ms, side="right")) - 1
+        if 0 <= k < count and found[k] is None:
+            found[k] = choice
+            if all(f is not None for f in found):
+                return found  # type: ignore[return-value]
+    empty = [f"{edges[k]:.3f}-{edges[k + 1]:.3f}" for k, f in enumerate(found) if f is None]
+    raise BudgetError(
+        f"no net of space {space.name!r} was drawn in {len(empty)} latency slice(s) "
+        f"({', '.join(empty[:4])} ms) after {tries} draws; give a latency range the space's "
+        "random nets reach (tools/rank_check.py: --min_ms/--max_ms) or draw fewer nets "
+        "(--num_nets)"
+    )
 
 
 def random_arch(space: SearchSpace, rng: np.random.Generator, name: str = "random") -> ArchSpec:
