@@ -94,12 +94,14 @@ def test_reduced_comparison(tmp_path):
         # tables were measured on this kind of machine, unloaded; under the
         # load tests share the machine with, a net runs here in up to about
         # twice its prediction (the full main job's net: 0.16 ms predicted,
-        # 0.22-0.34 ms measured). A prediction from other pieces (that net
-        # without its stacking ops: 0.06 ms; the table's every entry: 16 ms)
-        # or in other units falls outside [0.35, 1.5] of it.
+        # 0.22-0.34 ms measured), and on a machine of the same name with
+        # AVX-512 in about 0.6x it (1.76x measured as the ratio below). A
+        # prediction from other pieces (that net without its stacking ops:
+        # 0.06 ms; the table's every entry: 16 ms) or in other units falls
+        # outside [0.35, 3] of it.
         table = tables["fixed_block_fashion" if row["family"] == "fixed-block" else "fashion_mnist"]
         assert row["predicted_ms"] == pytest.approx(table_prediction_ms(spec, table), rel=1e-12)
-        assert 0.35 <= row["predicted_ms"] / fastest_ms <= 1.5, (row["net"], fastest_ms)
+        assert 0.35 <= row["predicted_ms"] / fastest_ms <= 3, (row["net"], fastest_ms)
     # Random search kept to within 10 % of the DenseNAS nets' predicted latencies.
     dense = [r["predicted_ms"] for r in rows if r["family"] == "DenseNAS"]
     random_row = next(r for r in rows if r["family"] == "random search")

@@ -133,9 +133,11 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     # processes can delay but not speed up. The shipped table was measured on
     # this kind of machine, unloaded; under the load tests share the machine
     # with, a net runs here in up to about twice its prediction (the full main
-    # job's net: 0.16 ms predicted, 0.22-0.34 ms measured). A prediction from
-    # other pieces (that net without its stacking ops: 0.06 ms; the table's
-    # every entry: 16 ms) or in other units falls outside [0.35, 1.5] of it.
+    # job's net: 0.16 ms predicted, 0.22-0.34 ms measured), and on a machine of
+    # the same name with AVX-512 in about 0.6x it (1.76x measured as the ratio
+    # below). A prediction from other pieces (that net without its stacking
+    # ops: 0.06 ms; the table's every entry: 16 ms) or in other units falls
+    # outside [0.35, 3] of it.
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=artefacts["float_tflite"], num_threads=1)
@@ -143,7 +145,7 @@ def test_reduced_main_job(tmp_path, monkeypatch):
     given = interpreter.get_input_details()[0]
     interpreter.set_tensor(given["index"], images[:1].astype(np.float32))
     fastest_ms = 1e3 * min(timed_runs(interpreter.invoke, warmup=20, runs=50))
-    assert 0.35 <= predicted / fastest_ms <= 1.5, (predicted, fastest_ms)
+    assert 0.35 <= predicted / fastest_ms <= 3, (predicted, fastest_ms)
     # The job's median of 5 runs against the fastest of 50 here: a window of
     # 0.4 to 5 (12.5x wide). A wrong unit (seconds or microseconds taken for
     # ms) is off by 1000x, far outside it. Below: 60 % spared, the two are
