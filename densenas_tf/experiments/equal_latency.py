@@ -80,6 +80,10 @@ RECORDS = (
     "seed*/searched/*.json",
     "seed*/archs/*.json",
     "seed*/random_*/result.json",
+    # A random search's keras-tuner state (trial records, no models): one
+    # stopped midway goes on from its last trial.
+    "seed*/random_*/tuner/*.json",
+    "seed*/random_*/tuner/trial_*/trial.json",
     "seed*/train/*/train_config.json",
     "seed*/train/*/metrics.json",
     "seed*/train/*/latency.json",
