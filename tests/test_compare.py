@@ -150,6 +150,14 @@ def test_compare_binary_refuses_bad_schedule_flags(tmp_path):
         assert done.returncode != 0
         assert f"{name} must be at least 1" in done.stderr
         assert not (tmp_path / "run").exists()  # refused before anything was written
+    done = run_tool("compare", f"--run_dir={tmp_path / 'run'}", "--report_only", timeout=300)
+    assert done.returncode != 0 and "--report_only goes with --equal_latency" in done.stderr
+    done = run_tool(
+        "compare", f"--run_dir={tmp_path / 'run'}", "--equal_latency", "--report_only",
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and "no budgets.json" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_seeds_are_summarised_with_standard_errors_and_a_verdict():
@@ -326,6 +334,9 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
     }  # fmt: skip
     third = equal_latency.run_equal_latency(moved, plan, log=lambda line: None)
     assert third["rows"] == results["rows"]
+    # The report from the records alone, running nothing, holds the same rows.
+    assert equal_latency.report_from_records(moved, plan)["rows"] == results["rows"]
+    assert [h["net"] for h in results["budget_held"]] == ["densenas_x0.75"]
     assert not list(moved.rglob("ckpt")) and not list(moved.rglob("*.keras"))
 
 
@@ -376,3 +387,78 @@ def test_the_band_sampler_prices_draws_as_the_table_and_keeps_only_the_band():
         )
         is None
     )  # nothing is that fast: gives up after max_draws
+
+
+def test_a_report_from_records_takes_the_finished_seeds_and_shows_the_budget_held(tmp_path):
+    """report_from_records runs nothing: it reads each seed's archs, metrics and
+    timings, leaves out a seed with any net unfinished, and tabulates each
+    searched net's predicted and measured latency against its budget and the
+    seed's MobileNetV2."""
+    import dataclasses
+
+    from densenas_tf.experiments import equal_latency
+    from densenas_tf.latency.report import random_path_and_ops
+    from densenas_tf.latency.table import LatencyTable, default_table_path
+    from densenas_tf.space.derive import arch_from_path
+    from densenas_tf.space.spaces import load_space
+
+    plan = dataclasses.replace(
+        equal_latency.REDUCED, widths=(0.75,), seeds=(0, 1), fixed_block=True
+    )
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"no budgets\.json"):
+        equal_latency.report_from_records(run, plan)
+    target = 0.2
+    run.mkdir()
+    (run / "budgets.json").write_text(json.dumps({"x0.75": {"target_ms": target}}))
+    rng = np.random.default_rng(0)
+    specs = {}
+    for label, space in (
+        ("densenas_x0.75", "fashion_mnist"),
+        ("random_x0.75", "fashion_mnist"),
+        ("fixed_block_x0.75", "fixed_block_fashion"),
+    ):
+        sp = load_space(space)
+        specs[label] = arch_from_path(sp, *random_path_and_ops(sp, rng), name=label)
+    specs["mobilenet_v2_x0.75"] = mobilenet_v2_fashion(0.75)
+    measured = {"densenas_x0.75": 0.19, "random_x0.75": 0.185, "fixed_block_x0.75": 0.25,
+                "mobilenet_v2_x0.75": 0.21}  # fmt: skip
+    for seed, labels in ((0, list(specs)), (1, ["densenas_x0.75", "random_x0.75"])):
+        for label in labels:
+            specs[label].save(run / f"seed{seed}" / "archs" / f"{label}.json")
+            model_dir = run / f"seed{seed}" / "train" / label
+            model_dir.mkdir(parents=True)
+            accuracy = 0.8 + 0.01 * seed + 0.001 * len(label)
+            (model_dir / "metrics.json").write_text(
+                json.dumps({"test_accuracy": accuracy, "test_images": 300})
+            )
+            (model_dir / "latency.json").write_text(
+                json.dumps({"tflite_ms": measured[label], "machine": "test CPU, AVX2"})
+            )
+    searched = run / "seed0" / "searched"
+    searched.mkdir()
+    (searched / "densenas_x0.75.json").write_text(json.dumps({"info": {"path_margin": 0.4}}))
+    results = equal_latency.report_from_records(run, plan)
+    assert list(results["plan"]["seeds"]) == [0] and results["seeds_unfinished"] == [1]
+    rows = {r["net"]: r for r in results["rows"]}
+    assert set(rows) == set(specs) and rows["densenas_x0.75"]["path_margin"] == 0.4
+    assert rows["mobilenet_v2_x0.75"]["predicted_ms"] is None
+    table = LatencyTable.load(default_table_path("fashion_mnist"))
+    assert rows["densenas_x0.75"]["predicted_ms"] == pytest.approx(
+        table.predicted_ms(specs["densenas_x0.75"])
+    )
+    held = {h["net"]: h for h in results["budget_held"]}
+    assert set(held) == {"densenas_x0.75", "fixed_block_x0.75"}
+    assert held["densenas_x0.75"]["measured_fraction"] == pytest.approx(0.95)
+    assert held["densenas_x0.75"]["measured_within_10_percent"]
+    assert not held["fixed_block_x0.75"]["measured_within_10_percent"]  # 1.25 x T
+    assert held["densenas_x0.75"]["measured_over_mobilenet_v2"] == pytest.approx(0.19 / 0.21)
+    predicted = held["densenas_x0.75"]["predicted_ms"]
+    assert held["densenas_x0.75"]["predicted_in_band"] == (0.9 * target <= predicted <= target)
+    text = (run / "equal_latency.md").read_text()
+    assert "The budget held" in text and "| x0.75 (0.2000) | densenas_x0.75 | 0 |" in text
+    assert "seeds [1] are not finished" in text
+    assert rows["densenas_x0.75"]["timed_on"] == "test CPU, AVX2"
+    (run / "seed0" / "train" / "random_x0.75" / "latency.json").unlink()
+    with pytest.raises(ValueError, match="no seed of"):
+        equal_latency.report_from_records(run, plan)

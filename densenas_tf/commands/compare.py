@@ -12,7 +12,9 @@ search, MobileNetV2-style nets and keras-tuner random search, at equal latency.
 measured latencies at --mbv2_widths; per budget and seed, DenseNAS searched
 to the budget, random search within [0.9, 1.0] x the budget with one search's
 compute, MobileNetV2 at that width, and at the middle budget the fixed-block
-search; with the two-standard-error verdict per budget.
+search; with the two-standard-error verdict per budget. --report_only
+writes the report of the seeds finished so far from the run's records,
+running nothing.
 
 Every net is retrained with the same recipe and seed, tested, and timed as
 float TFLite (1 thread, batch 1). Each stage is cached in the run directory, so
@@ -53,6 +55,12 @@ LAMS = flags.DEFINE_list("lams", None, "DenseNAS latency weights (default: 0.05,
 MBV2_WIDTHS = flags.DEFINE_list(
     "mbv2_widths", None, "MobileNetV2-style width multipliers (default: 0.5,0.75,1.0)."
 )
+REPORT_ONLY = flags.DEFINE_bool(
+    "report_only",
+    False,
+    "With --equal_latency: report the seeds finished so far from the run's records, "
+    "running nothing (a partial table while the run goes on elsewhere).",
+)
 RESULTS_DIR = flags.DEFINE_string(
     "out_dir", None, "Also copy compare.md, compare.png and results.json here."
 )
@@ -64,6 +72,8 @@ cli.deprecated_alias("results_dir", RESULTS_DIR)
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if REPORT_ONLY.value and not EQUAL_LATENCY.value:
+        raise app.UsageError("--report_only goes with --equal_latency")
     if EQUAL_LATENCY.value:
         if LAMS.value is not None:
             raise app.UsageError("--lams has no say at equal latency (the budgets set the aim)")
@@ -102,7 +112,13 @@ def main(argv):
                 )
             changes[key] = values
     plan = dataclasses.replace(plan, **changes)
-    results = run(RUN_DIR.value, plan)
+    if REPORT_ONLY.value:
+        try:
+            results = equal_latency.report_from_records(RUN_DIR.value, plan)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+    else:
+        results = run(RUN_DIR.value, plan)
     print(show(results))
     if RESULTS_DIR.value:
         out = Path(RESULTS_DIR.value)

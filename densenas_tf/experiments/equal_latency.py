@@ -41,7 +41,7 @@ from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_a
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
 from densenas_tf.latency.measure import arch_timer, device_description, mobilenet_v2_budget
-from densenas_tf.latency.table import LatencyTable
+from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
@@ -162,12 +162,7 @@ def run_equal_latency(
             width_label(w): mobilenet_v2_budget(w, plan.budget_runs, log) for w in plan.widths
         },
     )
-    missing = [width_label(w) for w in plan.widths if width_label(w) not in budgets]
-    if missing:
-        raise ValueError(
-            f"{run_dir / 'budgets.json'} has no budget for {missing}: it was measured for other "
-            "widths; use another --run_dir (or delete the file to measure every budget again)"
-        )
+    _check_budgets(run_dir, plan, budgets)
     for w in plan.widths:
         log(f"budget {width_label(w)}: {budgets[width_label(w)]['target_ms']:.4f} ms")
     data = load_image_data(
@@ -182,19 +177,151 @@ def run_equal_latency(
         # built from its ArchSpec (weights do not change a float net's latency),
         # the way the budgets and the tables are measured.
         specs = {Path(r["model_dir"]): r.pop("spec") for r in seed_rows}
-        latencies = compare.measure_latencies(
+        compare.measure_latencies(
             list(specs),
             plan,
             log,
             make_timer=lambda model_dir, specs=specs: arch_timer(specs[model_dir], "tflite", 1),
             record={"machine": machine_description()},
         )
-        for row in seed_rows:
-            model_dir = Path(row.pop("model_dir"))
-            row["tflite_ms"] = latencies[model_dir]
-            record = json.loads((model_dir / "latency.json").read_text())
-            row["timed_on"] = record.get("machine", "")
-        rows += seed_rows
+        rows += [_timed(row) for row in seed_rows]
+    results = _results(plan, budgets, rows, tables, len(data.test_labels), started)
+    _write_report(run_dir, results)
+    return results
+
+
+def report_from_records(
+    run_dir: str | Path, plan: EqualLatencyPlan = EqualLatencyPlan()
+) -> dict[str, Any]:
+    """The comparison's results from the records of the seeds finished so far
+    (every net searched, trained and timed), running nothing; written to
+    ``run_dir`` as a finished run's are. ``results["seeds_unfinished"]`` names
+    the plan's seeds left out. Raises ValueError when no seed is finished."""
+    run_dir = Path(run_dir)
+    started = time.time()
+    budgets_file = run_dir / "budgets.json"
+    if not budgets_file.is_file():
+        raise ValueError(
+            f"{run_dir} holds no budgets.json: no equal-latency run has started there "
+            "(run it without --report_only first)"
+        )
+    budgets = json.loads(budgets_file.read_text())
+    _check_budgets(run_dir, plan, budgets)
+    tables = {}
+    for space in ("fashion_mnist", "fixed_block_fashion"):
+        shipped = default_table_path(space)
+        tables[space] = (
+            shipped if plan.latency_tables == "shipped" else run_dir / "latency" / shipped.name
+        )
+        if not tables[space].is_file():
+            raise ValueError(
+                f"{run_dir} holds no latency table {tables[space]}: the run has not measured "
+                "its tables yet (run it without --report_only first)"
+            )
+    loaded = {name: LatencyTable.load(path) for name, path in tables.items()}
+    rows, done, test_images = [], [], None
+    for seed in plan.seeds:
+        seed_dir = run_dir / f"seed{seed}"
+        seed_rows = []
+        for label, family, width in _planned_nets(plan):
+            model_dir = seed_dir / "train" / label
+            needed = [seed_dir / "archs" / f"{label}.json"] + [
+                model_dir / name for name in ("metrics.json", "latency.json")
+            ]
+            if not all(path.is_file() for path in needed):
+                break
+            spec = ArchSpec.from_json(needed[0].read_text(), source=str(needed[0]))
+            metrics = json.loads(needed[1].read_text())
+            test_images = metrics.get("test_images", test_images)
+            seed_rows.append(
+                _row(label, family, width, spec, _recorded_info(seed_dir, label, family),
+                     metrics, loaded, budgets, seed, model_dir)
+            )  # fmt: skip
+        else:
+            rows += [_timed(row) for row in seed_rows]
+            done.append(seed)
+    if not done:
+        raise ValueError(
+            f"no seed of {list(plan.seeds)} is finished in {run_dir} (searched, trained and "
+            "timed): nothing to report yet"
+        )
+    for row in rows:
+        row.pop("spec")
+    results = _results(
+        dataclasses.replace(plan, seeds=tuple(done)), budgets, rows, tables, test_images, started
+    )
+    results["seeds_unfinished"] = [s for s in plan.seeds if s not in done]
+    _write_report(run_dir, results)
+    return results
+
+
+def _check_budgets(run_dir: Path, plan: EqualLatencyPlan, budgets: dict[str, Any]) -> None:
+    missing = [width_label(w) for w in plan.widths if width_label(w) not in budgets]
+    if missing:
+        raise ValueError(
+            f"{run_dir / 'budgets.json'} has no budget for {missing}: it was measured for other "
+            "widths; use another --run_dir (or delete the file to measure every budget again)"
+        )
+
+
+def _planned_nets(plan: EqualLatencyPlan) -> list[tuple[str, str, float]]:
+    """(label, family, width) of each net a seed trains, in the order it trains them."""
+    middle = sorted(plan.widths)[len(plan.widths) // 2]
+    nets = []
+    for width in plan.widths:
+        w = width_label(width)
+        nets += [
+            (f"densenas_{w}", "DenseNAS", width),
+            (f"random_{w}", "random search", width),
+            (f"mobilenet_v2_{w}", "MobileNetV2", width),
+        ]
+        if plan.fixed_block and width == middle:
+            nets.append((f"fixed_block_{w}", "fixed-block", width))
+    return nets
+
+
+def _recorded_info(seed_dir: Path, label: str, family: str) -> dict[str, Any]:
+    if family == "MobileNetV2":
+        return {}
+    if family == "random search":
+        record = seed_dir / label / "result.json"
+    else:
+        record = seed_dir / "searched" / f"{label}.json"
+    return json.loads(record.read_text())["info"] if record.is_file() else {}
+
+
+def _row(
+    label, family, width, spec, info, metrics, tables, budgets, seed, model_dir
+) -> dict[str, Any]:
+    table = tables.get(spec.provenance.get("search_space", "fashion_mnist"))
+    cost = count_costs(spec)
+    return {
+        "net": label,
+        "family": family,
+        "seed": seed,
+        "width": width,
+        "budget_ms": budgets[width_label(width)]["target_ms"],
+        "arch": spec.to_block_string(),
+        "test_accuracy": metrics["test_accuracy"],
+        "model_dir": str(model_dir),
+        "spec": spec,
+        "predicted_ms": None if family == "MobileNetV2" else table.predicted_ms(spec),
+        "params": cost.params,
+        "mult_adds": cost.mult_adds,
+        **info,
+    }
+
+
+def _timed(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its net's measured latency and the machine that timed it."""
+    model_dir = Path(row.pop("model_dir"))
+    record = json.loads((model_dir / "latency.json").read_text())
+    row["tflite_ms"] = float(record["tflite_ms"])
+    row["timed_on"] = record.get("machine", "")
+    return row
+
+
+def _results(plan, budgets, rows, tables, test_images, started) -> dict[str, Any]:
     summary = compare.summarise(rows)
     for s in summary:
         first = next(r for r in rows if r["net"] == s["net"])
@@ -204,34 +331,38 @@ def run_equal_latency(
             if first["predicted_ms"] is not None
             else np.nan
         )
-    results = {
+    return {
         "plan": dataclasses.asdict(plan),
         "budgets": budgets,
         "rows": rows,
         "summary": summary,
         "verdicts": verdicts(summary, plan.widths),
-        "test_images": len(data.test_labels),
+        "budget_held": budget_held(rows),
+        "test_images": test_images,
         "latency_tables": {k: str(v) for k, v in tables.items()},
         "this_run_wall_time_s": time.time() - started,
     }
+
+
+def _write_report(run_dir: Path, results: dict[str, Any]) -> None:
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     write_text_atomic(run_dir / "equal_latency.md", format_equal_latency(results) + "\n")
     write_bytes_atomic(run_dir / "equal_latency.png", plot_equal_latency(results))
-    return results
 
 
 def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str, Any]]:
     loaded = {name: LatencyTable.load(path) for name, path in tables.items()}
-    nets: list[tuple[str, str, float, ArchSpec, dict[str, Any]]] = []
+    specs: dict[str, ArchSpec] = {}
+    infos: dict[str, dict[str, Any]] = {}
 
-    def search(label, family, space, width) -> None:
+    def search(label, space, width) -> None:
         target = budgets[width_label(width)]["target_ms"]
         record = run_dir / "searched" / f"{label}.json"
         if record.is_file():  # finished before: its net, without the search's directory
             saved = json.loads(record.read_text())
             log(f"== seed {seed}: search {label} finished before ({record})")
-            spec = ArchSpec.from_dict(saved["arch"], source=str(record))
-            nets.append((label, family, width, spec, saved["info"]))
+            specs[label] = ArchSpec.from_dict(saved["arch"], source=str(record))
+            infos[label] = saved["info"]
             return
         overrides = (
             f"space={space}",
@@ -262,33 +393,36 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
         write_text_atomic(
             record, json.dumps({"arch": spec.to_dict(), "info": info}, indent=2) + "\n"
         )
-        nets.append((label, family, width, spec, info))
+        specs[label], infos[label] = spec, info
 
     config = load_search_config(plan.search_config, plan.search_overrides)
     weight_ids, arch_ids = split_indices(len(data.train_labels), 0.2, seed)
-    middle = sorted(plan.widths)[len(plan.widths) // 2]
-    for width in plan.widths:
-        w = width_label(width)
-        target = budgets[w]["target_ms"]
-        search(f"densenas_{w}", "DenseNAS", "fashion_mnist", width)
-        log(f"== seed {seed}: random search {w} within [{plan.band}, 1] x {target:.4f} ms")
-        spec, info = compare.random_search(
-            run_dir / f"random_{w}",
-            "fashion_mnist",
-            (plan.band * target, target),
-            compare._search_mult_adds(config),
-            data,
-            weight_ids,
-            arch_ids,
-            plan,
-            log,
-            table=loaded["fashion_mnist"],
-            seed=seed,
-        )
-        nets.append((f"random_{w}", "random search", width, spec, info))
-        nets.append((f"mobilenet_v2_{w}", "MobileNetV2", width, mobilenet_v2_fashion(width), {}))
-        if plan.fixed_block and width == middle:
-            search(f"fixed_block_{w}", "fixed-block", "fixed_block_fashion", width)
+    planned = _planned_nets(plan)
+    for label, family, width in planned:
+        target = budgets[width_label(width)]["target_ms"]
+        if family == "DenseNAS":
+            search(label, "fashion_mnist", width)
+        elif family == "fixed-block":
+            search(label, "fixed_block_fashion", width)
+        elif family == "MobileNetV2":
+            specs[label], infos[label] = mobilenet_v2_fashion(width), {}
+        else:
+            log(
+                f"== seed {seed}: random search {width_label(width)} within [{plan.band}, 1] x {target:.4f} ms"
+            )
+            specs[label], infos[label] = compare.random_search(
+                run_dir / label,
+                "fashion_mnist",
+                (plan.band * target, target),
+                compare._search_mult_adds(config),
+                data,
+                weight_ids,
+                arch_ids,
+                plan,
+                log,
+                table=loaded["fashion_mnist"],
+                seed=seed,
+            )
 
     source = {
         "dataset": "fashion_mnist",
@@ -297,34 +431,21 @@ def _run_seed(run_dir, plan, seed, tables, budgets, data, log) -> list[dict[str,
         "data_seed": plan.seed,
     }
     rows = []
-    for label, family, width, spec, info in nets:
+    for label, family, width in planned:
+        spec = specs[label]
         log(f"== seed {seed}: retrain {label}: {spec.to_block_string()}")
         arch_file = run_dir / "archs" / f"{label}.json"
         if not arch_file.is_file() or arch_file.read_text() != spec.to_json():
             spec.save(arch_file)  # a resumed run rewrites nothing
+        model_dir = run_dir / "train" / label
         metrics = train(
-            spec, data, run_dir / "train" / label,
+            spec, data, model_dir,
             TrainConfig(epochs=plan.train_epochs, seed=seed), data_source=source, log=log,
         )  # fmt: skip
-        table = loaded.get(spec.provenance.get("search_space", "fashion_mnist"))
-        predicted = None if family == "MobileNetV2" else table.predicted_ms(spec)
-        cost = count_costs(spec)
         rows.append(
-            {
-                "net": label,
-                "family": family,
-                "seed": seed,
-                "width": width,
-                "budget_ms": budgets[width_label(width)]["target_ms"],
-                "arch": spec.to_block_string(),
-                "test_accuracy": metrics["test_accuracy"],
-                "model_dir": str(run_dir / "train" / label),
-                "spec": spec,
-                "predicted_ms": predicted,
-                "params": cost.params,
-                "mult_adds": cost.mult_adds,
-                **info,
-            }
+            _row(
+                label, family, width, spec, infos[label], metrics, loaded, budgets, seed, model_dir
+            )
         )
     return rows
 
@@ -367,6 +488,38 @@ def verdicts(summary: list[dict[str, Any]], widths) -> list[dict[str, Any]]:
     return out
 
 
+def budget_held(rows: list[dict[str, Any]], band: float = 0.9) -> list[dict[str, Any]]:
+    """Per searched net (DenseNAS and fixed-block) and seed: its budget T, its
+    table-predicted and measured latency as fractions of T, whether the
+    prediction is within [band, 1] x T and the measurement within 10 % of T,
+    and its measured latency over that of the seed's MobileNetV2 at the same
+    width (timed in the same rounds, so free of drift between timings)."""
+    beside = {(r["seed"], r["width"]): r["tflite_ms"] for r in rows if r["family"] == "MobileNetV2"}
+    out = []
+    for r in rows:
+        if r["family"] not in ("DenseNAS", "fixed-block"):
+            continue
+        target, predicted, measured = r["budget_ms"], r["predicted_ms"], r["tflite_ms"]
+        mnv2 = beside.get((r["seed"], r["width"]))
+        out.append(
+            {
+                "net": r["net"],
+                "seed": r["seed"],
+                "budget": width_label(r["width"]),
+                "budget_ms": target,
+                "predicted_ms": predicted,
+                "predicted_fraction": predicted / target,
+                "measured_ms": measured,
+                "measured_fraction": measured / target,
+                "mobilenet_v2_ms": mnv2,
+                "measured_over_mobilenet_v2": None if mnv2 is None else measured / mnv2,
+                "predicted_in_band": band * target - 1e-12 <= predicted <= target + 1e-12,
+                "measured_within_10_percent": abs(measured / target - 1) <= 0.1,
+            }
+        )
+    return out
+
+
 def format_equal_latency(results: dict[str, Any]) -> str:
     seeds = results["plan"]["seeds"]
 
@@ -402,6 +555,38 @@ def format_equal_latency(results: dict[str, Any]) -> str:
             f"{v['against']} ({v['other_ms']:.3f} ms): {v['difference_points']:+.2f} points "
             f"(standard error {v['standard_error_points']:.2f}); {v['verdict']}"
         )
+    held = results.get("budget_held", [])
+    if held:
+        lines += [
+            "",
+            "The budget held: each searched net's table-predicted and measured latency "
+            "(fraction of the budget T), and its measured latency over that of the seed's "
+            "MobileNetV2 at the same width, timed in the same rounds:",
+            "",
+            "| budget T | net | seed | predicted ms (x T) | measured ms (x T) | "
+            "MobileNetV2 beside (ms) | net / MobileNetV2 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for h in sorted(held, key=lambda h: (h["budget_ms"], h["net"], h["seed"])):
+            mnv2, ratio = h["mobilenet_v2_ms"], h["measured_over_mobilenet_v2"]
+            lines.append(
+                f"| {h['budget']} ({h['budget_ms']:.4f}) | {h['net']} | {h['seed']} | "
+                f"{h['predicted_ms']:.4f} ({h['predicted_fraction']:.2f}) | "
+                f"{h['measured_ms']:.4f} ({h['measured_fraction']:.2f}) | "
+                f"{'' if mnv2 is None else f'{mnv2:.4f}'} | "
+                f"{'' if ratio is None else f'{ratio:.2f}'} |"
+            )
+        lines += [
+            "",
+            f"Predicted within [0.9, 1] x T: {sum(h['predicted_in_band'] for h in held)} of "
+            f"{len(held)}; measured within 10 % of T: "
+            f"{sum(h['measured_within_10_percent'] for h in held)} of {len(held)}.",
+        ]
+    if results.get("seeds_unfinished"):
+        lines += [
+            "",
+            f"Partial: seeds {results['seeds_unfinished']} are not finished and are left out.",
+        ]
     return "\n".join(lines)
 
 
