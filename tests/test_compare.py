@@ -337,6 +337,17 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
     # The report from the records alone, running nothing, holds the same rows.
     assert equal_latency.report_from_records(moved, plan)["rows"] == results["rows"]
     assert [h["net"] for h in results["budget_held"]] == ["densenas_x0.75"]
+    # Re-derived at two lower edges from the search's checkpoint and timed with MobileNetV2.
+    held = equal_latency.rederived_budget_held(out, plan, (0.9, 0.95), rounds=1, runs=2)
+    assert [(e["min_fraction"], e["seed"]) for e in held["rows"]] == [(0.9, 0), (0.95, 0)]
+    for e in held["rows"]:
+        assert e["predicted_ms"] <= budget + 1e-9 and e["measured_ms"] > 0
+        assert e["measured_over_mobilenet_v2"] == pytest.approx(
+            e["measured_ms"] / held["mobilenet_v2_ms"]["x0.75"]
+        )
+    assert "min_fraction 0.95:" in (out / "budget_held.md").read_text()
+    with pytest.raises(ValueError, match="nothing to re-derive"):
+        equal_latency.rederived_budget_held(moved, plan, (0.9,), rounds=1, runs=2)
     assert not list(moved.rglob("ckpt")) and not list(moved.rglob("*.keras"))
 
 

@@ -14,7 +14,9 @@ to the budget, random search within [0.9, 1.0] x the budget with one search's
 compute, MobileNetV2 at that width, and at the middle budget the fixed-block
 search; with the two-standard-error verdict per budget. --report_only
 writes the report of the seeds finished so far from the run's records,
-running nothing.
+running nothing. --held_min_fractions=0.9,0.95 re-derives the run's DenseNAS
+searches (from their checkpoints) at each min_fraction and times the nets
+with MobileNetV2: how the band's lower edge moves the measured latency.
 
 Every net is retrained with the same recipe and seed, tested, and timed as
 float TFLite (1 thread, batch 1). Each stage is cached in the run directory, so
@@ -61,6 +63,13 @@ REPORT_ONLY = flags.DEFINE_bool(
     "With --equal_latency: report the seeds finished so far from the run's records, "
     "running nothing (a partial table while the run goes on elsewhere).",
 )
+HELD_MIN_FRACTIONS = flags.DEFINE_list(
+    "held_min_fractions",
+    None,
+    "With --equal_latency: re-derive the run's DenseNAS searches found here (their "
+    "checkpoints) under their budgets at each of these min_fractions, time them with "
+    "MobileNetV2 and write budget_held.md; runs nothing else.",
+)
 RESULTS_DIR = flags.DEFINE_string(
     "out_dir", None, "Also copy compare.md, compare.png and results.json here."
 )
@@ -72,8 +81,9 @@ cli.deprecated_alias("results_dir", RESULTS_DIR)
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if REPORT_ONLY.value and not EQUAL_LATENCY.value:
-        raise app.UsageError("--report_only goes with --equal_latency")
+    for flag in (REPORT_ONLY, HELD_MIN_FRACTIONS):
+        if flag.value and not EQUAL_LATENCY.value:
+            raise app.UsageError(f"--{flag.name} goes with --equal_latency")
     if EQUAL_LATENCY.value:
         if LAMS.value is not None:
             raise app.UsageError("--lams has no say at equal latency (the budgets set the aim)")
@@ -112,6 +122,23 @@ def main(argv):
                 )
             changes[key] = values
     plan = dataclasses.replace(plan, **changes)
+    if HELD_MIN_FRACTIONS.value:
+        try:
+            fractions = tuple(float(f) for f in HELD_MIN_FRACTIONS.value)
+        except ValueError:
+            fractions = ()
+        if not fractions or not all(0 <= f <= 1 for f in fractions):
+            raise app.UsageError(
+                f"--held_min_fractions must be numbers in [0, 1], got {HELD_MIN_FRACTIONS.value}"
+            )
+        try:
+            held = equal_latency.rederived_budget_held(
+                RUN_DIR.value, plan, fractions, plan.latency_rounds, plan.budget_runs
+            )
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+        print(equal_latency.format_rederived_budget_held(held))
+        return 0
     if REPORT_ONLY.value:
         try:
             results = equal_latency.report_from_records(RUN_DIR.value, plan)

@@ -520,6 +520,119 @@ def budget_held(rows: list[dict[str, Any]], band: float = 0.9) -> list[dict[str,
     return out
 
 
+def rederived_budget_held(
+    run_dir: str | Path,
+    plan: EqualLatencyPlan = EqualLatencyPlan(),
+    min_fractions: tuple[float, ...] = (0.9, 0.95),
+    rounds: int = 5,
+    runs: int = 200,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Every DenseNAS search of the run whose checkpoint is here, re-derived
+    under its budget at each ``min_fraction`` (no new search), and timed with
+    MobileNetV2 at each budget's width in the same interleaved rounds (float
+    TFLite, 1 thread, batch 1): how the lower edge of the band moves the
+    measured latency against the budget. Written to ``run_dir/budget_held.json``
+    and ``.md``. Raises ValueError when no search's checkpoint is here."""
+    from densenas_tf.experiments.stability import time_nets
+
+    run_dir = Path(run_dir)
+    budgets_file = run_dir / "budgets.json"
+    if not budgets_file.is_file():
+        raise ValueError(f"{run_dir} holds no budgets.json: no equal-latency run has started there")
+    budgets = json.loads(budgets_file.read_text())
+    _check_budgets(run_dir, plan, budgets)
+    specs: dict[str, ArchSpec] = {}
+    entries = []
+    for width in plan.widths:
+        w = width_label(width)
+        specs[f"mobilenet_v2_{w}"] = mobilenet_v2_fashion(width)
+        for seed in plan.seeds:
+            search_dir = run_dir / f"seed{seed}" / f"densenas_{w}"
+            if not (search_dir / "ckpt").is_dir():
+                log(
+                    f"{search_dir}: no checkpoint here (not run on this machine, or unfinished); left out"
+                )
+                continue
+            table = LatencyTable.load(search_dir / "latency_table.json")
+            for fraction in min_fractions:
+                spec = derive_from_checkpoint(search_dir, min_fraction=fraction)
+                name = f"seed{seed}_{w}_f{fraction:g}"
+                specs[name] = spec
+                entries.append(
+                    {"name": name, "seed": seed, "budget": w, "min_fraction": fraction,
+                     "budget_ms": budgets[w]["target_ms"], "predicted_ms": table.predicted_ms(spec),
+                     "arch": spec.to_block_string()}
+                )  # fmt: skip
+    if not entries:
+        raise ValueError(
+            f"no DenseNAS search of {run_dir} has its checkpoint here: nothing to re-derive"
+        )
+    log(f"timing {len(specs)} net(s) in {rounds} interleaved round(s) of {runs} runs")
+    timed = {name: float(np.median(m)) for name, m in time_nets(specs, rounds, runs, log).items()}
+    for e in entries:
+        target, mnv2 = e["budget_ms"], timed[f"mobilenet_v2_{e['budget']}"]
+        e.update(
+            measured_ms=timed[e["name"]],
+            mobilenet_v2_ms=mnv2,
+            predicted_fraction=e["predicted_ms"] / target,
+            measured_fraction=timed[e["name"]] / target,
+            measured_over_mobilenet_v2=timed[e["name"]] / mnv2,
+        )
+    result = {
+        "run_dir": str(run_dir),
+        "machine": machine_description(),
+        "rounds": rounds,
+        "runs": runs,
+        "budgets": {w: b["target_ms"] for w, b in budgets.items()},
+        "mobilenet_v2_ms": {
+            w: timed[f"mobilenet_v2_{w}"] for w in budgets if f"mobilenet_v2_{w}" in timed
+        },
+        "rows": entries,
+    }
+    write_text_atomic(run_dir / "budget_held.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(run_dir / "budget_held.md", format_rederived_budget_held(result) + "\n")
+    return result
+
+
+def format_rederived_budget_held(r: dict[str, Any]) -> str:
+    lines = [
+        f"Each DenseNAS search re-derived under its budget T at each min_fraction; predicted on "
+        f"its table, measured on {r['machine']} as float TFLite, 1 thread, median of "
+        f"{r['rounds']} interleaved round(s) of {r['runs']} runs, with MobileNetV2 at each width "
+        "in the same rounds.",
+        "",
+        "| budget T | seed | min_fraction | predicted ms (x T) | measured ms (x T) | "
+        "net / MobileNetV2 beside | net |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(r["rows"], key=lambda e: (e["budget_ms"], e["min_fraction"], e["seed"]))
+    for e in rows:
+        lines.append(
+            f"| {e['budget']} ({e['budget_ms']:.4f}) | {e['seed']} | {e['min_fraction']:g} | "
+            f"{e['predicted_ms']:.4f} ({e['predicted_fraction']:.2f}) | "
+            f"{e['measured_ms']:.4f} ({e['measured_fraction']:.2f}) | "
+            f"{e['measured_over_mobilenet_v2']:.2f} | `{e['arch']}` |"
+        )
+    beside = ", ".join(
+        f"{w} {ms:.4f} ms ({ms / r['budgets'][w]:.2f} T)" for w, ms in r["mobilenet_v2_ms"].items()
+    )
+    lines += ["", f"MobileNetV2 in the same rounds: {beside}.", ""]
+    for fraction in sorted({e["min_fraction"] for e in rows}):
+        group = [e for e in rows if e["min_fraction"] == fraction]
+        band = sum(0.9 - 1e-9 <= e["predicted_fraction"] <= 1 + 1e-9 for e in group)
+        near = sum(abs(e["measured_fraction"] - 1) <= 0.1 for e in group)
+        near_beside = sum(abs(e["measured_over_mobilenet_v2"] - 1) <= 0.1 for e in group)
+        lines.append(
+            f"- min_fraction {fraction:g}: predicted within [0.9, 1] x T {band} of {len(group)}; "
+            f"measured within 10 % of T {near} of {len(group)}, of MobileNetV2 timed beside "
+            f"{near_beside} of {len(group)}; measured / T "
+            f"{min(e['measured_fraction'] for e in group):.2f}-"
+            f"{max(e['measured_fraction'] for e in group):.2f}."
+        )
+    return "\n".join(lines)
+
+
 def format_equal_latency(results: dict[str, Any]) -> str:
     seeds = results["plan"]["seeds"]
 
