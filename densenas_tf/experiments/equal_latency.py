@@ -40,6 +40,7 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
+from densenas_tf.experiments.stability import time_nets
 from densenas_tf.latency.measure import arch_timer, device_description, mobilenet_v2_budget
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
@@ -534,8 +535,6 @@ def rederived_budget_held(
     TFLite, 1 thread, batch 1): how the lower edge of the band moves the
     measured latency against the budget. Written to ``run_dir/budget_held.json``
     and ``.md``. Raises ValueError when no search's checkpoint is here."""
-    from densenas_tf.experiments.stability import time_nets
-
     run_dir = Path(run_dir)
     budgets_file = run_dir / "budgets.json"
     if not budgets_file.is_file():
