@@ -346,6 +346,7 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
             e["measured_ms"] / held["mobilenet_v2_ms"]["x0.75"]
         )
     assert "min_fraction 0.95:" in (out / "budget_held.md").read_text()
+    assert held["agreement"] == []  # one seed: nothing to agree with
     with pytest.raises(ValueError, match="nothing to re-derive"):
         equal_latency.rederived_budget_held(moved, plan, (0.9,), rounds=1, runs=2)
     assert not list(moved.rglob("ckpt")) and not list(moved.rglob("*.keras"))

@@ -40,13 +40,14 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
-from densenas_tf.experiments.stability import time_nets
+from densenas_tf.experiments.stability import agreement, decisions, time_nets
 from densenas_tf.latency.measure import arch_timer, device_description, mobilenet_v2_budget
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
 from densenas_tf.space.arch_spec import ArchSpec, count_costs
 from densenas_tf.space.baselines import mobilenet_v2_fashion
+from densenas_tf.space.spaces import load_space
 from densenas_tf.train.trainer import TrainConfig, train
 
 FAMILIES = ("DenseNAS", "random search", "MobileNetV2", "fixed-block")
@@ -543,6 +544,7 @@ def rederived_budget_held(
     _check_budgets(run_dir, plan, budgets)
     specs: dict[str, ArchSpec] = {}
     entries = []
+    space = load_space("fashion_mnist")
     for width in plan.widths:
         w = width_label(width)
         specs[f"mobilenet_v2_{w}"] = mobilenet_v2_fashion(width)
@@ -561,7 +563,8 @@ def rederived_budget_held(
                 entries.append(
                     {"name": name, "seed": seed, "budget": w, "min_fraction": fraction,
                      "budget_ms": budgets[w]["target_ms"], "predicted_ms": table.predicted_ms(spec),
-                     "arch": spec.to_block_string()}
+                     "arch": spec.to_block_string(),
+                     "decisions": decisions(space, spec.provenance["path"], spec)}
                 )  # fmt: skip
     if not entries:
         raise ValueError(
@@ -588,7 +591,17 @@ def rederived_budget_held(
             w: timed[f"mobilenet_v2_{w}"] for w in budgets if f"mobilenet_v2_{w}" in timed
         },
         "rows": entries,
+        "agreement": [],
     }
+    # Per budget and min_fraction, over the seeds: how many decisions all agree on.
+    for w in budgets:
+        for fraction in min_fractions:
+            group = [e for e in entries if e["budget"] == w and e["min_fraction"] == fraction]
+            if len(group) > 1:
+                result["agreement"].append(
+                    {"budget": w, "min_fraction": fraction, "seeds": [e["seed"] for e in group],
+                     **agreement([e["decisions"] for e in group])}
+                )  # fmt: skip
     write_text_atomic(run_dir / "budget_held.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(run_dir / "budget_held.md", format_rederived_budget_held(result) + "\n")
     return result
@@ -629,6 +642,14 @@ def format_rederived_budget_held(r: dict[str, Any]) -> str:
             f"{min(e['measured_fraction'] for e in group):.2f}-"
             f"{max(e['measured_fraction'] for e in group):.2f}."
         )
+    if r.get("agreement"):
+        lines += ["", "Decisions all seeds agree on:", ""]
+        for a in r["agreement"]:
+            lines.append(
+                f"- {a['budget']}, min_fraction {a['min_fraction']:g} (seeds {a['seeds']}): "
+                f"blocks taken or skipped {a['blocks_agreeing']} of {a['blocks']}, ops of the "
+                f"layers all have {a['shared_layers_agreeing']} of {a['shared_layers']}."
+            )
     return "\n".join(lines)
 
 
