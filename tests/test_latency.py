@@ -550,3 +550,36 @@ def test_the_table_check_takes_each_nets_quietest_round_and_reports_the_noise(mo
     table.overhead_ms *= 1.3
     with pytest.raises(LatencyTableError, match=r"30\.0 % mean error .* differed by up to 200 %"):
         check.check_table_here(space, table, "t.json", num_nets=4, rounds=3, log=lambda line: None)
+
+
+def test_a_table_of_the_same_cpu_model_with_other_vector_instructions_is_not_checked_here(
+    monkeypatch,
+):
+    """Tables record the CPU's widest vector instructions; one whose model name
+    matches this machine's but whose instructions differ (AVX2 against AVX-512,
+    say) is another device for latency, so it is not checked against nets
+    timed here; one that records the same instructions, or none, is."""
+    from densenas_tf.latency import check
+    from densenas_tf.latency.measure import device_description, vector_isa
+
+    assert vector_isa() in ("AVX2", "no AVX2", "unknown") or vector_isa().startswith("AVX-512")
+    space = load_space("tiny")
+    table = made_up_table(space, lambda k, key: 0.01, device=device_description())
+    monkeypatch.setattr(
+        check, "arch_timer", lambda spec, *a: lambda runs, spec=spec: table.predicted_ms(spec)
+    )
+    other = "AVX2" if vector_isa() != "AVX2" else "AVX-512 (VNNI, bf16)"
+    logged = []
+    table.provenance["vector_isa"] = other
+    result = check.check_table_here(space, table, "t.json", num_nets=2, rounds=1, log=logged.append)
+    assert not result["checked"] and result["device"].endswith(other)
+    assert "not on this machine" in logged[-1]
+    for isa in (vector_isa(), None):
+        if isa is None:
+            del table.provenance["vector_isa"]
+        else:
+            table.provenance["vector_isa"] = isa
+        result = check.check_table_here(
+            space, table, "t.json", num_nets=2, rounds=1, log=lambda line: None
+        )
+        assert result["checked"] and result["mape_percent"] == pytest.approx(0.0, abs=1e-9)

@@ -171,6 +171,20 @@ def test_builder_refuses_to_complete_a_table_of_another_device_or_runtime(small_
             assert "tensorflow_version: the file's is '2.0.0'" in str(e.value)
         assert "Choose another --out" in str(e.value)
         assert out.read_text() == before
+    # Same model name and runtime, other vector instructions: refused too.
+    prov = new_provenance(small_space, "tflite", 1, 1, device_description(), versions())
+    LatencyTable({**prov, "vector_isa": "SSE2"}).save(out)
+    with pytest.raises(LatencyTableError, match="vector_isa: the file's is 'SSE2'"):
+        build_table(small_space, out, warmup=1, runs=3, log=lambda line: None)
+
+
+def test_a_new_table_records_the_vector_instructions(small_space, tmp_path):
+    from densenas_tf.latency.measure import vector_isa
+
+    out = tmp_path / "lut.json"
+    table, _ = build_table(small_space, out, warmup=1, runs=2, log=lambda line: None)
+    assert table.provenance["vector_isa"] == vector_isa()
+    assert LatencyTable.load(out).provenance["vector_isa"] == vector_isa()
 
 
 @pytest.fixture(scope="module")

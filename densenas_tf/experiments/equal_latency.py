@@ -41,7 +41,12 @@ from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_a
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
 from densenas_tf.experiments.stability import agreement, decisions, time_nets
-from densenas_tf.latency.measure import arch_timer, device_description, mobilenet_v2_budget
+from densenas_tf.latency.measure import (
+    arch_timer,
+    device_description,
+    mobilenet_v2_budget,
+    vector_isa,
+)
 from densenas_tf.latency.table import LatencyTable, default_table_path
 from densenas_tf.search.config import load_search_config
 from densenas_tf.search.run import derive_from_checkpoint, run_search
@@ -124,25 +129,7 @@ def machine_description() -> str:
     """This machine as ``device_description`` gives it, with its widest vector
     instructions: CPUs of one model name differ there, and with them the
     relative latency of ops."""
-    flags: set[str] = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    if "avx512f" in flags:
-        extras = [
-            name
-            for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "bf16"))
-            if flag in flags
-        ]
-        isa = "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
-    elif "avx2" in flags:
-        isa = "AVX2"
-    else:
-        isa = "no AVX2"
-    return f"{device_description()}, {isa}"
+    return f"{device_description()}, {vector_isa()}"
 
 
 def width_label(width: float) -> str:

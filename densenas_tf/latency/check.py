@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from densenas_tf.latency.measure import arch_timer, device_description
+from densenas_tf.latency.measure import arch_timer, device_description, vector_isa
 from densenas_tf.latency.report import mape_percent, random_arch
 from densenas_tf.latency.table import LatencyTable, LatencyTableError, quantization_of
 from densenas_tf.space.arch_spec import ArchSpec
@@ -49,6 +49,10 @@ def check_table_here(
 
     here = device_description()
     measured_on = table.provenance.get("device", "an unnamed device")
+    isa = table.provenance.get("vector_isa")
+    if isa is not None and measured_on == here and isa != vector_isa():
+        # One model name, other vector instructions: another device for latency.
+        here, measured_on = f"{here}, {vector_isa()}", f"{measured_on}, {isa}"
     if measured_on != here:
         log(
             f"latency table {table_path} was measured on {measured_on!r}, not on this machine "

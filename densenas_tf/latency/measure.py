@@ -244,6 +244,29 @@ def device_description() -> str:
     return f"{model_name or cpu} ({os.cpu_count()} logical CPUs, {platform.system()})"
 
 
+def vector_isa() -> str:
+    """This CPU's widest vector instructions ("AVX-512 (VNNI, bf16)", "AVX2", ...).
+    CPUs of one model name differ here, and with them the relative latency
+    of ops (int8 above all), so tables record it beside the device."""
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if "avx512f" in flags:
+        extras = [
+            name
+            for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "bf16"))
+            if flag in flags
+        ]
+        return "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
+    if "avx2" in flags:
+        return "AVX2"
+    return "no AVX2" if flags else "unknown"
+
+
 def versions() -> dict[str, str]:
     try:
         litert = version("ai-edge-litert")
@@ -296,6 +319,8 @@ def build_table(
             )
         # A table is one device's: entries timed here must not join another's.
         here = {"device": device_description(), **versions()}
+        if "vector_isa" in prov:  # tables begun before it was recorded lack it
+            here["vector_isa"] = vector_isa()
         other = {k: (prov.get(k), v) for k, v in here.items() if prov.get(k) != v}
         if other:
             detail = ", ".join(
@@ -311,6 +336,7 @@ def build_table(
             new_provenance(space, backend, threads, batch_size, device_description(), versions())
         )
         table.provenance["quantization"] = quantization
+        table.provenance["vector_isa"] = vector_isa()
         table.overhead_ms = measure(
             overhead_model(batch_size), backend, threads, warmup, runs * 5, quantization
         ).median_ms
