@@ -1,6 +1,7 @@
 """Derivation under a latency budget: exact against brute force, and what it refuses."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -305,3 +306,18 @@ def test_a_min_fraction_outside_0_1_is_refused(bad):
 
     with pytest.raises(ValueError, match="min_fraction must be in"):
         Objective(kind="budget", target_ms=0.3, min_fraction=bad)
+
+
+def test_a_run_re_derives_with_the_band_it_derived_with(tmp_path):
+    """The band's lower edge of a finished run: its objective's, else the one
+    its derivation recorded in summary.json (runs searched under an older
+    default), else today's default."""
+    from densenas_tf.search.objectives import Objective
+    from densenas_tf.search.run import run_min_fraction
+
+    assert run_min_fraction(tmp_path, {"kind": "budget"}) == Objective.min_fraction == 0.95
+    (tmp_path / "summary.json").write_text(json.dumps({"budget": {"min_fraction": 0.9}}))
+    assert run_min_fraction(tmp_path, {"kind": "budget"}) == 0.9
+    assert run_min_fraction(tmp_path, {"kind": "budget", "min_fraction": 0.5}) == 0.5
+    (tmp_path / "summary.json").write_text(json.dumps({"budget": None}))
+    assert run_min_fraction(tmp_path, {"kind": "budget"}) == 0.95

@@ -1,7 +1,7 @@
 """Derives the architecture of a search run from its latest (or a given) checkpoint.
 
   densenas-derive --run_dir=runs/search [--checkpoint=runs/search/ckpt/ckpt-300]
-      [--target_ms=0.25 [--min_fraction=0.9]] [--out=arch.json]
+      [--target_ms=0.25 [--min_fraction=0.95]] [--out=arch.json]
 
 (In a checkout: python tools/derive.py with the same flags.)
 
@@ -9,7 +9,7 @@ Prints the ArchSpec JSON on stdout (and writes it to --out when given), and
 its predicted latency on stderr. With --target_ms (or when the search had a
 budget) the net is the most probable one whose latency on the search's table
 is at most the budget, and at least --min_fraction of it when that one is
-not (by default the search's own, 0.9 if it had none); without, the paper's
+not (by default the search's own, 0.95 if it had none); without, the paper's
 (Viterbi path, then argmax ops). Re-deriving under another budget needs no
 new search.
 """
@@ -35,7 +35,8 @@ MIN_FRACTION = flags.DEFINE_float(
     None,
     "Under a budget: when the most probable net within it predicts under this fraction of "
     "it, derive the most probable in [fraction, 1] x budget (0: at most the budget only; "
-    "default: the search's objective.min_fraction, else 0.9).",
+    "default: the search's objective.min_fraction, else the one its derivation recorded, "
+    "else 0.95).",
     lower_bound=0.0,
     upper_bound=1.0,
 )

@@ -41,7 +41,7 @@ from densenas_tf.latency.table import LatencyTable
 from densenas_tf.nn.supernet import SuperNet
 from densenas_tf.search.config import SearchConfig
 from densenas_tf.search.objectives import Objective
-from densenas_tf.search.run import load_search_data
+from densenas_tf.search.run import load_search_data, run_min_fraction
 from densenas_tf.space import budget, derive
 from densenas_tf.space.arch_spec import ArchSpec
 from densenas_tf.space.spaces import SearchSpace
@@ -112,14 +112,19 @@ def correlation(a, b, reps: int, seed: int) -> dict[str, Any]:
 
 
 # ----- the nets -------------------------------------------------------------------------
-def searched_choice(space, costs, arrays, config: SearchConfig) -> budget.Choice:
+def searched_choice(
+    space, costs, arrays, config: SearchConfig, min_fraction: float | None = None
+) -> budget.Choice:
     """The searched net with its ops by row: under a budget the most probable
-    net within it, else the Viterbi path with each layer's argmax op."""
+    net within it (and within [min_fraction, 1] x it where a net is; default
+    the objective's), else the Viterbi path with each layer's argmax op."""
     objective = config.objective
     if objective.get("kind") == "budget":
+        if min_fraction is None:
+            min_fraction = objective.get("min_fraction", Objective.min_fraction)
         choice = budget.budget_choice(
             space, costs, **arrays, budget_ms=float(objective["target_ms"]),
-            min_fraction=objective.get("min_fraction", Objective.min_fraction),
+            min_fraction=min_fraction,
         )  # fmt: skip
         if choice is None:
             raise RankCheckError(
@@ -302,7 +307,9 @@ def run_rank_check(
         raise RankCheckError("the rank check needs at least 3 nets and one training seed")
     config, space, table, net, arrays, checkpoint = load_search(search_dir, plan.checkpoint)
     costs = latency_costs(space, table)
-    searched = searched_choice(space, costs, arrays, config)
+    searched = searched_choice(
+        space, costs, arrays, config, run_min_fraction(search_dir, config.objective)
+    )
     front = budget.pareto_architectures(space, costs, **arrays)
     low = (
         plan.min_ms

@@ -51,7 +51,7 @@ class Objective:
     # budget only: the derived net should use the budget: when the most probable
     # net within it predicts under min_fraction x target_ms, the most probable in
     # [min_fraction, 1] x target_ms is derived instead (0: at most target_ms only).
-    min_fraction: float = 0.9
+    min_fraction: float = 0.95
 
     def __post_init__(self):
         if self.kind not in OBJECTIVES:

@@ -421,6 +421,21 @@ def format_summary(summary: dict[str, Any], run_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
+def run_min_fraction(run_dir: str | Path, objective: dict) -> float:
+    """The lower edge of the budget's band a run derives with: its objective's
+    ``min_fraction``; else the one its own derivation recorded
+    (``summary.json``'s ``budget``), so that a run searched under an older
+    default re-derives the net it derived then; else today's default."""
+    if "min_fraction" in objective:
+        return float(objective["min_fraction"])
+    summary = Path(run_dir) / "summary.json"
+    if summary.is_file():
+        recorded = (json.loads(summary.read_text()).get("budget") or {}).get("min_fraction")
+        if recorded is not None:
+            return float(recorded)
+    return Objective.min_fraction
+
+
 def derive_from_checkpoint(
     run_dir: str | Path,
     checkpoint: str | None = None,
@@ -486,8 +501,8 @@ def derive_from_checkpoint(
             "search used (every finished search writes it)"
         )
     table = LatencyTable.load(table_file)
-    if min_fraction is None:  # the run's own, or the default of runs that never set it
-        min_fraction = objective.get("min_fraction", Objective.min_fraction)
+    if min_fraction is None:
+        min_fraction = run_min_fraction(run_dir, objective)
     spec = derive_within_budget(
         space, latency_costs(space, table), **arrays, budget_ms=target_ms,
         name=f"step_{step}", provenance=provenance, min_fraction=min_fraction, **options,
