@@ -40,7 +40,13 @@ import numpy as np
 from densenas_tf.core.files import cached_json, write_bytes_atomic, write_text_atomic
 from densenas_tf.data.sources import load_image_data, split_indices
 from densenas_tf.experiments import compare
-from densenas_tf.experiments.stability import agreement, decisions, time_nets
+from densenas_tf.experiments.stability import (
+    LOW,
+    MEASURED_TOLERANCE,
+    agreement,
+    decisions,
+    time_nets,
+)
 from densenas_tf.latency.measure import (
     arch_timer,
     device_description,
@@ -477,10 +483,20 @@ def verdicts(summary: list[dict[str, Any]], widths) -> list[dict[str, Any]]:
     return out
 
 
-def budget_held(rows: list[dict[str, Any]], band: float = 0.9) -> list[dict[str, Any]]:
+def _in_band(predicted_fraction: float) -> bool:
+    """A prediction within [LOW, 1] x the budget (the criterion the stability tool uses)."""
+    return LOW - 1e-9 <= predicted_fraction <= 1 + 1e-9
+
+
+def _near(measured_fraction: float) -> bool:
+    """A measurement within MEASURED_TOLERANCE of the budget (or of the net beside)."""
+    return abs(measured_fraction - 1) <= MEASURED_TOLERANCE
+
+
+def budget_held(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per searched net (DenseNAS and fixed-block) and seed: its budget T, its
     table-predicted and measured latency as fractions of T, whether the
-    prediction is within [band, 1] x T and the measurement within 10 % of T,
+    prediction is within [LOW, 1] x T and the measurement within 10 % of T,
     and its measured latency over that of the seed's MobileNetV2 at the same
     width (timed in the same rounds, so free of drift between timings)."""
     beside = {(r["seed"], r["width"]): r["tflite_ms"] for r in rows if r["family"] == "MobileNetV2"}
@@ -502,8 +518,8 @@ def budget_held(rows: list[dict[str, Any]], band: float = 0.9) -> list[dict[str,
                 "measured_fraction": measured / target,
                 "mobilenet_v2_ms": mnv2,
                 "measured_over_mobilenet_v2": None if mnv2 is None else measured / mnv2,
-                "predicted_in_band": band * target - 1e-12 <= predicted <= target + 1e-12,
-                "measured_within_10_percent": abs(measured / target - 1) <= 0.1,
+                "predicted_in_band": _in_band(predicted / target),
+                "measured_within_10_percent": _near(measured / target),
             }
         )
     return out
@@ -619,9 +635,9 @@ def format_rederived_budget_held(r: dict[str, Any]) -> str:
     lines += ["", f"MobileNetV2 in the same rounds: {beside}.", ""]
     for fraction in sorted({e["min_fraction"] for e in rows}):
         group = [e for e in rows if e["min_fraction"] == fraction]
-        band = sum(0.9 - 1e-9 <= e["predicted_fraction"] <= 1 + 1e-9 for e in group)
-        near = sum(abs(e["measured_fraction"] - 1) <= 0.1 for e in group)
-        near_beside = sum(abs(e["measured_over_mobilenet_v2"] - 1) <= 0.1 for e in group)
+        band = sum(_in_band(e["predicted_fraction"]) for e in group)
+        near = sum(_near(e["measured_fraction"]) for e in group)
+        near_beside = sum(_near(e["measured_over_mobilenet_v2"]) for e in group)
         lines.append(
             f"- min_fraction {fraction:g}: predicted within [0.9, 1] x T {band} of {len(group)}; "
             f"measured within 10 % of T {near} of {len(group)}, of MobileNetV2 timed beside "
