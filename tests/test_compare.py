@@ -2,6 +2,7 @@
 has its ArchSpec, a test accuracy and a measured latency, and the files agree."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +350,16 @@ def test_reduced_comparison_at_equal_latency(tmp_path):
     assert held["agreement"] == []  # one seed: nothing to agree with
     with pytest.raises(ValueError, match="nothing to re-derive"):
         equal_latency.rederived_budget_held(moved, plan, (0.9,), rounds=1, runs=2)
+    # Without the checkpoint, the nets of an earlier budget_held.json are timed again.
+    shutil.copy(out / "budget_held.json", moved / "budget_held.json")
+    carried = equal_latency.rederived_budget_held(moved, plan, (0.9, 0.95), rounds=1, runs=2)
+    assert [e["carried"] for e in carried["rows"]] == [True, True]
+    for key in ("name", "min_fraction", "predicted_ms", "arch", "decisions"):
+        assert [e[key] for e in carried["rows"]] == [e[key] for e in held["rows"]]
+    assert all(e["measured_ms"] > 0 for e in carried["rows"])
+    assert "\\* Derived earlier" in (moved / "budget_held.md").read_text()
+    with pytest.raises(ValueError, match="nothing to re-derive"):  # 0.8 was never derived
+        equal_latency.rederived_budget_held(moved, plan, (0.8,), rounds=1, runs=2)
     assert not list(moved.rglob("ckpt")) and not list(moved.rglob("*.keras"))
 
 

@@ -15,7 +15,8 @@ compute, MobileNetV2 at that width, and at the middle budget the fixed-block
 search; with the two-standard-error verdict per budget. --report_only
 writes the report of the seeds finished so far from the run's records,
 running nothing. --held_min_fractions=0.9,0.95 re-derives the run's DenseNAS
-searches (from their checkpoints) at each min_fraction and times the nets
+searches (from their checkpoints, or the nets an earlier budget_held.json in
+the run directory holds for them) at each min_fraction and times the nets
 with MobileNetV2: how the band's lower edge moves the measured latency.
 
 Every net is retrained with the same recipe and seed, tested, and timed as
@@ -67,8 +68,9 @@ HELD_MIN_FRACTIONS = flags.DEFINE_list(
     "held_min_fractions",
     None,
     "With --equal_latency: re-derive the run's DenseNAS searches found here (their "
-    "checkpoints) under their budgets at each of these min_fractions, time them with "
-    "MobileNetV2 and write budget_held.md; runs nothing else.",
+    "checkpoints, or an earlier budget_held.json's nets) under their budgets at each of "
+    "these min_fractions, time them with MobileNetV2 and write budget_held.md; runs "
+    "nothing else.",
 )
 RESULTS_DIR = flags.DEFINE_string(
     "out_dir", None, "Also copy compare.md, compare.png and results.json here."

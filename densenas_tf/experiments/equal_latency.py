@@ -538,13 +538,23 @@ def rederived_budget_held(
     MobileNetV2 at each budget's width in the same interleaved rounds (float
     TFLite, 1 thread, batch 1): how the lower edge of the band moves the
     measured latency against the budget. Written to ``run_dir/budget_held.json``
-    and ``.md``. Raises ValueError when no search's checkpoint is here."""
+    and ``.md``.
+
+    A search whose checkpoint is not here (run on another machine) keeps the
+    nets an earlier ``run_dir/budget_held.json`` derived for it, at the same
+    budget and for every min_fraction asked; they are timed again with the
+    rest and marked ``carried``. Raises ValueError when no net is left."""
     run_dir = Path(run_dir)
     budgets_file = run_dir / "budgets.json"
     if not budgets_file.is_file():
         raise ValueError(f"{run_dir} holds no budgets.json: no equal-latency run has started there")
     budgets = json.loads(budgets_file.read_text())
     _check_budgets(run_dir, plan, budgets)
+    earlier_file = run_dir / "budget_held.json"
+    earlier = {}
+    if earlier_file.is_file():
+        for e in json.loads(earlier_file.read_text()).get("rows", []):
+            earlier[(e["seed"], e["budget"], float(e["min_fraction"]), e["budget_ms"])] = e
     specs: dict[str, ArchSpec] = {}
     entries = []
     space = load_space("fashion_mnist")
@@ -554,9 +564,22 @@ def rederived_budget_held(
         for seed in plan.seeds:
             search_dir = run_dir / f"seed{seed}" / f"densenas_{w}"
             if not (search_dir / "ckpt").is_dir():
-                log(
-                    f"{search_dir}: no checkpoint here (not run on this machine, or unfinished); left out"
-                )
+                keys = [(seed, w, float(f), budgets[w]["target_ms"]) for f in min_fractions]
+                if not all(k in earlier for k in keys):
+                    log(
+                        f"{search_dir}: no checkpoint here (not run on this machine, or "
+                        f"unfinished) and no net for it in {earlier_file}; left out"
+                    )
+                    continue
+                log(f"{search_dir}: no checkpoint here; its nets from {earlier_file}")
+                for k in keys:
+                    e = earlier[k]
+                    specs[e["name"]] = ArchSpec.from_block_string(e["arch"], name=e["name"])
+                    entries.append(
+                        {f: e[f] for f in ("name", "seed", "budget", "min_fraction", "budget_ms",
+                                           "predicted_ms", "arch", "decisions")}
+                        | {"carried": True}
+                    )  # fmt: skip
                 continue
             table = LatencyTable.load(search_dir / "latency_table.json")
             for fraction in min_fractions:
@@ -571,7 +594,8 @@ def rederived_budget_held(
                 )  # fmt: skip
     if not entries:
         raise ValueError(
-            f"no DenseNAS search of {run_dir} has its checkpoint here: nothing to re-derive"
+            f"no DenseNAS search of {run_dir} has its checkpoint here, nor a net in an "
+            f"earlier {earlier_file.name}: nothing to re-derive"
         )
     log(f"timing {len(specs)} net(s) in {rounds} interleaved round(s) of {runs} runs")
     timed = {name: float(np.median(m)) for name, m in time_nets(specs, rounds, runs, log).items()}
@@ -624,7 +648,8 @@ def format_rederived_budget_held(r: dict[str, Any]) -> str:
     rows = sorted(r["rows"], key=lambda e: (e["budget_ms"], e["min_fraction"], e["seed"]))
     for e in rows:
         lines.append(
-            f"| {e['budget']} ({e['budget_ms']:.4f}) | {e['seed']} | {e['min_fraction']:g} | "
+            f"| {e['budget']} ({e['budget_ms']:.4f}) | {e['seed']}{'*' if e.get('carried') else ''}"
+            f" | {e['min_fraction']:g} | "
             f"{e['predicted_ms']:.4f} ({e['predicted_fraction']:.2f}) | "
             f"{e['measured_ms']:.4f} ({e['measured_fraction']:.2f}) | "
             f"{e['measured_over_mobilenet_v2']:.2f} | `{e['arch']}` |"
@@ -633,6 +658,12 @@ def format_rederived_budget_held(r: dict[str, Any]) -> str:
         f"{w} {ms:.4f} ms ({ms / r['budgets'][w]:.2f} T)" for w, ms in r["mobilenet_v2_ms"].items()
     )
     lines += ["", f"MobileNetV2 in the same rounds: {beside}.", ""]
+    if any(e.get("carried") for e in rows):
+        lines += [
+            "\\* Derived earlier, from a checkpoint not on this machine (the earlier "
+            "budget_held.json); timed again here with the rest.",
+            "",
+        ]
     for fraction in sorted({e["min_fraction"] for e in rows}):
         group = [e for e in rows if e["min_fraction"] == fraction]
         band = sum(_in_band(e["predicted_fraction"]) for e in group)
